@@ -1,0 +1,237 @@
+"""The `bertfit` command: each subcommand parses options, calls one library function, renders the result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import BertfitError
+
+app = typer.Typer(
+    help="Fine-tune BERT-family encoders for text classification, then label millions of texts fast.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show defaults as [value]; they are not markup
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+state = {"debug": False, "quiet": False}
+
+TextCol = Annotated[list[str] | None, typer.Option("--text-col", help="Text column; repeat to join several columns.")]
+Precision = Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32 (auto: bf16 on AMX CPUs and new GPUs).")]
+
+
+@app.callback()
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and library logs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress bars.")] = False,
+) -> None:
+    state.update(debug=debug, quiet=quiet)
+    _setup_logging(debug, quiet)
+
+
+@app.command()
+def train(
+    train_file: Annotated[Path, typer.Argument(help="Labelled data: csv, tsv, jsonl, parquet, h5 or xlsx.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
+    validation: Annotated[Path | None, typer.Option(help="Labelled validation file (else split off).")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Share split off for validation [0.1].")] = None,
+    text_col: TextCol = None,
+    label_col: Annotated[str | None, typer.Option(help="Label column [label].")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model: hub id or folder [all-MiniLM-L6-v2].")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Training epochs [3].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size [32].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate [1e-4].")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Max tokens per text [128].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed [42].")] = None,
+    label_map: Annotated[str | None, typer.Option(help="Rename labels: '1=negative,2=positive'.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="linear | exponential decay after warmup.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps [1].")] = None,
+    best_metric: Annotated[str | None, typer.Option(help="macro_f1 | micro_f1 | accuracy | mcc | loss.")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto | bf16 | fp16 | fp32.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML or JSON file of settings; options override it.")] = None,
+    allow_pickle: Annotated[bool, typer.Option(help="Allow loading pickle (.bin) weights you trust.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub (only if trusted).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder that is not a bertfit model.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Fine-tune a model on labelled data and write a Hugging Face model folder."""
+    from .config import RunConfig, load_config
+    from .training import train as run_train
+
+    def call() -> Any:
+        base = load_config(config) if config else RunConfig()
+        overrides = dict(
+            text_cols=text_col or None,
+            label_col=label_col,
+            val_fraction=val_fraction,
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_length=max_length,
+            seed=seed,
+            label_map=label_map,
+            scheduler=scheduler,
+            grad_accum=grad_accum,
+            best_metric=best_metric,
+            precision=precision,
+            allow_pickle=allow_pickle or None,
+            trust_remote_code=trust_remote_code or None,
+        )
+        return run_train(
+            train_file,
+            output,
+            validation,
+            config=base,
+            overwrite=overwrite,
+            progress=_progress(),
+            **overrides,
+        )
+
+    result = _guard(call)
+    summary = {
+        "model_dir": str(result.model_dir),
+        "train_rows": result.train_rows,
+        "val_rows": result.val_rows,
+        "train_seconds": round(result.train_seconds, 1),
+        "labels": result.labels,
+        **{k: result.metrics[k] for k in ("accuracy", "macro_f1", "micro_f1", "mcc")},
+    }
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    _metrics_table(result.metrics, f"validation ({result.val_rows} rows)")
+    out.print(f"model: {result.model_dir}  ({result.train_rows} training rows, {result.train_seconds:.0f}s)")
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'bertfit train'.")],
+    data_file: Annotated[Path, typer.Argument(help="Labelled data to score.")],
+    text_col: TextCol = None,
+    label_col: Annotated[str | None, typer.Option(help="Label column [as in training].")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the full report as JSON.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Prediction batch size [64].")] = None,
+    precision: Precision = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Score a trained model on labelled data: accuracy, F1, MCC, per-class report, confusion matrix."""
+    from .evaluation import evaluate as run_evaluate
+
+    report = _guard(
+        lambda: run_evaluate(
+            model_dir, data_file, text_col or None, label_col, output, batch_size, precision, _progress()
+        )
+    )
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    _metrics_table(report, f"{data_file} ({report['n']} rows)")
+    if output:
+        out.print(f"report: {output}")
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'bertfit train'.")],
+    input_file: Annotated[Path, typer.Argument(help="Table with a text column.")],
+    output_file: Annotated[Path, typer.Argument(help="Where to write; the format follows the extension.")],
+    text_col: TextCol = None,
+    batch_size: Annotated[int | None, typer.Option(help="Prediction batch size [64].")] = None,
+    probs: Annotated[bool, typer.Option("--probs", help="Add a prob_<label> column per label.")] = False,
+    precision: Precision = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Label every row of a file; the output keeps all input columns and rows, plus pred_label and pred_score."""
+    from .inference import predict_file
+
+    summary = _guard(
+        lambda: predict_file(
+            model_dir, input_file, output_file, text_col or None, batch_size, probs, precision, _progress()
+        )
+    )
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        out.print(f"wrote {summary['rows']} rows to {summary['output']}")
+
+
+@app.command()
+def info(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'bertfit train'.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show a model's labels, base model, max length, training metrics and library versions."""
+    from .modeling import describe_model
+
+    details = _guard(lambda: describe_model(model_dir))
+    if as_json:
+        out.print_json(json.dumps(details))
+        return
+    table = Table(title=str(model_dir), show_header=False)
+    for key, value in details.items():
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    out.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+def _guard(call: Any) -> Any:
+    """Run a library call; a BertfitError becomes one line on stderr and exit code 2."""
+    try:
+        return call()
+    except BertfitError as error:
+        if state["debug"]:
+            raise
+        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=error.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing was written")
+        raise typer.Exit(code=130) from None
+
+
+def _progress() -> bool:
+    return not state["quiet"] and sys.stderr.isatty()
+
+
+def _metrics_table(report: dict[str, Any], title: str) -> None:
+    table = Table(title=title)
+    for col in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for name, c in report["per_class"].items():
+        table.add_row(name, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
+    out.print(table)
+    out.print("  ".join(f"{k} {report[k]:.4f}" for k in ("accuracy", "macro_f1", "micro_f1", "mcc")))
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("bertfit")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        import warnings
+
+        warnings.filterwarnings("ignore")

@@ -1,0 +1,198 @@
+"""Typed run configuration: what to read, which model, how to train. Loaded from YAML/JSON, overridden by options."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+SCHEDULERS = ("linear", "exponential")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+METRICS = ("macro_f1", "micro_f1", "accuracy", "mcc", "loss")
+
+
+@dataclass
+class DataConfig:
+    """Which columns hold the text and the label, and how the validation set is made."""
+
+    text_cols: list[str] = field(default_factory=lambda: ["text"])
+    label_col: str = "label"
+    val_fraction: float = 0.1
+    label_map: dict[str, str] | None = None
+    max_length: int = 128
+
+    def validate(self) -> None:
+        if not self.text_cols:
+            raise ConfigError("text_cols is empty; name at least one text column (--text-col text)")
+        if not 0.0 < self.val_fraction < 0.9:
+            raise ConfigError(f"val_fraction must be between 0 and 0.9 (got {self.val_fraction}); try 0.1")
+        if self.max_length < 8:
+            raise ConfigError(f"max_length must be at least 8 tokens (got {self.max_length}); try 128")
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained encoder to start from, and how far to trust its files."""
+
+    model: str | None = None  # None: the bundled all-MiniLM-L6-v2
+    allow_pickle: bool = False  # load .bin (pickle) weights when no safetensors exist
+    trust_remote_code: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; the defaults reach a strong model on the datasets in shared/data."""
+
+    epochs: float = 3.0
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # share of all steps spent warming up
+    scheduler: str = "linear"
+    grad_accum: int = 1
+    seed: int = 42
+    best_metric: str = "macro_f1"
+    precision: str = "auto"
+    group_by_length: bool = True
+
+    def validate(self) -> None:
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be positive (got {self.epochs})")
+        if self.batch_size < 1 or self.eval_batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("batch_size, eval_batch_size and grad_accum must be at least 1")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"lr must be between 0 and 1 (got {self.lr}); try 1e-4")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"warmup is a share of the steps, between 0 and 1 (got {self.warmup})")
+        _check_choice("scheduler", self.scheduler, SCHEDULERS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("best_metric", self.best_metric, METRICS)
+
+
+@dataclass
+class RunConfig:
+    """Everything `bertfit train` needs besides the data files; saved into bertfit.json."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        self.data.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def override(self, values: dict[str, Any]) -> RunConfig:
+        """Return a copy with flat `name: value` settings applied; None values are left alone."""
+        new = dataclasses.replace(
+            self,
+            data=dataclasses.replace(self.data),
+            model=dataclasses.replace(self.model),
+            train=dataclasses.replace(self.train),
+        )
+        for key, value in values.items():
+            if value is None:
+                continue
+            section = _section_of(new, key)
+            setattr(section, key, _coerce(section, key, value))
+        return new
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
+        """Build from nested sections (`data:`, `model:`, `train:`) and/or flat keys."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping of settings, found {type(raw).__name__}")
+        flat: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in ("data", "model", "train") and isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        try:
+            return cls().override(flat)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a run configuration from a .yaml/.yml or .json file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        first = str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({first})") from None
+    return RunConfig.from_dict(raw or {}, source=str(path))
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    path = Path(path)
+    data = config.to_dict()
+    if path.suffix == ".json":
+        path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    else:
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def parse_label_map(spec: str | dict[str, str] | None) -> dict[str, str] | None:
+    """Parse '1=negative,2=positive' into {'1': 'negative', '2': 'positive'}."""
+    if spec is None or isinstance(spec, dict):
+        return None if spec is None else {str(k): str(v) for k, v in spec.items()}
+    mapping: dict[str, str] = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        raw, sep, name = part.partition("=")
+        if not sep or not raw.strip() or not name.strip():
+            raise ConfigError(f"--label-map: cannot read '{part.strip()}'; write it as 'RAW=NAME,RAW=NAME'")
+        mapping[raw.strip()] = name.strip()
+    if not mapping:
+        raise ConfigError("--label-map is empty; write it as 'RAW=NAME,RAW=NAME', e.g. '1=negative,2=positive'")
+    return mapping
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)} (got '{value}')")
+
+
+def _section_of(config: RunConfig, key: str) -> Any:
+    for section in (config.data, config.model, config.train):
+        if key in {f.name for f in fields(section)}:
+            return section
+    known = sorted(f.name for s in (config.data, config.model, config.train) for f in fields(s))
+    raise ConfigError(f"unknown setting '{key}'; known settings: {', '.join(known)}")
+
+
+def _coerce(section: Any, key: str, value: Any) -> Any:
+    """Convert YAML/CLI values to the field's type, with a one-line error when that is impossible."""
+    default = getattr(type(section)(), key)
+    if key == "label_map":
+        return parse_label_map(value)
+    if key == "text_cols":
+        return [value] if isinstance(value, str) else [str(v) for v in value]
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting '{key}' must be a {type(default).__name__} (got {value!r})") from None
+    return value

@@ -1,0 +1,203 @@
+"""Read and write tables (CSV, TSV, JSON Lines, Parquet, HDF5, Excel), chosen by file extension."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import DataError, MissingDependency
+
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".hdf": "hdf5",
+    ".xlsx": "excel",
+}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
+HDF_KEY = "data"
+
+
+def table_format(path: str | Path) -> str:
+    """The table format named by a path's extension (compression suffixes such as .gz are looked through)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] in COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    fmt = FORMATS.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        found = suffixes[-1] if suffixes else "no extension"
+        raise DataError(f"{path}: unknown file type ({found}); use one of {', '.join(sorted(FORMATS))}")
+    return fmt
+
+
+def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a whole table; `columns` (if given) must all exist, and only those are returned."""
+    path = Path(path)
+    fmt = table_format(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a data file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty; expected a table with a header row")
+    df = _read(path, fmt)
+    if columns is not None:
+        require_columns(df, columns, path)
+        df = df[list(dict.fromkeys(columns))]
+    return df
+
+
+def require_columns(df: pd.DataFrame, columns: Sequence[str], source: str | Path, option: str = "") -> None:
+    """Raise a DataError naming the first missing column, the columns found and the option to pass."""
+    for col in columns:
+        if col not in df.columns:
+            found = ", ".join(f"'{c}'" for c in df.columns[:20])
+            hint = _column_hint(df, col, option)
+            raise DataError(f"{source}: no column '{col}' (found: {found}); {hint}")
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a table in the format named by the extension; the file appears only once complete."""
+    path = Path(path)
+    fmt = table_format(path)
+    check_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        _write(df, Path(tmp), fmt, "".join(path.suffixes))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(data: object, path: str | Path) -> None:
+    """Write JSON so that the file appears only once complete."""
+    path = Path(path)
+    check_writable(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_writable(path: str | Path, suffixes: tuple[str, ...] = ()) -> None:
+    """Fail before any work is done when an output path cannot be written as asked."""
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise DataError(f"{path}: expected a {' or '.join(suffixes)} file name for this output")
+    if not path.parent.is_dir():
+        raise DataError(f"{path}: folder {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give a file name")
+
+
+def _read(path: Path, fmt: str) -> pd.DataFrame:
+    try:
+        if fmt in ("csv", "tsv"):
+            sep = "," if fmt == "csv" else "\t"
+            # utf-8-sig drops a byte-order mark; the C parser handles CRLF and quoted newlines.
+            return pd.read_csv(path, sep=sep, encoding="utf-8-sig", keep_default_na=False, na_values=[""])
+        if fmt == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        if fmt == "hdf5":
+            return _read_hdf(path)
+        return pd.read_excel(path, engine=_openpyxl(), keep_default_na=False, na_values=[""])
+    except UnicodeDecodeError as err:
+        raise DataError(_decode_error_message(path, err)) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file has no header row or data") from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: cannot parse as {fmt.upper()} ({_first_line(err)})") from None
+    except ValueError as err:
+        raise DataError(f"{path}: cannot read as {fmt.upper()} ({_first_line(err)})") from None
+    except (OSError, zipfile.BadZipFile, RuntimeError) as err:
+        # PyTables raises HDF5ExtError (a RuntimeError) with a multi-line trace; openpyxl raises BadZipFile.
+        detail = "not a valid file of this type" if fmt in ("hdf5", "excel") else _first_line(err)
+        raise DataError(f"{path}: cannot read as {fmt.upper()} ({detail})") from None
+
+
+def _read_hdf(path: Path) -> pd.DataFrame:
+    with pd.HDFStore(path, mode="r") as store:
+        keys = store.keys()
+        if not keys:
+            raise DataError(f"{path}: HDF5 file holds no table")
+        if len(keys) > 1 and f"/{HDF_KEY}" not in keys:
+            raise DataError(f"{path}: HDF5 file holds several tables ({', '.join(keys)}); keep one, or name it 'data'")
+        key = f"/{HDF_KEY}" if f"/{HDF_KEY}" in keys else keys[0]
+        return store[key]
+
+
+def _write(df: pd.DataFrame, tmp: Path, fmt: str, suffixes: str) -> None:
+    compression = "infer" if not suffixes.endswith(COMPRESSIONS) else suffixes.rsplit(".", 1)[-1]
+    compression = {"gz": "gzip", "zst": "zstd"}.get(compression, compression)
+    if fmt in ("csv", "tsv"):
+        df.to_csv(tmp, sep="," if fmt == "csv" else "\t", index=False, compression=compression)
+    elif fmt == "jsonl":
+        df.to_json(tmp, orient="records", lines=True, force_ascii=False, compression=compression)
+    elif fmt == "parquet":
+        df.to_parquet(tmp, index=False)
+    elif fmt == "hdf5":
+        plain = df.astype({c: object for c in df.columns if pd.api.types.is_string_dtype(df[c])})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTables warns that object columns are pickled
+            plain.to_hdf(tmp, key=HDF_KEY, mode="w")
+    else:
+        df.to_excel(tmp, index=False, engine=_openpyxl())
+
+
+def _openpyxl() -> str:
+    try:
+        import openpyxl  # noqa: F401
+    except ImportError:
+        raise MissingDependency("openpyxl", "excel", "Reading or writing .xlsx files") from None
+    return "openpyxl"
+
+
+def _decode_error_message(path: Path, err: UnicodeDecodeError) -> str:
+    """Find the first line that is not UTF-8, so the message can name it."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as line_err:
+                bad = raw[line_err.start : line_err.start + 1].hex()
+                return (
+                    f"{path}: line {lineno} is not valid UTF-8 (byte 0x{bad} at character {line_err.start + 1}); "
+                    "re-save the file as UTF-8"
+                )
+    return f"{path}: not valid UTF-8 ({err.reason}); re-save the file as UTF-8"
+
+
+def _column_hint(df: pd.DataFrame, missing: str, option: str) -> str:
+    """Suggest the likeliest column: the longest texts for --text-col, the fewest distinct values for --label-col."""
+    if not option or df.empty or len(df.columns) == 0:
+        return "rename the column or choose another one"
+    sample = df.head(1000)
+    if option == "--text-col":
+        text_like = [c for c in sample.columns if pd.api.types.is_string_dtype(sample[c]) or sample[c].dtype == object]
+        if not text_like:
+            return f"pass {option} with a column that holds text"
+        best = max(text_like, key=lambda c: sample[c].astype(str).str.len().mean())
+    else:
+        best = min(sample.columns, key=lambda c: sample[c].nunique())
+    return f"pass {option} {best}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

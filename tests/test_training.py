@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import TINY_TRAIN, sentiment_frame
+from transformers import AutoConfig
+
+import bertfit
+from bertfit.checks import LabelledData
+from bertfit.errors import DataError
+from bertfit.training import split_validation
+
+
+def test_model_folder_is_complete_and_hugging_face_shaped(tiny_trained):
+    files = {p.name for p in tiny_trained.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "bertfit.json",
+        "metrics.json",
+        "README.md",
+    } <= files
+    assert "training_args.bin" not in files and not any(n.endswith(".bin") for n in files)
+    config = AutoConfig.from_pretrained(tiny_trained)
+    assert config.id2label == {0: "negative", 1: "positive"} and config.label2id["positive"] == 1
+    meta = json.loads((tiny_trained / "bertfit.json").read_text())
+    assert meta["labels"]["names"] == ["negative", "positive"]
+    assert meta["config"]["train"]["epochs"] == TINY_TRAIN["epochs"] and meta["versions"]["torch"]
+    metrics = json.loads((tiny_trained / "metrics.json").read_text())
+    assert metrics["n"] == 80 and len(metrics["history"]) == TINY_TRAIN["epochs"]
+    assert "Validation metrics" in (tiny_trained / "README.md").read_text()
+    assert not list(tiny_trained.parent.glob(".*bertfit-work*"))
+
+
+def test_training_learns_the_task(tiny_trained):
+    metrics = json.loads((tiny_trained / "metrics.json").read_text())
+    # The words decide the label; a model that learned nothing sits near 0.5.
+    assert metrics["accuracy"] >= 0.9
+    best = max(e["eval_macro_f1"] for e in metrics["history"])
+    assert metrics["macro_f1"] == pytest.approx(best, abs=1e-6), "the best epoch must be the one restored"
+
+
+def test_same_seed_same_model(tiny_model_dir, tmp_path):
+    data = sentiment_frame(64, seed=5)
+    kwargs = dict(model=str(tiny_model_dir), progress=False, epochs=1, lr=3e-3, batch_size=16)
+    first = bertfit.train(data, tmp_path / "a", **kwargs)
+    second = bertfit.train(data, tmp_path / "b", **kwargs)
+    a = bertfit.Classifier.from_pretrained(first.model_dir, precision="fp32").predict_proba(data.text)
+    b = bertfit.Classifier.from_pretrained(second.model_dir, precision="fp32").predict_proba(data.text)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_exponential_schedule_and_accumulation_train(tiny_model_dir, tmp_path):
+    train_df, val_df = sentiment_frame(320, 3), sentiment_frame(40, 4)
+    result = bertfit.train(
+        train_df,
+        tmp_path / "m",
+        validation=val_df,
+        model=str(tiny_model_dir),
+        progress=False,
+        scheduler="exponential",
+        grad_accum=2,
+        epochs=4,
+        lr=3e-3,
+        batch_size=8,
+        best_metric="loss",
+    )
+    assert result.metrics["accuracy"] >= 0.8
+
+
+def test_existing_bertfit_model_is_replaced_but_other_folders_are_kept(tiny_model_dir, tmp_path):
+    data = sentiment_frame(40, seed=6)
+    kwargs = dict(model=str(tiny_model_dir), progress=False, epochs=1)
+    bertfit.train(data, tmp_path / "m", **kwargs)
+    stamp = json.loads((tmp_path / "m" / "bertfit.json").read_text())["created"]
+    bertfit.train(data, tmp_path / "m", **kwargs)  # a bertfit model folder: replaced
+    assert json.loads((tmp_path / "m" / "bertfit.json").read_text())["created"] >= stamp
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match="notes: folder exists and is not a bertfit model; .* --overwrite"):
+        bertfit.train(data, other, **kwargs)
+    assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_validation_split_is_stratified():
+    labels = np.array([0] * 90 + [1] * 10)
+    data = LabelledData([f"t{i}" for i in range(100)], labels, "src")
+    train, val = split_validation(data, 0.2, seed=0)
+    assert len(val) == 20 and len(train) == 80
+    assert np.bincount(val.labels).tolist() == [18, 2]
+    assert set(train.texts).isdisjoint(val.texts)
+
+
+def test_unseen_validation_label_names_training_file(tmp_path):
+    train_df = sentiment_frame(20)
+    val_df = train_df.assign(label=["neutral"] * 20)
+    with pytest.raises(DataError, match=r"validation: column 'label' has labels that the training data .* 'neutral'"):
+        bertfit.train(train_df, tmp_path / "m", validation=val_df, progress=False)
+    assert not (tmp_path / "m").exists()
