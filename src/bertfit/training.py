@@ -100,7 +100,7 @@ def train(
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
         compute_metrics=trainer_metrics(len(schema)),
-        callbacks=[EpochLogger()],
+        callbacks=[EpochLogger(step_lines=not progress)],
     )
     trainer.remove_callback(PrinterCallback)
     output = trainer.train()
@@ -180,7 +180,15 @@ class BertfitTrainer(Trainer):
 
 
 class EpochLogger(TrainerCallback):
-    """One readable line per evaluation, through the logging module (the CLI decides whether it shows)."""
+    """Readable lines through the logging module (the CLI decides whether they show): one per evaluation, and,
+    when no progress bar is drawn, the training loss a few times per epoch so that logs show the run is alive."""
+
+    def __init__(self, step_lines: bool) -> None:
+        self.step_lines = step_lines
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any):
+        if self.step_lines and logs and "loss" in logs:
+            logger.info("step %d/%d: training loss %.4f", state.global_step, state.max_steps, logs["loss"])
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kw: Any):
         if not metrics or state.epoch is None:
