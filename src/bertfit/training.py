@@ -73,13 +73,7 @@ def train(
     progress = sys.stderr.isatty() if progress is None else progress
     set_seed(cfg.train.seed)
 
-    train_set, schema = load_labelled(train_data, cfg.data, role="training")
-    if validation is not None:
-        known = f"the training data ({train_set.source})"
-        val_set, _ = load_labelled(validation, cfg.data, schema=schema, role="validation", known_from=known)
-    else:
-        train_set, val_set = split_validation(train_set, cfg.data.val_fraction, cfg.train.seed)
-    logger.info("training on %d rows, validating on %d rows, %d labels", len(train_set), len(val_set), len(schema))
+    train_set, val_set, schema = load_train_and_validation(train_data, validation, cfg)
 
     model, source, base_name = load_pretrained(cfg.model, schema)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
@@ -91,10 +85,11 @@ def train(
     work = output_dir.parent / f".{output_dir.name}.bertfit-work"
     shutil.rmtree(work, ignore_errors=True)
     precision = pick_precision(cfg.train.precision)
+    args = training_arguments(cfg.train, work / "checkpoints", precision, len(train_ds), progress)
     trainer = BertfitTrainer(
         scheduler=cfg.train.scheduler,
         model=model,
-        args=training_arguments(cfg.train, work / "checkpoints", precision, len(train_ds), progress),
+        args=args,
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
@@ -102,7 +97,7 @@ def train(
         compute_metrics=trainer_metrics(len(schema)),
         callbacks=[EpochLogger(step_lines=not progress)],
     )
-    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(PrinterCallback)  # raw metric dicts; EpochLogger prints readable lines instead
     output = trainer.train()
 
     # Trainer may visit validation rows length-grouped, so take labels from its output, not val_set's order.
@@ -122,6 +117,20 @@ def train(
         len(val_set),
         float(output.metrics.get("train_runtime", 0)),
     )
+
+
+def load_train_and_validation(
+    train_data: DataSource, validation: DataSource | None, cfg: RunConfig
+) -> tuple[LabelledData, LabelledData, LabelSchema]:
+    """Training rows, validation rows (given, or a stratified split) and the label schema seen in training."""
+    train_set, schema = load_labelled(train_data, cfg.data, role="training")
+    if validation is not None:
+        known = f"the training data ({train_set.source})"
+        val_set, _ = load_labelled(validation, cfg.data, schema=schema, role="validation", known_from=known)
+    else:
+        train_set, val_set = split_validation(train_set, cfg.data.val_fraction, cfg.train.seed)
+    logger.info("training on %d rows, validating on %d rows, %d labels", len(train_set), len(val_set), len(schema))
+    return train_set, val_set, schema
 
 
 def training_arguments(cfg: TrainConfig, out: Path, precision: str, n_train: int, progress: bool) -> TrainingArguments:
