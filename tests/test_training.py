@@ -101,3 +101,29 @@ def test_unseen_validation_label_names_training_file(tmp_path):
     with pytest.raises(DataError, match=r"validation: column 'label' has labels that the training data .* 'neutral'"):
         bertfit.train(train_df, tmp_path / "m", validation=val_df, progress=False)
     assert not (tmp_path / "m").exists()
+
+
+def test_truncated_share_is_reported(tiny_model_dir, tmp_path, caplog):
+    data = sentiment_frame(40, seed=8)
+    with caplog.at_level("WARNING", logger="bertfit"):
+        result = bertfit.train(data, tmp_path / "m", model=str(tiny_model_dir), progress=False, epochs=1, max_length=8)
+    assert "are cut at max_length 8 tokens; raise --max-length" in caplog.text
+    assert json.loads((result.model_dir / "bertfit.json").read_text())["data"]["max_length"] == 8
+
+
+def test_a_crash_while_saving_leaves_the_previous_model_untouched(tiny_model_dir, tmp_path, monkeypatch):
+    data = sentiment_frame(40, seed=9)
+    kwargs = dict(model=str(tiny_model_dir), progress=False, epochs=1)
+    bertfit.train(data, tmp_path / "m", **kwargs)
+    before = (tmp_path / "m" / "bertfit.json").read_text()
+
+    def crash(obj, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("bertfit.training.write_json", crash)
+    with pytest.raises(OSError, match="disk full"):
+        bertfit.train(data, tmp_path / "m", **kwargs)
+    assert (tmp_path / "m" / "bertfit.json").read_text() == before  # the old, complete model is still there
+    with pytest.raises(OSError):
+        bertfit.train(data, tmp_path / "new", **kwargs)
+    assert not (tmp_path / "new").exists()  # nothing that looks like a model appears
