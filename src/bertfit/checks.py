@@ -76,9 +76,12 @@ def load_labelled(
             f"{dropped['missing label']} with no label in '{cfg.label_col}'"
         )
     texts, labels = texts[keep], labels[keep]
+    new_schema = schema is None
     if schema is None:
         schema = LabelSchema.from_labels(labels, cfg.label_map)
-        seen = schema.to_names(labels, source, cfg.label_col).unique()  # also checks --label-map covers all
+    names = schema.to_names(labels, source, cfg.label_col, known_from)  # also checks --label-map covers all
+    if new_schema:
+        seen = names.unique()
         if len(seen) > max(20, len(labels) // 2):
             raise DataError(
                 f"{source}: column '{cfg.label_col}' has {len(seen)} distinct values in {len(labels)} rows; "
@@ -88,7 +91,7 @@ def load_labelled(
             raise DataError(
                 f"{source}: column '{cfg.label_col}' has only one class ('{seen[0]}'); a classifier needs at least two"
             )
-    ids = schema.encode(labels, source, cfg.label_col, known_from)
+    ids = names.map(schema.label2id).to_numpy(dtype=np.int64)
     return LabelledData(texts.tolist(), ids, source, {k: v for k, v in dropped.items() if v}), schema
 
 

@@ -7,7 +7,8 @@ import os
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -73,24 +74,29 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
     """Write a table in the format named by the extension; the file appears only once complete."""
     path = Path(path)
     fmt = table_format(path)
-    check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        _write(df, Path(tmp), fmt, "".join(path.suffixes))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        _write(df, tmp, fmt, "".join(path.suffixes))
 
 
 def write_json(data: object, path: str | Path) -> None:
     """Write JSON so that the file appears only once complete."""
-    path = Path(path)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path`; renamed to `path` when the block succeeds, removed when it fails."""
     check_writable(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_writable(path: str | Path, suffixes: tuple[str, ...] = ()) -> None:
