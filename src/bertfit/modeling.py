@@ -56,6 +56,17 @@ def load_pretrained(cfg: ModelConfig, schema: LabelSchema) -> tuple[PreTrainedMo
 
 def load_trained(model_dir: str | Path, cfg: ModelConfig | None = None) -> tuple[PreTrainedModel, dict[str, Any]]:
     """A fine-tuned classifier and its bertfit metadata (derived from config.json for plain HF folders)."""
+    model_dir = require_model_dir(model_dir)
+    meta = read_meta(model_dir)
+    model = _from_pretrained(str(model_dir), cfg or ModelConfig())
+    if not meta:
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        meta = {"labels": LabelSchema(names).to_dict(), "data": {"text_cols": ["text"], "max_length": 512}}
+    return model, meta
+
+
+def require_model_dir(model_dir: str | Path) -> Path:
+    """The folder as a Path, or a one-line error when it is missing or holds no config.json."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"{model_dir}: model folder not found; train one with 'bertfit train'")
@@ -63,12 +74,7 @@ def load_trained(model_dir: str | Path, cfg: ModelConfig | None = None) -> tuple
         raise ModelError(
             f"{model_dir}: not a model folder (no config.json); pass the --output folder of 'bertfit train'"
         )
-    meta = read_meta(model_dir)
-    model = _from_pretrained(str(model_dir), cfg or ModelConfig())
-    if not meta:
-        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        meta = {"labels": LabelSchema(names).to_dict(), "data": {"text_cols": ["text"], "max_length": 512}}
-    return model, meta
+    return model_dir
 
 
 def read_meta(model_dir: str | Path) -> dict[str, Any]:
@@ -147,11 +153,7 @@ def library_versions() -> dict[str, str]:
 
 def describe_model(model_dir: str | Path) -> dict[str, Any]:
     """What `bertfit info` shows: labels, base model, max length, validation metrics, versions."""
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ModelError(
-            f"{model_dir}: not a model folder (no config.json); pass the --output folder of 'bertfit train'"
-        )
+    model_dir = require_model_dir(model_dir)
     meta = read_meta(model_dir)
     if not meta:
         raise ModelError(f"{model_dir}: no {BERTFIT_FILE}; it was not written by 'bertfit train'")
