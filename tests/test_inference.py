@@ -11,7 +11,7 @@ from bertfit.errors import DataError
 
 @pytest.fixture(scope="module")
 def clf(tiny_trained):
-    return bertfit.Classifier.from_pretrained(tiny_trained, precision="fp32")
+    return bertfit.Classifier.from_pretrained(tiny_trained, dtype="fp32")
 
 
 def test_batched_equals_one_at_a_time_and_order_is_kept(clf, sentiment_data):
@@ -46,7 +46,7 @@ def test_a_bare_string_is_a_clear_error(clf):
 
 def test_bf16_agrees_with_fp32(tiny_trained, clf, sentiment_data):
     texts = sentiment_data[1].text.tolist()
-    fast = bertfit.Classifier.from_pretrained(tiny_trained, precision="bf16")
+    fast = bertfit.Classifier.from_pretrained(tiny_trained, dtype="bf16")
     agree = np.mean(fast.predict_proba(texts).argmax(1) == clf.predict_proba(texts).argmax(1))
     assert agree >= 0.95
 

@@ -48,8 +48,8 @@ def test_same_seed_same_model(tiny_model_dir, tmp_path):
     kwargs = dict(model=str(tiny_model_dir), progress=False, epochs=1, lr=3e-3, batch_size=16)
     first = bertfit.train(data, tmp_path / "a", **kwargs)
     second = bertfit.train(data, tmp_path / "b", **kwargs)
-    a = bertfit.Classifier.from_pretrained(first.model_dir, precision="fp32").predict_proba(data.text)
-    b = bertfit.Classifier.from_pretrained(second.model_dir, precision="fp32").predict_proba(data.text)
+    a = bertfit.Classifier.from_pretrained(first.model_dir, dtype="fp32").predict_proba(data.text)
+    b = bertfit.Classifier.from_pretrained(second.model_dir, dtype="fp32").predict_proba(data.text)
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 

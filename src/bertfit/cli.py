@@ -27,7 +27,14 @@ err = Console(stderr=True)
 state = {"debug": False, "quiet": False}
 
 TextCol = Annotated[list[str] | None, typer.Option("--text-col", help="Text column; repeat to join several columns.")]
-Precision = Annotated[str, typer.Option(help="auto | bf16 | fp16 | fp32 (auto: bf16 on AMX CPUs and new GPUs).")]
+Dtype = Annotated[
+    str,
+    typer.Option("--dtype", "--precision", help="auto | bf16 | fp16 | fp32 (auto: bf16 on AMX CPUs and new GPUs)."),
+]
+BatchTokens = Annotated[
+    int | None, typer.Option(help="Padded tokens per batch; texts are length-sorted [2048 on CPU, 65536 on GPU].")
+]
+BatchSize = Annotated[int | None, typer.Option(help="At most this many texts per batch [no limit].")]
 
 
 @app.callback()
@@ -121,8 +128,9 @@ def evaluate(
     text_col: TextCol = None,
     label_col: Annotated[str | None, typer.Option(help="Label column [as in training].")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the full report as JSON.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Prediction batch size [64].")] = None,
-    precision: Precision = "auto",
+    batch_tokens: BatchTokens = None,
+    batch_size: BatchSize = None,
+    dtype: Dtype = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Score a trained model on labelled data: accuracy, F1, MCC, per-class report, confusion matrix."""
@@ -130,7 +138,7 @@ def evaluate(
 
     report = _guard(
         lambda: run_evaluate(
-            model_dir, data_file, text_col or None, label_col, output, batch_size, precision, _progress()
+            model_dir, data_file, text_col or None, label_col, output, batch_tokens, batch_size, dtype, _progress()
         )
     )
     if as_json:
@@ -144,26 +152,64 @@ def evaluate(
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'bertfit train'.")],
-    input_file: Annotated[Path, typer.Argument(help="Table with a text column.")],
-    output_file: Annotated[Path, typer.Argument(help="Where to write; the format follows the extension.")],
+    input_file: Annotated[Path, typer.Argument(help="Table with a text column, or a folder of shards.")],
+    output_file: Annotated[
+        Path, typer.Argument(help="Where to write; the format follows the extension; no extension: a folder.")
+    ],
     text_col: TextCol = None,
-    batch_size: Annotated[int | None, typer.Option(help="Prediction batch size [64].")] = None,
     probs: Annotated[bool, typer.Option("--probs", help="Add a prob_<label> column per label.")] = False,
-    precision: Precision = "auto",
+    dtype: Dtype = "auto",
+    batch_tokens: BatchTokens = None,
+    batch_size: BatchSize = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens kept per text [as in training].")] = None,
+    window: Annotated[int, typer.Option(help="Rows read, sorted and committed together [50000].")] = 50_000,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (~30 s; pays off on big inputs).")
+    ] = False,
+    engine: Annotated[str, typer.Option(help="local | ray.")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address [start a local one].")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="Ray: model replicas [one per CPU core or GPU].")] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs per replica [0].")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Label every row of a file; the output keeps all input columns and rows, plus pred_label and pred_score."""
-    from .inference import predict_file
+    """Label every row of a file; the output keeps all input columns and rows, plus pred_label and pred_score.
 
-    summary = _guard(
-        lambda: predict_file(
-            model_dir, input_file, output_file, text_col or None, batch_size, probs, precision, _progress()
-        )
-    )
+    Rerunning the same command after a crash continues where it stopped.
+    """
+    if engine not in ("local", "ray"):
+        _guard(lambda: _bad_choice("engine", engine, "local, ray"))
+    if engine == "ray":
+        from .distributed import predict_with_ray
+
+        summary = _guard(
+            lambda: predict_with_ray(
+                model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
+                max_length, address, num_workers, gpus_per_worker, _progress(),
+            )
+        )  # fmt: skip
+    else:
+        from .inference import predict_file
+
+        summary = _guard(
+            lambda: predict_file(
+                model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
+                max_length, window, compile, _progress(),
+            )
+        )  # fmt: skip
     if as_json:
         out.print_json(json.dumps(summary))
-    else:
-        out.print(f"wrote {summary['rows']} rows to {summary['output']}")
+        return
+    extra = [f"{summary['rows_per_s']:.0f} rows/s"] if "rows_per_s" in summary else []
+    extra += [f"{summary[k]} {k.replace('_', ' ')}" for k in ("empty_text", "truncated") if summary.get(k)]
+    if summary.get("resumed_rows"):
+        extra.append(f"resumed after {summary['resumed_rows']} rows")
+    out.print(f"wrote {summary['rows']} rows to {summary['output']} ({'; '.join(extra)})", highlight=False)
+
+
+def _bad_choice(option: str, value: str, choices: str) -> None:
+    from .errors import ConfigError
+
+    raise ConfigError(f"--{option} must be one of {choices} (got '{value}')")
 
 
 @app.command()

@@ -70,8 +70,9 @@ def evaluate(
     text_cols: list[str] | None = None,
     label_col: str | None = None,
     output: str | Path | None = None,
+    batch_tokens: int | None = None,
     batch_size: int | None = None,
-    precision: str = "auto",
+    dtype: str = "auto",
     progress: bool = False,
 ) -> dict[str, Any]:
     """Score a trained model on labelled data; returns (and optionally writes as JSON) the full report."""
@@ -79,14 +80,15 @@ def evaluate(
 
     if output is not None:
         check_writable(output, suffixes=(".json",))
-    clf = Classifier.from_pretrained(model_dir, precision=precision)
+    clf = Classifier.from_pretrained(model_dir, dtype=dtype)
+    clf.check_batching(batch_tokens, batch_size)  # bad settings fail before the data is read
     cfg = DataConfig(
         text_cols=text_cols or clf.text_cols,
         label_col=label_col or clf.meta.get("data", {}).get("label_col", "label"),
         label_map=clf.schema.raw_map or None,
     )
     labelled, _ = load_labelled(data, cfg, schema=clf.schema, role="evaluation")
-    proba = clf.predict_proba(labelled.texts, batch_size=batch_size, progress=progress)
+    proba = clf.predict_proba(labelled.texts, batch_tokens=batch_tokens, batch_size=batch_size, progress=progress)
     report = classification_report(labelled.labels, proba.argmax(-1), clf.schema.names)
     report["dropped"] = labelled.dropped
     if output is not None:

@@ -1,11 +1,19 @@
-"""Classifier: load a trained model folder and label texts fast (length-sorted batches, bf16 where it pays)."""
+"""Classifier: label texts at the speed of the hardware, from a list in memory or streamed from files of any size.
+
+The pipeline for files: read windows of rows (io.iter_frames) -> tokenize a window in one call to the Rust
+tokenizer, in a background thread while the model scores the previous window -> sort the window by token length
+and cut batches by a token budget -> forward under torch.inference_mode() in the fastest correct dtype -> put rows
+back in input order -> commit the window as a part of the output (parts.PartWriter), so a rerun resumes.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import queue
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +24,20 @@ from tqdm.auto import tqdm
 
 from .checks import clean_text, join_text
 from .config import ModelConfig
-from .errors import ConfigError, DataError
-from .io import check_writable, read_table, table_format, write_table
+from .errors import BertfitError, ConfigError, DataError
+from .io import count_rows, data_files, iter_frames
 from .labels import LabelSchema
 from .modeling import load_trained, pick_precision
-from .tokenization import encode, load_tokenizer
+from .parts import PartWriter, check_output, input_fingerprint
+from .tokenization import Encoded, WindowEncoder, load_tokenizer, token_budget_batches, usable_max_length
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_WINDOW = 50_000  # rows sorted together: long enough that neighbours in length order are near-equal
+CPU_BATCH_TOKENS = 2048  # measured best on 2 Xeon cores with AMX (1024-16384 tried); see docs/benchmarks.md
+GPU_BATCH_TOKENS = 65536
 OUTPUT_COLUMNS = ("pred_label", "pred_score")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 class Classifier:
@@ -37,45 +49,72 @@ class Classifier:
         [{'label': 'joy', 'score': 0.98}]
     """
 
-    def __init__(self, model: Any, tokenizer: Any, meta: dict[str, Any], device: str, precision: str) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, meta: dict[str, Any], device: str, dtype: str, max_length: int | None = None
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.meta = meta
         self.schema = LabelSchema.from_dict(meta["labels"])
         self.text_cols: list[str] = list(meta.get("data", {}).get("text_cols", ["text"]))
-        self.max_length = int(meta.get("data", {}).get("max_length", 512))
+        trained_length = int(meta.get("data", {}).get("max_length", 512))
+        self.max_length = usable_max_length(max_length or trained_length, tokenizer, model.config)
         self.device = device
-        self.precision = precision
+        self.dtype = dtype
+        self.encoder = WindowEncoder(tokenizer, self.max_length)
+        self.forward: Callable[..., Any] = model
+        self.model_dir: Path | None = None
 
     @classmethod
     def from_pretrained(
         cls,
         model_dir: str | Path,
         device: str | None = None,
-        precision: str = "auto",
+        dtype: str = "auto",
+        max_length: int | None = None,
+        compile: bool = False,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
     ) -> Classifier:
-        """Load a folder written by `bertfit train` (or any Hugging Face sequence-classification folder)."""
-        model, meta = load_trained(
-            model_dir, ModelConfig(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        )
+        """Load a folder written by `bertfit train` (or any Hugging Face sequence-classification folder).
+
+        Args:
+            dtype: "auto" picks bf16 on CPUs with AMX and on GPUs that support it (fp16 on older GPUs), fp32
+                elsewhere; or force "fp32", "bf16", "fp16". The weights are cast once, not per batch.
+            max_length: tokens kept per text (default: the length the model was trained with).
+            compile: run the model through torch.compile (faster on large inputs; compiling takes ~30 s).
+        """
+        if max_length is not None and max_length < 2:
+            raise ConfigError(f"max_length must be at least 2 (got {max_length}); try 128")
+        model_cfg = ModelConfig(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        model, meta = load_trained(model_dir, model_cfg)
         tokenizer = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        precision = pick_precision(precision, device)
-        if device.startswith("cuda") and precision in ("bf16", "fp16"):
-            model = model.to(dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-        return cls(model.to(device), tokenizer, meta, device, precision)
+        dtype = pick_precision(dtype, device)
+        if dtype == "fp16" and device == "cpu":
+            raise ConfigError("fp16 is for GPUs; on a CPU use --dtype bf16 or fp32")
+        clf = cls(model.to(device=device, dtype=_DTYPES[dtype]), tokenizer, meta, device, dtype, max_length)
+        clf.model_dir = Path(model_dir).resolve()
+        if compile:
+            clf.forward = torch.compile(model, dynamic=True)
+        return clf
 
     @property
     def labels(self) -> list[str]:
         return list(self.schema.names)
 
+    def default_batch_tokens(self) -> int:
+        return CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
+
     def predict(
-        self, texts: Sequence[str] | pd.Series, batch_size: int | None = None, progress: bool = False
+        self,
+        texts: Sequence[str] | pd.Series,
+        batch_tokens: int | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
     ) -> list[dict[str, Any]]:
         """The most likely label and its probability for each text; empty texts get label None and score NaN."""
-        proba = self.predict_proba(texts, batch_size=batch_size, progress=progress)
+        proba = self.predict_proba(texts, batch_tokens=batch_tokens, batch_size=batch_size, progress=progress)
         return [
             {"label": None, "score": float("nan")}
             if np.isnan(row[0])
@@ -84,41 +123,140 @@ class Classifier:
         ]
 
     def predict_proba(
-        self, texts: Sequence[str] | pd.Series, batch_size: int | None = None, progress: bool = False
+        self,
+        texts: Sequence[str] | pd.Series,
+        batch_tokens: int | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
     ) -> np.ndarray:
-        """Class probabilities, shape (n_texts, n_labels), columns in `self.labels` order; NaN rows for empty texts."""
-        if batch_size is not None and batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1 (got {batch_size}); try {DEFAULT_BATCH_SIZE}")
-        cleaned = [clean_text(t) for t in _as_list(texts)]
-        present = [i for i, t in enumerate(cleaned) if t is not None]
-        proba = np.full((len(cleaned), len(self.schema)), np.nan, dtype=np.float32)
-        if present:
-            proba[present] = self._score(
-                [cleaned[i] for i in present], DEFAULT_BATCH_SIZE if batch_size is None else batch_size, progress
-            )
+        """Class probabilities, shape (n_texts, n_labels), columns in `self.labels` order; NaN rows for empty texts.
+
+        Args:
+            batch_tokens: padded tokens per batch (default 2048 on CPU, 65536 on GPU).
+            batch_size: at most this many texts per batch, whatever their length (default: no limit).
+        """
+        batch_tokens, batch_size = self.check_batching(batch_tokens, batch_size)
+        texts = _as_list(texts)
+        proba = np.empty((len(texts), len(self.schema)), dtype=np.float32)
+        with _progress_bar(len(texts), progress) as bar:
+            for start in range(0, len(texts), DEFAULT_WINDOW):
+                window = [clean_text(t) for t in texts[start : start + DEFAULT_WINDOW]]
+                proba[start : start + len(window)] = self._score_window(window, batch_tokens, batch_size)[0]
+                bar.update(len(window))
         return proba
 
-    def _score(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
-        enc = encode(self.tokenizer, texts, self.max_length)
-        lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=len(texts))
-        order = np.argsort(-lengths, kind="stable")  # longest first: padding waste shrinks, memory peaks early
-        out = np.empty((len(texts), len(self.schema)), dtype=np.float32)
-        batches = range(0, len(texts), batch_size)
-        bar = tqdm(batches, desc="predict", unit="batch", disable=not progress, file=sys.stderr)
-        with torch.inference_mode(), self._autocast():
-            for start in bar:
-                idx = order[start : start + batch_size]
-                batch = self.tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()}, return_tensors="pt").to(
-                    self.device
-                )
-                logits = self.model(**batch).logits.float()
-                out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+    def predict_stream(
+        self,
+        frames: Iterable[pd.DataFrame],
+        text_cols: list[str] | None = None,
+        probs: bool = False,
+        batch_tokens: int | None = None,
+        batch_size: int | None = None,
+        source: str = "input",
+    ) -> Iterator[pd.DataFrame]:
+        """Label a stream of tables: each one comes back with its rows in order plus pred_label, pred_score and
+        (with `probs`) a prob_<label> column per label. Tokenizing the next table overlaps scoring this one.
+
+        The frame's `attrs` carry `empty_text` and `truncated` counts for its rows.
+        """
+        batch_tokens, batch_size = self.check_batching(batch_tokens, batch_size)
+        cols = text_cols or self.text_cols
+        for frame, texts, encoded in _prefetch(self._prepare(f, cols, source) for f in frames):
+            proba = self._score_encoded(texts, encoded, batch_tokens, batch_size)
+            out = self._with_predictions(frame, proba, probs, source)
+            out.attrs = {**frame.attrs, "empty_text": sum(t is None for t in texts), "truncated": encoded.truncated}
+            yield out
+
+    def predict_file(
+        self,
+        input_path: str | Path,
+        output_path: str | Path,
+        text_cols: list[str] | None = None,
+        probs: bool = False,
+        batch_tokens: int | None = None,
+        batch_size: int | None = None,
+        window: int = DEFAULT_WINDOW,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        """Label every row of a file or folder of shards, resumably; see `predict_file` for the details."""
+        if window < 1:
+            raise ConfigError(f"window must be at least 1 row (got {window}); try {DEFAULT_WINDOW}")
+        batch_tokens, batch_size = self.check_batching(batch_tokens, batch_size)
+        input_path, output_path = Path(input_path), Path(output_path)
+        check_output(output_path)
+        files = data_files(input_path)
+        settings = {"model": self._identity(), "dtype": self.dtype, "max_length": self.max_length,
+                    "text_cols": text_cols or self.text_cols, "probs": probs, "window": window,
+                    "batch_tokens": batch_tokens, "batch_size": batch_size}  # fmt: skip
+        writer = PartWriter(output_path, {"input": input_fingerprint(files), "settings": settings})
+        started, resumed = time.perf_counter(), writer.rows_done
+        with _progress_bar(count_rows(files), progress, initial=resumed) as bar:
+            try:
+                frames = _remaining_frames(files, window, writer.parts, text_cols or self.text_cols)
+                for frame in self.predict_stream(frames, text_cols, probs, batch_tokens, batch_size, str(input_path)):
+                    writer.commit(frame, frame.attrs["source"], frame.attrs["empty_text"], frame.attrs["truncated"])
+                    bar.update(len(frame))
+            except BertfitError:
+                writer.discard()  # bad input: the parts could never be resumed from once the input is fixed
+                raise
+        totals = writer.totals()
+        writer.finish()
+        seconds = time.perf_counter() - started
+        _log_counts(input_path, totals)
+        return {**totals, "resumed_rows": resumed, "output": str(output_path), "labels": self.labels,
+                "seconds": round(seconds, 2), "rows_per_s": round((totals["rows"] - resumed) / max(seconds, 1e-9), 1),
+                "dtype": self.dtype}  # fmt: skip
+
+    # -- internals -----------------------------------------------------------------------------------------------
+
+    def check_batching(self, batch_tokens: int | None, batch_size: int | None) -> tuple[int, int | None]:
+        if batch_tokens is not None and batch_tokens < 1:
+            raise ConfigError(f"batch_tokens must be at least 1 (got {batch_tokens}); try {CPU_BATCH_TOKENS}")
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1 (got {batch_size}); leave it out for no limit")
+        return batch_tokens or self.default_batch_tokens(), batch_size
+
+    def _prepare(self, frame: pd.DataFrame, cols: list[str], source: str) -> tuple[pd.DataFrame, list, Encoded]:
+        texts = join_text(frame, cols, source).tolist()
+        return frame, texts, self.encoder([t for t in texts if t is not None])
+
+    def _score_window(self, texts: list[str | None], batch_tokens: int, batch_size: int | None) -> tuple:
+        encoded = self.encoder([t for t in texts if t is not None])
+        return self._score_encoded(texts, encoded, batch_tokens, batch_size), encoded
+
+    def _score_encoded(
+        self, texts: list[str | None], encoded: Encoded, batch_tokens: int, batch_size: int | None
+    ) -> np.ndarray:
+        """Probabilities for every text of a window (NaN rows where the text is empty), in the window's order."""
+        proba = np.full((len(texts), len(self.schema)), np.nan, dtype=np.float32)
+        present = np.fromiter((t is not None for t in texts), dtype=bool, count=len(texts))
+        scored = np.empty((int(present.sum()), len(self.schema)), dtype=np.float32)
+        with torch.inference_mode():
+            for idx in token_budget_batches(encoded.lengths, batch_tokens, batch_size):
+                batch = self.encoder.pad([encoded.ids[i] for i in idx], encoded.lengths[idx])
+                logits = self.forward(**{k: v.to(self.device) for k, v in batch.items()}).logits
+                scored[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        proba[present] = scored
+        return proba
+
+    def _with_predictions(self, frame: pd.DataFrame, proba: np.ndarray, probs: bool, source: str) -> pd.DataFrame:
+        prob_cols = [f"prob_{name}" for name in self.labels] if probs else []
+        clash = [c for c in (*OUTPUT_COLUMNS, *prob_cols) if c in frame.columns]
+        if clash:
+            raise DataError(f"{source}: already has a column '{clash[0]}'; rename or drop it before predicting")
+        scored = ~np.isnan(proba[:, 0])
+        names = np.asarray(self.labels, dtype=object)
+        out = frame.copy()
+        out["pred_label"] = pd.Series(np.where(scored, names[np.nan_to_num(proba).argmax(-1)], None), dtype=object)
+        out["pred_score"] = np.where(scored, np.nan_to_num(proba).max(axis=1), np.nan).astype(float)
+        for col, values in zip(prob_cols, proba.T):
+            out[col] = values.astype(float)
         return out
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device == "cpu" and self.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _identity(self) -> dict[str, Any]:
+        """What identifies the weights for resuming: the model folder's files with their sizes and times."""
+        folder = str(self.model_dir) if self.model_dir else None
+        return {"labels": self.labels, "folder": folder, "weights": _weights_stamp(self.model_dir)}
 
 
 def predict_file(
@@ -126,35 +264,105 @@ def predict_file(
     input_path: str | Path,
     output_path: str | Path,
     text_cols: list[str] | None = None,
-    batch_size: int | None = None,
     probs: bool = False,
-    precision: str = "auto",
+    dtype: str = "auto",
+    batch_tokens: int | None = None,
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    window: int = DEFAULT_WINDOW,
+    compile: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Label every row of a table; the output keeps all input columns and rows, in order, plus predictions."""
-    table_format(output_path)
-    check_writable(output_path)
-    clf = Classifier.from_pretrained(model_dir, precision=precision)
-    df = read_table(input_path)
-    prob_cols = [f"prob_{name}" for name in clf.labels] if probs else []
-    clash = [c for c in (*OUTPUT_COLUMNS, *prob_cols) if c in df.columns]
-    if clash:
-        raise DataError(f"{input_path}: already has a column '{clash[0]}'; rename or drop it before predicting")
-    texts = join_text(df, text_cols or clf.text_cols, str(input_path))
-    empty = int(texts.isna().sum())
-    if empty:
-        logger.warning("%s: %d of %d rows have empty text; their prediction is left empty", input_path, empty, len(df))
-    proba = clf.predict_proba(texts, batch_size=batch_size, progress=progress)
-    out = df.copy()
-    scored = ~np.isnan(proba[:, 0])
-    names = np.asarray(clf.labels, dtype=object)
-    out["pred_label"] = np.where(scored, names[np.nan_to_num(proba).argmax(-1)], None)
-    out["pred_score"] = proba.max(axis=1, initial=-np.inf, where=~np.isnan(proba)).astype(float)
-    out.loc[~scored, "pred_score"] = np.nan
-    for col, values in zip(prob_cols, proba.T):
-        out[col] = values.astype(float)
-    write_table(out, output_path)
-    return {"rows": len(out), "empty_text": empty, "output": str(output_path), "labels": clf.labels}
+    """Label every row of a table, or of a folder of shards, without holding it in memory.
+
+    The output keeps all input columns and rows, in order, plus pred_label, pred_score and (with `probs`) a
+    prob_<label> column per label. It is written in committed parts beside the output; if the run is killed,
+    running the same call again continues from the last part, and the result is the same as an uninterrupted
+    run. The output appears under its name only when complete. An output path with no extension is a folder
+    that receives Parquet shards.
+    """
+    check_output(Path(output_path))
+    data_files(input_path)  # a missing input fails before the model is loaded
+    clf = Classifier.from_pretrained(model_dir, dtype=dtype, max_length=max_length, compile=compile)
+    return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window, progress)
+
+
+def _remaining_frames(
+    files: list[Path], window: int, done: list[dict[str, Any]], text_cols: list[str]
+) -> Iterator[pd.DataFrame]:
+    """Windows of every file in order, after the `done` ones; each frame's attrs name its source file index."""
+    for source, path in enumerate(files):
+        parts_done = [p for p in done if p["source"] == source]
+        if parts_done and count_rows([path]) == sum(p["rows"] for p in parts_done):
+            continue  # a finished shard is not read again
+        for i, frame in enumerate(iter_frames(path, window, text_cols)):
+            if i >= len(parts_done):
+                frame.attrs["source"] = source
+                yield frame
+
+
+def _prefetch(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """Run an iterator in a background thread, `depth` items ahead (tokenizing overlaps the model's forward).
+
+    A thread, not a process: the Rust tokenizer and PyTorch release the GIL, and nothing forks after the
+    tokenizer's own thread pool has started.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((done, None))
+        except BaseException as error:  # handed to the consumer, which re-raises it in its own thread
+            offer((None, error))
+
+    thread = threading.Thread(target=work, name="bertfit-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _progress_bar(total: int | None, enabled: bool, initial: int = 0) -> tqdm:
+    return tqdm(total=total, initial=initial, desc="predict", unit=" rows", unit_scale=True, disable=not enabled,
+                file=sys.stderr, smoothing=0.1)  # fmt: skip
+
+
+def _log_counts(source: Path, totals: dict[str, int]) -> None:
+    if totals["empty_text"]:
+        logger.warning("%s: %d of %d rows have empty text; their prediction is left empty", source,
+                       totals["empty_text"], totals["rows"])  # fmt: skip
+    if totals["truncated"]:
+        logger.warning("%s: %d of %d texts were longer than max_length and were truncated", source,
+                       totals["truncated"], totals["rows"])  # fmt: skip
+
+
+def _weights_stamp(folder: Path | None) -> list[list[Any]]:
+    if folder is None or not folder.is_dir():
+        return []
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 def _as_list(texts: Sequence[str] | pd.Series | str) -> list[Any]:

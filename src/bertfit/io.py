@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .errors import DataError, MissingDependency
 
@@ -59,6 +61,100 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.Dat
         require_columns(df, columns, path)
         df = df[list(dict.fromkeys(columns))]
     return df
+
+
+def data_files(path: str | Path) -> list[Path]:
+    """The files behind an input: the file itself, or every data file in a folder of shards, in name order."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_dir():
+        table_format(path)
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")) and _known(p))
+    if not files:
+        raise DataError(f"{path}: folder holds no data files ({', '.join(sorted(FORMATS))}); point at a file")
+    return files
+
+
+def count_rows(files: Sequence[Path]) -> int | None:
+    """Total rows when the formats record it cheaply (Parquet metadata); None otherwise."""
+    if not all(table_format(f) == "parquet" for f in files):
+        return None
+    try:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except (OSError, ValueError):
+        return None  # the reader will report the broken file with a proper message
+
+
+def iter_frames(path: Path, rows: int, text_cols: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+    """Read one file in windows of exactly `rows` rows (the last may be shorter), without loading it whole.
+
+    Parquet streams through pyarrow. CSV/TSV and JSON Lines are read in chunks by pandas, with the same parsing
+    as `read_table` (pyarrow's streaming CSV reader fixes column types from the first block and fails when a later
+    block differs). `text_cols` are read as text ("01" stays "01"). HDF5 is read by row ranges. Excel, zip and
+    xz files are read whole: their readers cannot stream.
+    """
+    fmt = table_format(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty; expected a table with a header row")
+    whole = path.suffix.lower() in (".zip", ".xz") or fmt == "excel"
+    with read_errors(path, fmt):
+        if fmt == "parquet":
+            parquet = pq.ParquetFile(path)
+            yield from _rebatch(parquet.iter_batches(batch_size=min(rows, 65536)), parquet.schema_arrow, rows)
+        elif fmt in ("csv", "tsv") and not whole:
+            options = dict(sep="," if fmt == "csv" else "\t", encoding="utf-8-sig", keep_default_na=False)
+            with pd.read_csv(
+                path, **options, na_values=[""], dtype=dict.fromkeys(text_cols, str), chunksize=rows
+            ) as chunks:
+                yield from (chunk.reset_index(drop=True) for chunk in chunks)
+        elif fmt == "jsonl" and not whole:
+            with pd.read_json(path, lines=True, dtype=False, encoding="utf-8", chunksize=rows) as chunks:
+                yield from (chunk.reset_index(drop=True) for chunk in chunks)
+        elif fmt == "hdf5":
+            yield from _hdf_frames(path, rows)
+        else:
+            df = _read(path, fmt)
+            for start in range(0, len(df), rows):
+                yield df.iloc[start : start + rows].reset_index(drop=True)
+
+
+def _known(path: Path) -> bool:
+    try:
+        table_format(path)
+    except DataError:
+        return False
+    return True
+
+
+def _rebatch(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int) -> Iterator[pd.DataFrame]:
+    """Regroup record batches of any size into frames of exactly `rows` rows."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(pending, schema=schema)
+            yield table.slice(0, rows).to_pandas()
+            rest = table.slice(rows)
+            pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(pending, schema=schema).to_pandas()
+
+
+def _hdf_frames(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+    with pd.HDFStore(path, mode="r") as store:
+        key = _hdf_key(store, path)
+        start = 0
+        while True:
+            chunk = store.select(key, start=start, stop=start + rows)
+            if len(chunk):
+                yield chunk.reset_index(drop=True)
+            if len(chunk) < rows:
+                return
+            start += rows
 
 
 def require_columns(df: pd.DataFrame, columns: Sequence[str], source: str | Path, option: str = "") -> None:
@@ -111,7 +207,7 @@ def check_writable(path: str | Path, suffixes: tuple[str, ...] = ()) -> None:
 
 
 def _read(path: Path, fmt: str) -> pd.DataFrame:
-    try:
+    with read_errors(path, fmt):
         if fmt in ("csv", "tsv"):
             sep = "," if fmt == "csv" else "\t"
             # utf-8-sig drops a byte-order mark; the C parser handles CRLF and quoted newlines.
@@ -123,13 +219,22 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
         if fmt == "hdf5":
             return _read_hdf(path)
         return pd.read_excel(path, engine=_openpyxl(), keep_default_na=False, na_values=[""])
+
+
+@contextmanager
+def read_errors(path: Path, fmt: str) -> Iterator[None]:
+    """Turn the many ways a reader fails into one DataError naming the file (and line, for bad UTF-8)."""
+    try:
+        yield
     except UnicodeDecodeError as err:
         raise DataError(_decode_error_message(path, err)) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file has no header row or data") from None
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: cannot parse as {fmt.upper()} ({_first_line(err)})") from None
-    except ValueError as err:
+    except ValueError as err:  # pyarrow's ArrowInvalid is a ValueError
+        if "invalid UTF8" in str(err):
+            raise DataError(_decode_error_message(path, None)) from None
         raise DataError(f"{path}: cannot read as {fmt.upper()} ({_first_line(err)})") from None
     except (OSError, zipfile.BadZipFile, RuntimeError) as err:
         # PyTables raises HDF5ExtError (a RuntimeError) with a multi-line trace; openpyxl raises BadZipFile.
@@ -139,13 +244,16 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
 
 def _read_hdf(path: Path) -> pd.DataFrame:
     with pd.HDFStore(path, mode="r") as store:
-        keys = store.keys()
-        if not keys:
-            raise DataError(f"{path}: HDF5 file holds no table")
-        if len(keys) > 1 and f"/{HDF_KEY}" not in keys:
-            raise DataError(f"{path}: HDF5 file holds several tables ({', '.join(keys)}); keep one, or name it 'data'")
-        key = f"/{HDF_KEY}" if f"/{HDF_KEY}" in keys else keys[0]
-        return store[key]
+        return store[_hdf_key(store, path)]
+
+
+def _hdf_key(store: pd.HDFStore, path: Path) -> str:
+    keys = store.keys()
+    if not keys:
+        raise DataError(f"{path}: HDF5 file holds no table")
+    if len(keys) > 1 and f"/{HDF_KEY}" not in keys:
+        raise DataError(f"{path}: HDF5 file holds several tables ({', '.join(keys)}); keep one, or name it 'data'")
+    return f"/{HDF_KEY}" if f"/{HDF_KEY}" in keys else keys[0]
 
 
 def _write(df: pd.DataFrame, tmp: Path, fmt: str, suffixes: str) -> None:
@@ -174,7 +282,7 @@ def _openpyxl() -> str:
     return "openpyxl"
 
 
-def _decode_error_message(path: Path, err: UnicodeDecodeError) -> str:
+def _decode_error_message(path: Path, err: UnicodeDecodeError | None) -> str:
     """Find the first line that is not UTF-8, so the message can name it."""
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -186,7 +294,8 @@ def _decode_error_message(path: Path, err: UnicodeDecodeError) -> str:
                     f"{path}: line {lineno} is not valid UTF-8 (byte 0x{bad} at character {line_err.start + 1}); "
                     "re-save the file as UTF-8"
                 )
-    return f"{path}: not valid UTF-8 ({err.reason}); re-save the file as UTF-8"
+    reason = f" ({err.reason})" if err is not None else ""
+    return f"{path}: not valid UTF-8{reason}; re-save the file as UTF-8"
 
 
 def _column_hint(df: pd.DataFrame, missing: str, option: str) -> str:

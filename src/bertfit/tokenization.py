@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,70 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length:
         for key, values in enc.items():
             out.setdefault(key, []).extend(values)
     return out
+
+
+@dataclass
+class Encoded:
+    """Unpadded token ids of a window of texts, with their lengths and how many were cut at max_length."""
+
+    ids: list[list[int]]
+    lengths: np.ndarray  # (n_texts,) int64
+    truncated: int
+
+
+class WindowEncoder:
+    """Encodes many texts at once with the Rust tokenizer directly (2-3x faster than the Python call)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.backend = None
+        if tokenizer.is_fast:
+            # A private copy: truncation and padding are settings of the Rust object, shared with the tokenizer.
+            self.backend = copy.deepcopy(tokenizer.backend_tokenizer)
+            self.backend.no_padding()
+            self.backend.enable_truncation(max_length)
+
+    def __call__(self, texts: Sequence[str]) -> Encoded:
+        if self.backend is None:
+            # Slow (Python) tokenizers: rare; a second untruncated pass counts what was cut.
+            ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+            full = self.tokenizer(list(texts), truncation=False)["input_ids"]
+            truncated = sum(len(x) > self.max_length for x in full)
+        else:
+            encodings = self.backend.encode_batch_fast(list(texts))
+            ids = [e.ids for e in encodings]
+            truncated = sum(1 for e in encodings if e.overflowing)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        return Encoded(ids, lengths, truncated)
+
+    def pad(self, ids: list[list[int]], lengths: np.ndarray) -> dict[str, torch.Tensor]:
+        """A right-padded batch: input_ids and attention_mask, both (rows, longest)."""
+        longest = int(lengths.max())
+        input_ids = np.full((len(ids), longest), self.pad_id, dtype=np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = seq
+        mask = np.arange(longest)[None, :] < lengths[:, None]
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+
+
+def token_budget_batches(lengths: np.ndarray, batch_tokens: int, max_rows: int | None = None) -> list[np.ndarray]:
+    """Row indices sorted longest first, cut so each padded batch holds at most `batch_tokens` tokens.
+
+    Sorting inside a window makes padding nearly vanish; a token budget (not a row count) keeps batches of
+    short texts large and batches of long texts small, so every batch costs about the same.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)  # the first row of a batch is its longest
+        rows = max(1, batch_tokens // longest)
+        if max_rows:
+            rows = min(rows, max_rows)
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
 
 
 class EncodedDataset(torch.utils.data.Dataset):
