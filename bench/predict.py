@@ -1,0 +1,396 @@
+"""Prediction speed and memory: bertfit's Classifier vs the Hugging Face text-classification pipeline.
+
+One run, one process, variants one after another on the same texts (real emotion tweets and Yelp sentences):
+
+    (a) transformers.pipeline("text-classification", model=DIR, device="cpu"), default batch_size 1
+    (b) the same pipeline with batch_size=64 (the anchor: ratios are against it)
+    (c) bertfit Classifier.from_pretrained(DIR, dtype="fp32").predict_proba(texts)
+    (d) bertfit default: Classifier.from_pretrained(DIR).predict_proba(texts) (bf16 weights on AMX CPUs)
+    (e) bertfit default with compile=True (torch.compile; warm-up timed separately)
+
+Each prints rows/s, tokens/s (real unpadded tokens incl. [CLS]/[SEP], truncated at the model's max length),
+useful GFLOP/s (counted analytically from those tokens: padding is not counted) against a matmul roofline measured
+in the same run, label agreement and the largest probability difference. Then tokenization alone, and the peak RSS
+of the real `bertfit predict` CLI on 100k and 1M rows (each in its own fresh process).
+
+    python bench/predict.py --model models/emotion
+    python bench/predict.py --model /work/exp/demo1/emotion-model --pipeline-rows 200 --yelp-rows 1000 \\
+        --rss-rows 2000,5000          # a quick check
+Without --model, a 1-epoch emotion model is trained once into bench/.cache/emotion-model and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import transformers
+
+import bertfit
+from bertfit.inference import Classifier
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CACHE = Path(__file__).resolve().parent / ".cache"
+WARMUP_ROWS = 64
+ANCHOR = "b"
+RSS_WRAPPER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run(json.loads(sys.argv[1]), capture_output=True, text=True)
+print(json.dumps({"rc": done.returncode, "wall_s": time.perf_counter() - start, "stdout": done.stdout,
+                  "stderr": done.stderr[-2000:], "maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+
+@dataclass
+class Variant:
+    key: str
+    name: str
+    run: Callable[[list[str]], np.ndarray]
+    prefix_only: bool = False  # the slow pipeline (a) runs on the first --pipeline-rows texts only
+    full_warmup: bool = False  # torch.compile: a whole run as warm-up, timed and reported on its own
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+# -- setup ---------------------------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="model folder [train one into bench/.cache]")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"data folder [{DATA}]")
+    parser.add_argument("--yelp-rows", type=int, default=10_000, help="Yelp sentences sampled for the speed runs")
+    parser.add_argument("--pipeline-rows", type=int, default=2000, help="prefix of each set that (a) runs on")
+    parser.add_argument("--tokenize-rows", type=int, default=50_000, help="Yelp sentences for the tokenizer timing")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per variant; the fastest is reported")
+    parser.add_argument("--rss-rows", default="100000,1000000", help="comma-separated row counts for peak RSS")
+    parser.add_argument("--skip-rss", action="store_true", help="skip the peak-RSS runs of the CLI")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write all results here as JSON")
+    return parser.parse_args()
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    return {
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": model or platform.processor(),
+        "flags": {f: f in flags for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_int8")},
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "bertfit": getattr(bertfit, "__version__", "?"), "python": platform.python_version()},
+        "command": shlex.join(["python", *sys.argv]),
+    }  # fmt: skip
+
+
+def ensure_model(model: Path | None, data: Path) -> Path:
+    """The --model folder, or a 1-epoch emotion model trained once into bench/.cache and reused."""
+    if model is not None:
+        return model
+    folder = CACHE / "emotion-model"
+    if not (folder / "config.json").exists():
+        print(f"training a 1-epoch emotion model into {folder} (once) ...", flush=True)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        emotion = data / "emotion"
+        bertfit.train(train_data=str(emotion / "train.parquet"), output_dir=folder,
+                      validation=str(emotion / "validation.parquet"), epochs=1, progress=False)  # fmt: skip
+    return folder
+
+
+def load_sets(data: Path, yelp_rows: int) -> dict[str, list[str]]:
+    emotion = pd.concat([pd.read_parquet(data / "emotion" / f"{s}.parquet") for s in ("test", "validation")])
+    yelp = pd.read_parquet(data / "yelp_polarity_sentences" / "test.parquet")
+    yelp = yelp.sample(min(yelp_rows, len(yelp)), random_state=0)
+    return {"emotion": emotion.text.tolist(), "yelp sentences": yelp.text.tolist()}
+
+
+# -- the variants --------------------------------------------------------------------------------------------------
+
+
+def pipeline_runner(pipe: Any, labels: list[str], batch_size: int | None) -> Callable[[list[str]], np.ndarray]:
+    """Calls the pipeline on the list of texts; top_k=None returns every label's score (for the prob comparison)."""
+    kwargs = {"batch_size": batch_size} if batch_size else {}
+
+    def run(texts: list[str]) -> np.ndarray:
+        rows = pipe(texts, top_k=None, **kwargs)
+        return np.array([[{d["label"]: d["score"] for d in row}[name] for name in labels] for row in rows])
+
+    return run
+
+
+def make_variants(model_dir: Path) -> tuple[list[Variant], Classifier]:
+    """The five variants; returns the default Classifier too (its encoder counts tokens)."""
+    fp32 = Classifier.from_pretrained(model_dir, dtype="fp32")
+    default = Classifier.from_pretrained(model_dir)
+    compiled = Classifier.from_pretrained(model_dir, compile=True)
+    pipe = transformers.pipeline("text-classification", model=str(model_dir), device="cpu")
+    variants = [
+        Variant("a", "pipeline, batch 1", pipeline_runner(pipe, default.labels, None), prefix_only=True),
+        Variant("b", "pipeline, batch 64", pipeline_runner(pipe, default.labels, 64)),
+        Variant("c", "bertfit fp32", fp32.predict_proba),
+        Variant("d", f"bertfit default ({default.dtype})", default.predict_proba),
+        Variant("e", f"bertfit default + compile ({compiled.dtype})", compiled.predict_proba, full_warmup=True),
+    ]
+    return variants, default
+
+
+# -- measuring -----------------------------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def useful_flops(lengths: np.ndarray, cfg: dict[str, Any]) -> float:
+    """Encoder FLOPs of unpadded texts: per layer 2n(4h^2 + 2hi) for the linears plus 4n^2 h for attention."""
+    n = lengths.astype(np.float64)
+    h, i = cfg["hidden_size"], cfg["intermediate_size"]
+    per_layer = 2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h
+    return float(per_layer.sum() * cfg["num_hidden_layers"])
+
+
+def measure(v: Variant, texts: list[str], lengths: np.ndarray, cfg: dict[str, Any], repeats: int) -> np.ndarray:
+    """Warm up, then time the variant; fills v.results and returns its probabilities."""
+    warmup_s = None
+    if v.full_warmup:
+        _, warmup_s = timed(v.run, texts)
+    else:
+        v.run(texts[:WARMUP_ROWS])
+    runs = [timed(v.run, texts) for _ in range(max(1, repeats))]
+    proba, seconds = min(runs, key=lambda r: r[1])
+    v.results = {"rows": len(texts), "seconds": seconds, "rows_per_s": len(texts) / seconds,
+                 "tokens_per_s": float(lengths.sum()) / seconds,
+                 "gflops_per_s": useful_flops(lengths, cfg) / seconds / 1e9, "warmup_s": warmup_s}  # fmt: skip
+    return proba
+
+
+def compare(p: np.ndarray, q: np.ndarray) -> dict[str, float]:
+    """Share of equal argmax labels and the largest absolute probability difference, over the common prefix."""
+    k = min(len(p), len(q))
+    return {"agreement": float((p[:k].argmax(1) == q[:k].argmax(1)).mean()),
+            "max_abs_diff": float(np.abs(p[:k] - q[:k]).max()), "rows": k}  # fmt: skip
+
+
+def bench_set(texts: list[str], variants: list[Variant], clf: Classifier, cfg: dict, args: Any) -> dict[str, Any]:
+    encoded = clf.encoder(texts)
+    prefix = texts[: args.pipeline_rows]
+    probas: dict[str, np.ndarray] = {}
+    for v in variants:
+        subset = prefix if v.prefix_only else texts
+        print(f"  ({v.key}) {v.name} on {len(subset)} rows ...", flush=True)
+        probas[v.key] = measure(v, subset, encoded.lengths[: len(subset)], cfg, args.repeats)
+    anchor = next(v for v in variants if v.key == ANCHOR).results["rows_per_s"]
+    rows = {v.key: {"name": v.name, **v.results, "vs_a": compare(probas[v.key], probas["a"]),
+                    "speedup_vs_anchor": v.results["rows_per_s"] / anchor} for v in variants}  # fmt: skip
+    return {"rows": len(texts), "tokens": int(encoded.lengths.sum()), "truncated": encoded.truncated,
+            "pipeline_rows": len(prefix), "variants": rows, "d_vs_c": compare(probas["d"], probas["c"])}  # fmt: skip
+
+
+def median_time(fn: Callable[[], Any], timings: int = 15, calls: int = 5) -> float:
+    for _ in range(3):
+        fn()
+    samples = []
+    for _ in range(timings):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls)
+    return statistics.median(samples)
+
+
+def roofline(cfg: dict[str, Any], rows: int = 2048) -> dict[str, float]:
+    """GFLOP/s of F.linear on the model's feed-forward shape: (rows x h) input by (i x h) weight."""
+    h, i = cfg["hidden_size"], cfg["intermediate_size"]
+    out = {"shape": f"({rows} x {h}) by ({i} x {h})"}
+    with torch.inference_mode():
+        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+            x, w = torch.randn(rows, h, dtype=dtype), torch.randn(i, h, dtype=dtype)
+            seconds = median_time(lambda x=x, w=w: torch.nn.functional.linear(x, w))
+            out[name] = 2 * rows * h * i / seconds / 1e9
+    return out
+
+
+def tokenization(clf: Classifier, sets: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Rows/s of bertfit's WindowEncoder vs the plain tokenizer call, best of 3."""
+    out = {}
+    for name, texts in sets.items():
+        encoder = min(timed(clf.encoder, texts)[1] for _ in range(3))
+        plain = min(timed(lambda t: clf.tokenizer(t, truncation=True, max_length=clf.max_length), texts)[1]
+                    for _ in range(3))  # fmt: skip
+        out[name] = {"rows": len(texts), "encoder_rows_per_s": len(texts) / encoder,
+                     "tokenizer_rows_per_s": len(texts) / plain}  # fmt: skip
+    return out
+
+
+# -- peak RSS of the CLI -------------------------------------------------------------------------------------------
+
+
+def rss_input(rows: int, data: Path) -> Path:
+    """id + text Parquet of `rows` rows: emotion + all Yelp sentences, shuffled once, repeated; cached."""
+    path = CACHE / f"predict-rss-{rows}.parquet"
+    if path.exists() and pq.ParquetFile(path).metadata.num_rows == rows:
+        return path
+    emotion = [pd.read_parquet(data / "emotion" / f"{s}.parquet").text for s in ("test", "validation")]
+    yelp = pd.read_parquet(data / "yelp_polarity_sentences" / "test.parquet").text
+    pool = pd.concat([*emotion, yelp]).sample(frac=1.0, random_state=0).to_numpy(dtype=object)
+    texts = np.resize(pool, rows)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(pa.table({"id": np.arange(rows, dtype=np.int64), "text": texts}), tmp, row_group_size=100_000)
+    tmp.rename(path)
+    return path
+
+
+def bertfit_command() -> list[str]:
+    script = Path(sys.executable).parent / "bertfit"
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from bertfit.cli import main; main()"]
+
+
+def measure_rss(model_dir: Path, input_path: Path, rows: int) -> dict[str, Any]:
+    """Runs `bertfit --quiet predict ... --json` under a fresh wrapper process that reports the child's peak RSS."""
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix="rss-out-") as work:
+        output = f"{work}/out.parquet"
+        cmd = [*bertfit_command(), "--quiet", "predict", str(model_dir), str(input_path), output, "--json"]
+        done = subprocess.run([sys.executable, "-c", RSS_WRAPPER, json.dumps(cmd)], capture_output=True, text=True)
+    report = json.loads(done.stdout) if done.returncode == 0 and done.stdout else {"rc": done.returncode}
+    if report.get("rc") != 0:
+        raise RuntimeError(f"bertfit predict on {rows} rows failed: {report.get('stderr') or done.stderr[-2000:]}")
+    summary = json.loads(report["stdout"])
+    return {"rows": rows, "peak_rss_mib": report["maxrss_kib"] / 1024, "wall_s": report["wall_s"],
+            "cli_seconds": summary["seconds"], "cli_rows_per_s": summary["rows_per_s"]}  # fmt: skip
+
+
+def rss_runs(model_dir: Path, data: Path, sizes: list[int]) -> list[dict[str, Any]]:
+    out = []
+    for rows in sizes:
+        print(f"  peak RSS: bertfit predict on {rows} rows ...", flush=True)
+        out.append(measure_rss(model_dir, rss_input(rows, data), rows))
+    return out
+
+
+# -- printing ------------------------------------------------------------------------------------------------------
+
+
+def print_header(info: dict[str, Any], model_dir: Path, cfg: dict[str, Any]) -> None:
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["flags"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    print(f"# bertfit predict vs transformers pipeline — {info['date']}\n")
+    print(f"- command: `{info['command']}`")
+    print(f"- CPU: {info['cpu']}; {info['cores']} cores, torch threads {info['torch_threads']}; {flags}")
+    print(f"- {versions}")
+    print(f"- model: {model_dir} ({cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, "
+          f"intermediate {cfg['intermediate_size']})\n")  # fmt: skip
+
+
+def print_set(name: str, res: dict[str, Any]) -> None:
+    print(f"\n## {name}: {res['rows']} texts, {res['tokens']} tokens ({res['tokens'] / res['rows']:.1f}/text, "
+          f"{res['truncated']} truncated); (a) on the first {res['pipeline_rows']}\n")  # fmt: skip
+    print("| variant | rows | seconds | rows/s | tokens/s | useful GFLOP/s | x pipeline(64) | agreement with (a) "
+          "| max abs Δp vs (a) |")  # fmt: skip
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for key, r in res["variants"].items():
+        print(f"| ({key}) {r['name']} | {r['rows']} | {r['seconds']:.2f} | {r['rows_per_s']:,.0f} | "
+              f"{r['tokens_per_s']:,.0f} | {r['gflops_per_s']:.1f} | {r['speedup_vs_anchor']:.2f} | "
+              f"{r['vs_a']['agreement']:.4f} | {r['vs_a']['max_abs_diff']:.2e} |")  # fmt: skip
+    dc, e = res["d_vs_c"], res["variants"]["e"]
+    print(f"\n(d) vs (c) on {dc['rows']} rows: label agreement {dc['agreement']:.4f}, max abs Δp "
+          f"{dc['max_abs_diff']:.2e}. (e) compile warm-up (first full run): {e['warmup_s']:.1f} s.")  # fmt: skip
+
+
+def print_roofline(roof: dict[str, Any], sets: dict[str, Any]) -> None:
+    print(f"\n## Achieved FLOP rate vs matmul roofline\n\nF.linear {roof['shape']} (the feed-forward shape), median: "
+          f"bf16 {roof['bf16']:.0f} GFLOP/s, fp32 {roof['fp32']:.0f} GFLOP/s.")  # fmt: skip
+    print("Useful GFLOP/s count only the real tokens of each text (padding not counted), from the analytic formula")
+    print("per layer 2n(4h² + 2hi) + 4n²h.\n")
+    for name, res in sets.items():
+        v = res["variants"]
+        parts = [f"(c) {v['c']['gflops_per_s']:.0f} = {100 * v['c']['gflops_per_s'] / roof['fp32']:.0f}% of fp32"]
+        parts += [f"({k}) {v[k]['gflops_per_s']:.0f} = {100 * v[k]['gflops_per_s'] / roof['bf16']:.0f}% of bf16"
+                  for k in ("d", "e")]  # fmt: skip
+        print(f"- {name}: " + "; ".join(parts))
+
+
+def print_tokenization(tok: dict[str, Any]) -> None:
+    print("\n## Tokenization alone (best of 3)\n")
+    print("| texts | rows | WindowEncoder rows/s | tokenizer(...) rows/s | ratio |\n|---|--:|--:|--:|--:|")
+    for name, t in tok.items():
+        enc, plain = t["encoder_rows_per_s"], t["tokenizer_rows_per_s"]
+        print(f"| {name} | {t['rows']} | {enc:,.0f} | {plain:,.0f} | {enc / plain:.2f} |")
+
+
+def print_rss(runs: list[dict[str, Any]]) -> None:
+    print("\n## Peak RSS of `bertfit --quiet predict MODEL IN.parquet OUT.parquet --json` (own process each)\n")
+    print("| rows | peak RSS MiB | x smallest | wall s | rows/s (CLI) |\n|--:|--:|--:|--:|--:|")
+    for r in runs:
+        print(f"| {r['rows']:,} | {r['peak_rss_mib']:,.0f} | {r['peak_rss_mib'] / runs[0]['peak_rss_mib']:.2f} | "
+              f"{r['wall_s']:.1f} | {r['cli_rows_per_s']:,.0f} |")  # fmt: skip
+    if len(runs) > 1:
+        print(f"\nratio {runs[-1]['rows']:,} / {runs[0]['rows']:,} rows: peak RSS "
+              f"{runs[-1]['peak_rss_mib'] / runs[0]['peak_rss_mib']:.2f}x")  # fmt: skip
+
+
+# -- main ----------------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    info = machine()
+    model_dir = ensure_model(args.model, args.data)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    sets = load_sets(args.data, args.yelp_rows)
+    variants, clf = make_variants(model_dir)
+    results: dict[str, Any] = {"machine": info, "model": str(model_dir), "sets": {}}
+    for name, texts in sets.items():
+        print(f"{name}: {len(texts)} texts", flush=True)
+        results["sets"][name] = bench_set(texts, variants, clf, cfg, args)
+    results["roofline"] = roofline(cfg)
+    yelp_all = pd.read_parquet(args.data / "yelp_polarity_sentences" / "test.parquet").text
+    tok_sets = {
+        "emotion": sets["emotion"],
+        "yelp sentences": yelp_all.sample(min(args.tokenize_rows, len(yelp_all)), random_state=0).tolist(),
+    }
+    results["tokenization"] = tokenization(clf, tok_sets)
+    sizes = [int(s) for s in args.rss_rows.split(",") if s.strip()]
+    results["rss"] = [] if args.skip_rss else rss_runs(model_dir, args.data, sizes)
+    report(results, model_dir, cfg, args.json_out)
+
+
+def report(results: dict[str, Any], model_dir: Path, cfg: dict[str, Any], json_out: Path | None) -> None:
+    print()
+    print_header(results["machine"], model_dir, cfg)
+    for name, res in results["sets"].items():
+        print_set(name, res)
+    print_roofline(results["roofline"], results["sets"])
+    print_tokenization(results["tokenization"])
+    if results["rss"]:
+        print_rss(results["rss"])
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=2))
+        print(f"\nresults written to {json_out}")
+
+
+if __name__ == "__main__":
+    main()
