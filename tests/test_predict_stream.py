@@ -221,3 +221,14 @@ def test_changed_settings_start_over_instead_of_mixing(tiny_trained, tmp_path):
         {"file": "part-00000.parquet", "source": 0, "rows": 10, "empty_text": 0, "truncated": 0}]}))  # fmt: skip
     summary = bertfit.predict_file(tiny_trained, tmp_path / "in.parquet", out, window=10)
     assert summary["resumed_rows"] == 0 and len(pd.read_parquet(out)) == 50
+
+
+def test_row_estimates_for_the_progress_bar(tmp_path):
+    df = rows_with_ids(23)
+    for name in ("a.parquet", "a.csv", "a.jsonl"):
+        bertfit.io.write_table(df, tmp_path / name)
+        assert bertfit.io.estimate_rows([tmp_path / name]) == 23, name
+    (tmp_path / "b.csv").write_text("text\nno newline at the end")
+    assert bertfit.io.estimate_rows([tmp_path / "b.csv"]) == 1
+    bertfit.io.write_table(df, tmp_path / "a.csv.gz")
+    assert bertfit.io.estimate_rows([tmp_path / "a.csv.gz", tmp_path / "a.csv"]) is None

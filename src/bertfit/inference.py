@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .checks import clean_text, join_text
 from .config import ModelConfig
 from .errors import BertfitError, ConfigError, DataError
-from .io import count_rows, data_files, iter_frames
+from .io import count_rows, data_files, estimate_rows, iter_frames
 from .labels import LabelSchema
 from .modeling import load_trained, pick_precision
 from .parts import PartWriter, check_output, input_fingerprint
@@ -190,7 +190,7 @@ class Classifier:
                     "batch_tokens": batch_tokens, "batch_size": batch_size}  # fmt: skip
         writer = PartWriter(output_path, {"input": input_fingerprint(files), "settings": settings})
         started, resumed = time.perf_counter(), writer.rows_done
-        with _progress_bar(count_rows(files), progress, initial=resumed) as bar:
+        with _progress_bar(estimate_rows(files) if progress else None, progress, initial=resumed) as bar:
             try:
                 frames = _remaining_frames(files, window, writer.parts, text_cols or self.text_cols)
                 for frame in self.predict_stream(frames, text_cols, probs, batch_tokens, batch_size, str(input_path)):
