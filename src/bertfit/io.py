@@ -128,7 +128,7 @@ def iter_frames(path: Path, rows: int, text_cols: Sequence[str] = ()) -> Iterato
     whole = path.suffix.lower() in (".zip", ".xz") or fmt == "excel"
     with read_errors(path, fmt):
         if fmt == "parquet":
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(path, buffer_size=1 << 20)  # column chunks decoded page by page
             yield from _rebatch(parquet.iter_batches(batch_size=min(rows, 65536)), parquet.schema_arrow, rows)
         elif fmt in ("csv", "tsv") and not whole:
             options = dict(sep="," if fmt == "csv" else "\t", encoding="utf-8-sig", keep_default_na=False)
