@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import sentiment_frame
 
 import bertfit
 from bertfit.errors import ConfigError, DataError
 from bertfit.io import iter_frames
 from bertfit.tokenization import token_budget_batches
-from conftest import sentiment_frame
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +232,12 @@ def test_row_estimates_for_the_progress_bar(tmp_path):
     assert bertfit.io.estimate_rows([tmp_path / "b.csv"]) == 1
     bertfit.io.write_table(df, tmp_path / "a.csv.gz")
     assert bertfit.io.estimate_rows([tmp_path / "a.csv.gz", tmp_path / "a.csv"]) is None
+
+
+@pytest.mark.parametrize("name", ["empty.parquet", "empty.csv"])
+def test_an_input_with_no_rows_gives_an_output_with_no_rows(tiny_trained, tmp_path, name):
+    bertfit.io.write_table(rows_with_ids(3).head(0), tmp_path / name)
+    summary = bertfit.predict_file(tiny_trained, tmp_path / name, tmp_path / "out.parquet")
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert summary["rows"] == 0 and len(out) == 0
+    assert list(out.columns) == ["id", "text", "label", "pred_label", "pred_score"]

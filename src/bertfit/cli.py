@@ -162,7 +162,9 @@ def predict(
     batch_tokens: BatchTokens = None,
     batch_size: BatchSize = None,
     max_length: Annotated[int | None, typer.Option(help="Tokens kept per text [as in training].")] = None,
-    window: Annotated[int, typer.Option(help="Rows read, sorted and committed together [50000].")] = 50_000,
+    window: Annotated[
+        int | None, typer.Option(help="Rows read, sorted and committed together [50000; ray: 10000 per call].")
+    ] = None,
     compile: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (~30 s; pays off on big inputs).")
     ] = False,
@@ -184,16 +186,16 @@ def predict(
         summary = _guard(
             lambda: predict_with_ray(
                 model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
-                max_length, address, num_workers, gpus_per_worker, _progress(),
+                max_length, address, num_workers, gpus_per_worker, _progress(), window=window, compile=compile,
             )
         )  # fmt: skip
     else:
-        from .inference import predict_file
+        from .inference import DEFAULT_WINDOW, predict_file
 
         summary = _guard(
             lambda: predict_file(
                 model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
-                max_length, window, compile, _progress(),
+                max_length, window or DEFAULT_WINDOW, compile, _progress(),
             )
         )  # fmt: skip
     if as_json:

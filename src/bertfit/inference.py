@@ -202,7 +202,7 @@ class Classifier:
         totals = writer.totals()
         writer.finish()
         seconds = time.perf_counter() - started
-        _log_counts(input_path, totals)
+        log_counts(input_path, totals)
         return {**totals, "resumed_rows": resumed, "output": str(output_path), "labels": self.labels,
                 "seconds": round(seconds, 2), "rows_per_s": round((totals["rows"] - resumed) / max(seconds, 1e-9), 1),
                 "dtype": self.dtype}  # fmt: skip
@@ -349,7 +349,8 @@ def _progress_bar(total: int | None, enabled: bool, initial: int = 0) -> tqdm:
                 file=sys.stderr, smoothing=0.1)  # fmt: skip
 
 
-def _log_counts(source: Path, totals: dict[str, int]) -> None:
+def log_counts(source: str | Path, totals: dict[str, int]) -> None:
+    """The summary lines for rows left unscored (empty text) and texts cut at max_length."""
     if totals["empty_text"]:
         logger.warning("%s: %d of %d rows have empty text; their prediction is left empty", source,
                        totals["empty_text"], totals["rows"])  # fmt: skip

@@ -125,6 +125,15 @@ def iter_frames(path: Path, rows: int, text_cols: Sequence[str] = ()) -> Iterato
     fmt = table_format(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty; expected a table with a header row")
+    empty = True
+    for frame in _frames(path, fmt, rows, text_cols):
+        empty = False
+        yield frame
+    if empty:  # a header with no rows: one empty window, so that the output still gets the columns
+        yield _read(path, fmt).head(0)
+
+
+def _frames(path: Path, fmt: str, rows: int, text_cols: Sequence[str]) -> Iterator[pd.DataFrame]:
     whole = path.suffix.lower() in (".zip", ".xz") or fmt == "excel"
     with read_errors(path, fmt):
         if fmt == "parquet":

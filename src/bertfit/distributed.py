@@ -1,0 +1,443 @@
+"""Ray Data engine for prediction: the local engine's labels, with the model replicated over a cluster's CPUs or GPUs.
+
+The pipeline: Ray Data readers -> windows of rows (a streaming repartition) -> an actor pool, one Classifier per actor,
+labelling each window with `Classifier.predict_stream` -> rows back in input order (preserve_order) -> either assembled
+on the driver by `parts.PartWriter` (a file output, the same atomic assembly as the local engine) or written as
+Parquet shards by Ray write tasks (a folder output) and renamed into place when complete.
+
+On a cluster of several machines, the input must be on storage every node can read (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import closing, contextmanager, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from .checks import join_text
+from .errors import BertfitError, ConfigError, DataError, MissingDependency
+from .inference import log_counts
+from .io import COMPRESSIONS, data_files, estimate_rows, iter_frames, table_format
+from .modeling import pick_precision, read_meta, require_model_dir
+from .parts import PartWriter, check_output, is_folder_output
+
+logger = logging.getLogger(__name__)
+
+RAY_WINDOW = 10_000  # rows per actor call: plenty for length-sorted batches, small enough to spread over the actors
+ACTOR_START_TIMEOUT_S = 900  # loading a model, or an autoscaling cluster adding a node, can take minutes
+NOTES = "__bertfit_window__"  # one JSON cell per window (truncated count, dtype, labels); dropped before writing
+# What Ray Data's readers take, and the compressions they detect from the file name (pyarrow.Codec.detect).
+_STREAMS = (".gz", ".bz2", ".zst")
+RAY_FORMATS = {"parquet": (), "csv": _STREAMS, "tsv": _STREAMS, "jsonl": _STREAMS}
+
+
+def predict_with_ray(
+    model_dir: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    text_cols: list[str] | None = None,
+    probs: bool = False,
+    dtype: str = "auto",
+    batch_tokens: int | None = None,
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    address: str | None = None,
+    num_workers: int | None = None,
+    gpus_per_worker: float = 0.0,
+    progress: bool = False,
+    *,
+    cpus_per_worker: int | None = None,
+    window: int | None = None,
+    compile: bool = False,
+) -> dict[str, Any]:
+    """Label every row of a table, or of a folder of shards, with model replicas on a Ray cluster.
+
+    The output is what `bertfit.inference.predict_file` writes: all input columns and rows, in order, plus
+    pred_label, pred_score and (with `probs`) prob_<label> columns; it appears only once complete. An output path
+    with no extension is a folder that receives Parquet shards (part-00000.parquet, ... in input order).
+
+    Args:
+        input_path: a Parquet, CSV, TSV or JSON Lines file, or a folder of such shards.
+        address: a running Ray cluster ("auto", "ray://host:10001"); default: start a local one, and stop it after.
+            If Ray is already initialized in this process, that cluster is used as it is.
+        num_workers: model replicas (default: one per CPU of the cluster, or per GPU with `gpus_per_worker`).
+        gpus_per_worker: GPUs per replica; 0 runs on CPUs.
+        cpus_per_worker: torch threads per replica (default: the cluster's CPUs shared out between the replicas).
+        window: rows labelled together by a replica (default 10,000); texts are length-sorted within a window.
+        compile: torch.compile the model in every replica.
+
+    Returns:
+        The local engine's summary (rows, empty_text, truncated, resumed_rows, output, labels, seconds, rows_per_s,
+        dtype) plus engine ("ray") and workers.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    window = window or RAY_WINDOW
+    files, fmt = _check_request(model_dir, input_path, output_path, dtype, gpus_per_worker)
+    _check_numbers({"batch_tokens": (batch_tokens, 1), "batch_size": (batch_size, 1), "max_length": (max_length, 2),
+                    "num_workers": (num_workers, 1), "cpus_per_worker": (cpus_per_worker, 1), "window": (window, 1),
+                    "gpus_per_worker": (gpus_per_worker, 0)})  # fmt: skip
+    cols = text_cols or read_meta(model_dir).get("data", {}).get("text_cols", ["text"])
+    _check_columns(files, cols, str(input_path))
+    ray = _import_ray()
+    labeller = {"model_dir": str(Path(model_dir).resolve()), "device": "cuda" if gpus_per_worker else "cpu",
+                "dtype": dtype, "max_length": max_length, "compile": compile, "text_cols": text_cols, "probs": probs,
+                "batch_tokens": batch_tokens, "batch_size": batch_size, "source": str(input_path)}  # fmt: skip
+    try:
+        with _ray_session(ray, address), _data_context(ray, progress and is_folder_output(output_path)):
+            plan = _plan(ray, num_workers, gpus_per_worker, cpus_per_worker, window)
+            started = time.perf_counter()
+            chunks = _run(ray, files, fmt, cols, plan, labeller, output_path, progress)
+            seconds = time.perf_counter() - started
+    except Exception as error:
+        user_error = _user_error(error, input_path)
+        if user_error is None:
+            raise
+    else:
+        return _summary(chunks, input_path, output_path, seconds, plan["workers"], dtype)
+    # Ray Data's traceback holds the failed run's actors in a reference cycle until the cycle collector runs;
+    # collect now, so that their CPUs go back to a cluster that outlives this call.
+    gc.collect()
+    raise user_error
+
+
+# -- checks on the driver, before Ray starts ----------------------------------------------------------------------
+
+
+def _check_request(
+    model_dir: str | Path, input_path: Path, output_path: Path, dtype: str, gpus_per_worker: float
+) -> tuple[list[Path], str]:
+    """The input's files and their one format; fails on what Ray Data cannot read, a bad output, model or dtype."""
+    check_output(output_path)
+    files = data_files(input_path)
+    for path in files:
+        fmt, compression = table_format(path), path.suffix.lower()
+        if fmt not in RAY_FORMATS or (compression in COMPRESSIONS and compression not in RAY_FORMATS[fmt]):
+            what = {"excel": "Excel", "hdf5": "HDF5"}.get(fmt, f"{compression}-compressed {fmt.upper()}")
+            raise DataError(
+                f"{path}: the ray engine reads Parquet, CSV, TSV or JSON Lines, not {what}; "
+                "convert it to Parquet, or use --engine local"
+            )
+    formats = sorted({table_format(f) for f in files})
+    if len(formats) > 1:
+        raise DataError(f"{input_path}: holds {' and '.join(formats)} files; the ray engine reads one format per run")
+    require_model_dir(model_dir)
+    pick_precision(dtype, "cpu")  # a bad name fails here; "auto" is resolved by each worker on its own hardware
+    if dtype == "fp16" and not gpus_per_worker:
+        raise ConfigError("fp16 is for GPUs; on CPU workers use --dtype bf16 or fp32, or give --gpus-per-worker")
+    return files, formats[0]
+
+
+def _check_numbers(settings: dict[str, tuple[float | None, int]]) -> None:
+    for name, (value, minimum) in settings.items():
+        if value is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum} (got {value}); leave it out for the default")
+
+
+def _check_columns(files: list[Path], cols: list[str], source: str) -> None:
+    """Read the first rows, so that a missing text column fails before the cluster starts."""
+    with closing(iter_frames(files[0], 100, cols)) as frames:
+        head = next(frames, None)
+    if head is not None:
+        join_text(head, cols, source)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise MissingDependency("ray", "ray", "Prediction with --engine ray") from None
+    return ray
+
+
+# -- the cluster ----------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _ray_session(ray: Any, address: str | None) -> Iterator[None]:
+    """Use the Ray already initialized in this process, else connect to `address` or start a quiet local cluster."""
+    if ray.is_initialized():
+        yield
+        return
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(include_dashboard=False, **quiet)
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise ConfigError(f"cannot start or reach {where} ({_first_line(err)})") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextmanager
+def _data_context(ray: Any, progress: bool) -> Iterator[None]:
+    """Ray Data settings for this run (datasets copy them when created), restored afterwards; Ray's driver-side
+    messages go to stderr, so that stdout holds only results."""
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.raise_original_map_exception,
+             ctx.wait_for_min_actors_s)  # fmt: skip
+    ctx.execution_options.preserve_order = True  # output rows in input order
+    ctx.enable_progress_bars = progress
+    ctx.raise_original_map_exception = True  # a BertfitError in an actor reaches the driver as itself
+    # Every replica is up before the first window: else a short run ends while one is still loading, and Ray
+    # reports that replica's removal as "a worker died ... by an unexpected system error".
+    ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    data_log, level = logging.getLogger("ray.data"), logging.getLogger("ray.data").level
+    data_log.setLevel(logging.CRITICAL)  # Ray Data logs each run's plan; errors come back as exceptions
+    try:
+        with warnings.catch_warnings(), redirect_stdout(sys.stderr):
+            warnings.filterwarnings("ignore", module="ray")
+            yield
+    finally:
+        (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.raise_original_map_exception,
+         ctx.wait_for_min_actors_s) = saved  # fmt: skip
+        data_log.setLevel(level)
+
+
+def _plan(
+    ray: Any, num_workers: int | None, gpus_per_worker: float, cpus_per_worker: int | None, window: int
+) -> dict[str, Any]:
+    """How many replicas, their torch threads, the logical CPUs and GPUs each asks Ray for, rows per call."""
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    default = int(gpus // gpus_per_worker) if gpus_per_worker else int(cpus)
+    workers = num_workers or max(1, default)
+    if workers * gpus_per_worker > gpus:
+        raise ConfigError(
+            f"{workers} worker(s) with {gpus_per_worker:g} GPU(s) each need {workers * gpus_per_worker:g} GPUs but the "
+            f"Ray cluster has {gpus:g}; pass fewer --num-workers, or leave out --gpus-per-worker to run on CPUs"
+        )
+    threads = cpus_per_worker or max(1, int(cpus // workers))
+    # Ray schedules by logical CPUs. An actor pool holding all of them starves Ray Data's read and write tasks and
+    # the run never starts, so one is left for those; the threads an actor computes with are set apart from this.
+    num_cpus = min(float(threads), max(cpus - 1, 0.0) / workers)
+    return {"workers": workers, "threads": threads, "num_cpus": num_cpus, "num_gpus": gpus_per_worker or None,
+            "window": window}  # fmt: skip
+
+
+# -- the pipeline ---------------------------------------------------------------------------------------------
+
+
+def _read(ray: Any, files: list[Path], fmt: str, text_cols: list[str]) -> Any:
+    """A dataset over the input files, in their order; text columns read as text, as the local engine reads them."""
+    import pyarrow.csv as pa_csv
+
+    paths = [str(f) for f in files]
+    if fmt == "parquet":
+        return ray.data.read_parquet(paths, file_extensions=None)
+    if fmt in ("csv", "tsv"):
+        text = {c: pa.string() for c in text_cols}  # "01" stays "01"; empty cells are null, as pandas reads them
+        return ray.data.read_csv(
+            paths,
+            parse_options=pa_csv.ParseOptions(delimiter="," if fmt == "csv" else "\t", newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(column_types=text, null_values=[""], strings_can_be_null=True),
+        )
+    # pyarrow's reader, not pandas' (lines=True), which would turn "007" into 7 in any column. JSON strings stay
+    # strings; an explicit schema for the text columns would move them first.
+    return ray.data.read_json(paths, file_extensions=None)
+
+
+def _run(
+    ray: Any, files: list[Path], fmt: str, cols: list[str], plan: dict[str, Any], labeller: dict[str, Any],
+    output: Path, progress: bool,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Read, label and write; the counts of each written piece, in order."""
+    ds = _label(ray, _read(ray, files, fmt, cols), plan, labeller)
+    if is_folder_output(output):
+        return _write_shards(ds, output)
+    return _write_file(ds, output, estimate_rows(files) if progress else None, progress)
+
+
+def _label(ray: Any, ds: Any, plan: dict[str, Any], labeller: dict[str, Any]) -> Any:
+    """Cut the rows into windows and label them with an actor pool, one model per actor."""
+    return ds.repartition(target_num_rows_per_block=plan["window"]).map_batches(
+        _Labeller,
+        fn_constructor_kwargs={**labeller, "threads": plan["threads"]},
+        batch_format="pandas",
+        batch_size=plan["window"],
+        compute=ray.data.ActorPoolStrategy(size=plan["workers"]),
+        num_cpus=plan["num_cpus"],
+        num_gpus=plan["num_gpus"],
+    )
+
+
+class _Labeller:
+    """A Ray Data actor: loads the model once, then labels one window of rows per call."""
+
+    def __init__(self, model_dir: str, device: str, dtype: str, max_length: int | None, compile: bool,
+                 threads: int, **stream_args: Any) -> None:  # fmt: skip
+        import torch
+
+        from .inference import Classifier
+
+        torch.set_num_threads(threads)
+        self.stream_args = stream_args
+        self.error: BertfitError | None = None
+        try:
+            self.clf = Classifier.from_pretrained(
+                model_dir, device=device, dtype=dtype, max_length=max_length, compile=compile
+            )
+        except BertfitError as error:
+            # Raised on the first window: from a call Ray Data passes it to the driver unchanged; from here it
+            # would come back as an ActorDiedError holding only a traceback text.
+            self.error = error
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        if self.error is not None:
+            raise self.error
+        with closing(self.clf.predict_stream([batch], **self.stream_args)) as stream:
+            out = next(stream)
+        # Ray Data drops DataFrame.attrs: the window's counts travel in one cell of a column dropped on writing.
+        notes = [None] * len(out)
+        if notes:
+            notes[0] = json.dumps(
+                {"truncated": out.attrs["truncated"], "dtype": self.clf.dtype, "labels": self.clf.labels}
+            )
+        out[NOTES] = pd.Series(notes, index=out.index, dtype=object)
+        return out
+
+
+def _write_file(ds: Any, output: Path, total: int | None, progress: bool) -> list[dict[str, Any]]:
+    """Stream the labelled windows to the driver in order and commit each as a part; assemble when complete."""
+    writer = PartWriter(output, {"engine": "ray", "run": uuid.uuid4().hex})  # never resumed: a new key each run
+    chunks = []
+    bar = tqdm(total=total, desc="predict", unit=" rows", unit_scale=True, disable=not progress, file=sys.stderr)
+    try:
+        with bar:
+            for frame in ds.iter_batches(batch_format="pandas", batch_size=None):
+                if len(frame):
+                    chunk = _chunk(len(frame), int(frame["pred_label"].isna().sum()), frame.pop(NOTES).tolist())
+                    writer.commit(frame, 0, chunk["empty_text"], chunk["truncated"])
+                    chunks.append(chunk)
+                    bar.update(len(frame))
+        writer.finish()
+    except BaseException:
+        writer.discard()
+        raise
+    return chunks
+
+
+def _write_shards(ds: Any, output: Path) -> list[dict[str, Any]]:
+    """Ray tasks write the shards into a hidden folder beside the output; renamed in order, then into place."""
+    staging = output.parent / f".{output.name}.bertfit-ray"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        sink = _shard_sink(staging)
+        ds.write_datasink(sink)
+        for i, shard in enumerate(sink.shards):
+            os.replace(staging / shard["file"], staging / f"part-{i:05d}.parquet")
+        if output.exists():
+            output.rmdir()  # checked empty before the run began
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [_chunk(shard["rows"], shard["empty_text"], shard["notes"]) for shard in sink.shards]
+
+
+def _shard_sink(folder: Path) -> Any:
+    """A Ray Data sink: each write task's rows, in order, as one Parquet file named by the task's index.
+
+    Not `Dataset.write_parquet`: that writes through pyarrow.dataset.write_dataset with threads and without
+    preserve_order, which may reorder the rows inside a file. This sink also returns each shard's counts.
+    The class refers to nothing else in bertfit, so that a write task does not import bertfit (seconds per process).
+    """
+    from ray.data import Datasink
+    from ray.data.block import BlockAccessor
+
+    class ShardSink(Datasink):
+        def __init__(self) -> None:
+            self.shards: list[dict[str, Any]] = []
+
+        @property
+        def supports_distributed_writes(self) -> bool:
+            return False  # write on the driver's machine, where the folder is renamed into place
+
+        def write(self, blocks: Any, ctx: Any) -> dict[str, Any] | None:
+            tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
+            if not tables:
+                return None
+            table = pa.concat_tables(tables, promote_options="permissive")
+            name = f"task-{ctx.task_idx:09d}.parquet"
+            pq.write_table(table.drop_columns([NOTES]), folder / name)
+            notes = table[NOTES].drop_null().to_pylist()
+            return {"task": ctx.task_idx, "file": name, "rows": table.num_rows,
+                    "empty_text": table["pred_label"].null_count, "notes": notes}  # fmt: skip
+
+        def on_write_complete(self, write_result: Any) -> None:
+            # Task indexes follow the order in which windows reach the write (input order, with preserve_order).
+            self.shards = sorted((r for r in write_result.write_returns if r), key=lambda r: r["task"])
+
+    return ShardSink()
+
+
+# -- results --------------------------------------------------------------------------------------------------
+
+
+def _chunk(rows: int, empty_text: int, notes: list[Any]) -> dict[str, Any]:
+    """Counts for some labelled rows, from their pred_label and the per-window notes among them."""
+    parsed = [json.loads(n) for n in notes if isinstance(n, str)]
+    labels = parsed[0]["labels"] if parsed else None
+    return {"rows": rows, "empty_text": empty_text, "truncated": sum(p["truncated"] for p in parsed),
+            "dtypes": sorted({p["dtype"] for p in parsed}), "labels": labels}  # fmt: skip
+
+
+def _summary(
+    chunks: list[dict[str, Any]], input_path: Path, output: Path, seconds: float, workers: int, dtype: str
+) -> dict[str, Any]:
+    totals = {k: sum(c[k] for c in chunks) for k in ("rows", "empty_text", "truncated")}
+    dtypes = sorted({d for c in chunks for d in c["dtypes"]}) or [dtype]
+    labels = next((c["labels"] for c in chunks if c["labels"]), [])
+    log_counts(input_path, totals)
+    return {**totals, "resumed_rows": 0, "output": str(output), "labels": labels, "seconds": round(seconds, 2),
+            "rows_per_s": round(totals["rows"] / max(seconds, 1e-9), 1), "dtype": "/".join(dtypes),
+            "engine": "ray", "workers": workers}  # fmt: skip
+
+
+def _user_error(error: BaseException, input_path: Path) -> BertfitError | None:
+    """The BertfitError behind an error Ray raised (an actor's, carried as the cause), or a DataError for input that
+    Ray Data's readers could not parse; None for anything else."""
+    seen, stack = set(), [(error, False)]
+    while stack:
+        err, from_ray = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        # Ray's wrapper (an instance of the original's class too) carries the original as its cause.
+        wrapper = type(err).__module__.startswith("ray.")
+        stack.extend((e, from_ray or wrapper) for e in (getattr(err, "cause", None), err.__cause__, err.__context__))
+        if wrapper:
+            continue
+        if isinstance(err, BertfitError):
+            err.args = (_first_line(err),)  # Ray Data appends its retry advice to the message
+            return err
+        if from_ray and isinstance(err, (pa.ArrowInvalid, json.JSONDecodeError)):  # in Ray Data's readers
+            return DataError(f"{input_path}: Ray Data cannot read it ({_first_line(err)}); convert it to Parquet, "
+                             "or use --engine local")  # fmt: skip
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,205 @@
+"""The Ray engine labels exactly like the local engine: same rows, same order, same predictions; folders of shards
+in and out; CSV and JSON Lines through the CLI; user errors are one line and leave nothing behind. One local Ray
+cluster (2 CPUs) serves the module."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import Result
+from conftest import sentiment_frame
+from typer.testing import CliRunner
+
+import bertfit
+from bertfit import cli
+from bertfit.cli import app
+from bertfit.errors import ConfigError, DataError, MissingDependency, ModelError
+from bertfit.io import read_table, write_table
+
+ray = pytest.importorskip("ray", reason="the ray engine needs: pip install 'bertfit[ray]'")
+from bertfit import distributed  # noqa: E402
+from bertfit.distributed import predict_with_ray  # noqa: E402
+
+PROBS = ["prob_negative", "prob_positive"]
+RAY_ARGS = {"num_workers": 2, "cpus_per_worker": 1}  # two one-thread replicas on the 2-CPU test cluster
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def restore_cli_state() -> Iterator[None]:
+    """The CLI points the 'bertfit' logger at the runner's (soon closed) stderr; restore it afterwards."""
+    logger = logging.getLogger("bertfit")
+    saved = (list(logger.handlers), logger.level, logger.propagate, dict(cli.state))
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+    cli.state.update(saved[3])
+
+
+def unlabelled(n: int, seed: int) -> pd.DataFrame:
+    """Texts with an id column (descending, so order must survive) and some empty texts of each kind."""
+    df = sentiment_frame(n, seed).drop(columns="label")
+    df.insert(0, "id", np.arange(10 * n, 0, -10))
+    df.loc[df.index % 97 == 5, "text"] = None
+    df.loc[df.index % 101 == 7, "text"] = "   "
+    return df
+
+
+def assert_same_predictions(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    assert list(got.columns) == list(want.columns)
+    assert got["id"].tolist() == want["id"].tolist()
+    assert got["pred_label"].isna().tolist() == want["pred_label"].isna().tolist()
+    assert got["pred_label"].dropna().tolist() == want["pred_label"].dropna().tolist()
+    for col in ["pred_score", *[c for c in PROBS if c in want.columns]]:
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), atol=1e-5, equal_nan=True)
+
+
+def leftovers(folder: Path, *keep: str) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+def test_ray_equals_local_engine(ray_cluster: None, tiny_trained: Path, tmp_path: Path) -> None:
+    df = unlabelled(3000, seed=3)
+    inp = tmp_path / "in.parquet"
+    df.to_parquet(inp, index=False)
+    args = {"probs": True, "dtype": "fp32", "max_length": 8}  # short max_length: some texts are truncated
+    local = bertfit.predict_file(tiny_trained, inp, tmp_path / "local.parquet", **args)
+    summary = predict_with_ray(tiny_trained, inp, tmp_path / "ray.parquet", **args, **RAY_ARGS, window=400)
+
+    assert_same_predictions(pd.read_parquet(tmp_path / "ray.parquet"), pd.read_parquet(tmp_path / "local.parquet"))
+    assert summary["rows"] == 3000 and summary["empty_text"] == local["empty_text"] > 0
+    assert summary["truncated"] == local["truncated"] > 0
+    assert (summary["labels"], summary["dtype"], summary["resumed_rows"]) == (local["labels"], "fp32", 0)
+    assert (summary["engine"], summary["workers"]) == ("ray", 2)
+    assert set(local) < set(summary)
+    assert leftovers(tmp_path, "in.parquet", "local.parquet", "ray.parquet") == []
+
+
+def test_folder_of_shards_in_and_out(ray_cluster: None, tiny_trained: Path, tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    parts = [unlabelled(n, seed) for seed, n in enumerate([500, 130, 370])]
+    for i, part in enumerate(parts):
+        part.to_parquet(shards / f"shard-{i}.parquet", index=False)
+    whole = tmp_path / "whole.parquet"
+    pd.concat(parts, ignore_index=True).to_parquet(whole, index=False)
+    bertfit.predict_file(tiny_trained, whole, tmp_path / "local.parquet", dtype="fp32")
+
+    summary = predict_with_ray(tiny_trained, shards, tmp_path / "labelled", dtype="fp32", **RAY_ARGS, window=150)
+
+    names = sorted(p.name for p in (tmp_path / "labelled").iterdir())
+    assert len(names) >= 3 and names == [f"part-{i:05d}.parquet" for i in range(len(names))]
+    got = pd.concat([pd.read_parquet(tmp_path / "labelled" / n) for n in names], ignore_index=True)
+    assert_same_predictions(got, pd.read_parquet(tmp_path / "local.parquet"))
+    assert summary["rows"] == 1000 and summary["output"] == str(tmp_path / "labelled")
+    assert leftovers(tmp_path, "shards", "whole.parquet", "local.parquet", "labelled") == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_text_formats_through_the_cli(ray_cluster: None, tiny_trained: Path, tmp_path: Path, fmt: str) -> None:
+    df = unlabelled(300, seed=4)
+    df["id"] = [f"{i:05d}" for i in df["id"]]  # JSON keeps "03000" as text: so must the ray engine
+    df.loc[3, "text"] = 'quoted, with a comma and a\nnew line "great"'
+    df.loc[8, "text"] = "01"  # digits only: still a text
+    inp, out = tmp_path / f"in.{fmt}", tmp_path / f"out.{fmt}"
+    write_table(df, inp)
+    bertfit.predict_file(tiny_trained, inp, tmp_path / f"local.{fmt}", dtype="fp32")
+
+    args = ["predict", tiny_trained, inp, out, "--engine", "ray", "--num-workers", 2, "--dtype", "fp32", "--json"]
+    result = runner.invoke(app, [str(a) for a in args])
+
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    got, want = read_table(out), read_table(tmp_path / f"local.{fmt}")
+    assert_same_predictions(got, want)
+    assert got["text"].tolist() == want["text"].tolist() and got.loc[3, "text"] == df.loc[3, "text"]
+    empty = df["text"].isna() | (df["text"].str.strip() == "")
+    assert got["pred_label"].isna().tolist() == empty.tolist() and isinstance(got.loc[8, "pred_label"], str)
+    assert (summary["rows"], summary["empty_text"], summary["engine"]) == (300, int(empty.sum()), "ray")
+    assert leftovers(tmp_path, inp.name, out.name, f"local.{fmt}") == []
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("name", ["in.xlsx", "in.h5"])
+def test_cli_unsupported_format(tiny_trained: Path, tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"not read: refused by its name")
+    result = runner.invoke(
+        app, ["predict", str(tiny_trained), str(tmp_path / name), str(tmp_path / "out.csv"), "--engine", "ray"]
+    )
+    assert_one_line_error(result, str(tmp_path / name), "Parquet", "--engine local")
+    assert leftovers(tmp_path, name) == []
+
+
+def test_cli_missing_input(tiny_trained: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["predict", str(tiny_trained), str(tmp_path / "nowhere.csv"), str(tmp_path / "out.csv"), "--engine", "ray"]
+    )
+    assert_one_line_error(result, "nowhere.csv", "file not found")
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"text_cols": ["review"]}, DataError, "no column 'review'"),
+        ({"dtype": "fp8"}, ConfigError, "precision must be one of"),
+        ({"dtype": "fp16"}, ConfigError, "fp16 is for GPUs"),
+        ({"batch_size": 0}, ConfigError, "batch_size must be at least 1"),
+        ({"num_workers": 0}, ConfigError, "num_workers must be at least 1"),
+        ({"model_dir": "no-model"}, ModelError, "model folder not found"),
+    ],
+    ids=["text-col", "dtype", "fp16-on-cpu", "batch-size", "num-workers", "model-dir"],
+)
+def test_errors_before_ray_starts(
+    tiny_trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: dict, error: type, match: str
+) -> None:
+    unlabelled(20, seed=5).to_parquet(tmp_path / "in.parquet", index=False)
+    monkeypatch.setattr(distributed, "_import_ray", lambda: pytest.fail("Ray was reached"))
+    args = {"model_dir": tiny_trained, "input_path": tmp_path / "in.parquet", "output_path": tmp_path / "out.csv"}
+    with pytest.raises(error, match=match):
+        predict_with_ray(**{**args, **change})
+    assert leftovers(tmp_path, "in.parquet") == []
+
+
+def test_error_in_a_worker_comes_back_as_itself(ray_cluster: None, tiny_trained: Path, tmp_path: Path) -> None:
+    df = unlabelled(50, seed=6).assign(pred_label="x")  # the actors refuse to overwrite an input column
+    df.to_parquet(tmp_path / "in.parquet", index=False)
+    with pytest.raises(DataError, match="already has a column 'pred_label'") as caught:
+        predict_with_ray(
+            tiny_trained, tmp_path / "in.parquet", tmp_path / "out_folder", num_workers=1, cpus_per_worker=1
+        )
+    assert type(caught.value) is DataError and "\n" not in str(caught.value)
+    assert leftovers(tmp_path, "in.parquet") == []
+    deadline = time.monotonic() + 15  # the failed run's actors are gone: their CPUs are free for the next run
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2
+
+
+def test_without_ray_installed(tiny_trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unlabelled(20, seed=7).to_parquet(tmp_path / "in.parquet", index=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(MissingDependency, match=r"pip install 'bertfit\[ray\]'"):
+        predict_with_ray(tiny_trained, tmp_path / "in.parquet", tmp_path / "out.parquet")
