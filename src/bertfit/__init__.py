@@ -9,12 +9,37 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
+from typing import TYPE_CHECKING, Any
+
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
 from .errors import BertfitError, ConfigError, DataError, MissingDependency, ModelError
-from .evaluation import evaluate
-from .inference import Classifier, predict_file
 from .labels import LabelSchema
-from .training import TrainResult, train
+
+# The heavy parts (torch, transformers, scikit-learn: seconds to import) load on first use, so that
+# `bertfit --help` and a Ray worker's start do not pay for what they do not touch.
+_LAZY = {
+    "Classifier": "inference",
+    "predict_file": "inference",
+    "evaluate": "evaluation",
+    "train": "training",
+    "TrainResult": "training",
+}
+
+if TYPE_CHECKING:
+    from .evaluation import evaluate
+    from .inference import Classifier, predict_file
+    from .training import TrainResult, train
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bertfit' has no attribute '{name}'")
+
 
 __all__ = [
     "Classifier",
