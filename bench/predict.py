@@ -84,6 +84,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per variant; the fastest is reported")
     parser.add_argument("--rss-rows", default="100000,1000000", help="comma-separated row counts for peak RSS")
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-RSS runs of the CLI")
+    parser.add_argument("--budgets", default="1024,2048,4096,8192", help="--batch-tokens values swept for (d)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all results here as JSON")
     return parser.parse_args()
 
@@ -250,6 +251,27 @@ def best_roofline(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "runs": runs}  # fmt: skip
 
 
+def budget_sweep(clf: Classifier, sets: dict[str, list[str]], budgets: list[int], repeats: int) -> dict[str, Any]:
+    """Rows/s of the default variant at each token budget (fastest of `repeats`, budgets interleaved)."""
+    out: dict[str, Any] = {}
+    for name, texts in sets.items():
+        seconds: dict[int, list[float]] = {b: [] for b in budgets}
+        for _ in range(max(1, repeats)):
+            for b in budgets:
+                seconds[b].append(timed(lambda t, b=b: clf.predict_proba(t, batch_tokens=b), texts)[1])
+        out[name] = {str(b): len(texts) / min(seconds[b]) for b in budgets}
+    return out
+
+
+def print_budgets(sweep: dict[str, Any]) -> None:
+    budgets = list(next(iter(sweep.values())))
+    print("\n## --batch-tokens sweep for (d), rows/s (fastest of the repeats)\n")
+    print("| texts | " + " | ".join(budgets) + " |")
+    print("|---|" + "--:|" * len(budgets))
+    for name, row in sweep.items():
+        print(f"| {name} | " + " | ".join(f"{row[b]:,.0f}" for b in budgets) + " |")
+
+
 def tokenization(clf: Classifier, sets: dict[str, list[str]]) -> dict[str, dict[str, float]]:
     """Rows/s of bertfit's WindowEncoder vs the plain tokenizer call, best of 3."""
     out = {}
@@ -397,6 +419,8 @@ def main() -> None:
         results["sets"][name] = bench_set(texts, variants, clf, cfg, args)
         rooflines.append(roofline(cfg))
     results["roofline"] = best_roofline(rooflines)
+    budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+    results["budgets"] = budget_sweep(clf, sets, budgets, args.repeats) if budgets else {}
     yelp_all = pd.read_parquet(args.data / "yelp_polarity_sentences" / "test.parquet").text
     tok_sets = {
         "emotion": sets["emotion"],
@@ -414,6 +438,8 @@ def report(results: dict[str, Any], model_dir: Path, cfg: dict[str, Any], json_o
     for name, res in results["sets"].items():
         print_set(name, res)
     print_roofline(results["roofline"], results["sets"])
+    if results["budgets"]:
+        print_budgets(results["budgets"])
     print_tokenization(results["tokenization"])
     if results["rss"]:
         print_rss(results["rss"])

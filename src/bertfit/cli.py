@@ -32,7 +32,7 @@ Dtype = Annotated[
     typer.Option("--dtype", "--precision", help="auto | bf16 | fp16 | fp32 (auto: bf16 on AMX CPUs and new GPUs)."),
 ]
 BatchTokens = Annotated[
-    int | None, typer.Option(help="Padded tokens per batch; texts are length-sorted [2048 on CPU, 65536 on GPU].")
+    int | None, typer.Option(help="Padded tokens per batch; texts are length-sorted [4096 on CPU, 65536 on GPU].")
 ]
 BatchSize = Annotated[int | None, typer.Option(help="At most this many texts per batch [no limit].")]
 

@@ -34,7 +34,7 @@ from .tokenization import Encoded, WindowEncoder, load_tokenizer, token_budget_b
 logger = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 50_000  # rows sorted together: long enough that neighbours in length order are near-equal
-CPU_BATCH_TOKENS = 2048  # measured best on 2 Xeon cores with AMX (1024-16384 tried); see docs/benchmarks.md
+CPU_BATCH_TOKENS = 4096  # best of 1024-16384 on 2 Xeon cores with AMX, by a few %; see docs/benchmarks.md
 GPU_BATCH_TOKENS = 65536
 OUTPUT_COLUMNS = ("pred_label", "pred_score")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -132,7 +132,7 @@ class Classifier:
         """Class probabilities, shape (n_texts, n_labels), columns in `self.labels` order; NaN rows for empty texts.
 
         Args:
-            batch_tokens: padded tokens per batch (default 2048 on CPU, 65536 on GPU).
+            batch_tokens: padded tokens per batch (default 4096 on CPU, 65536 on GPU).
             batch_size: at most this many texts per batch, whatever their length (default: no limit).
         """
         batch_tokens, batch_size = self.check_batching(batch_tokens, batch_size)
