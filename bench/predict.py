@@ -84,6 +84,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per variant; the fastest is reported")
     parser.add_argument("--rss-rows", default="100000,1000000", help="comma-separated row counts for peak RSS")
     parser.add_argument("--skip-rss", action="store_true", help="skip the peak-RSS runs of the CLI")
+    parser.add_argument("--rss-only", action="store_true", help="only the peak-RSS runs of the CLI")
     parser.add_argument("--budgets", default="1024,2048,4096,8192", help="--batch-tokens values swept for (d)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all results here as JSON")
     return parser.parse_args()
@@ -411,6 +412,11 @@ def main() -> None:
     model_dir = ensure_model(args.model, args.data)
     cfg = json.loads((model_dir / "config.json").read_text())
     sets = load_sets(args.data, args.yelp_rows)
+    sizes = [int(s) for s in args.rss_rows.split(",") if s.strip()]
+    if args.rss_only:
+        print_header(info, model_dir, cfg)
+        print_rss(rss_runs(model_dir, args.data, sizes))
+        return
     variants, clf = make_variants(model_dir)
     results: dict[str, Any] = {"machine": info, "model": str(model_dir), "sets": {}}
     rooflines = [roofline(cfg)]
@@ -427,7 +433,6 @@ def main() -> None:
         "yelp sentences": yelp_all.sample(min(args.tokenize_rows, len(yelp_all)), random_state=0).tolist(),
     }
     results["tokenization"] = tokenization(clf, tok_sets)
-    sizes = [int(s) for s in args.rss_rows.split(",") if s.strip()]
     results["rss"] = [] if args.skip_rss else rss_runs(model_dir, args.data, sizes)
     report(results, model_dir, cfg, args.json_out)
 

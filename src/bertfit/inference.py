@@ -301,47 +301,49 @@ def _remaining_frames(
                 yield frame
 
 
-def _prefetch(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
-    """Run an iterator in a background thread, `depth` items ahead (tokenizing overlaps the model's forward).
+def _prefetch(items: Iterator[Any]) -> Iterator[Any]:
+    """Run an iterator one item ahead in a background thread (tokenizing overlaps the model's forward).
 
-    A thread, not a process: the Rust tokenizer and PyTorch release the GIL, and nothing forks after the
+    At most two items exist at once, the one in use and the next, so memory does not depend on how many there
+    are. A thread, not a process: the Rust tokenizer and PyTorch release the GIL, and nothing forks after the
     tokenizer's own thread pool has started.
     """
-    slots: queue.Queue = queue.Queue(maxsize=depth)
+    ready: queue.Queue = queue.Queue()
+    turn = threading.Semaphore(1)  # the producer takes a turn before building an item; the consumer gives one back
     stop = threading.Event()
     done = object()
 
-    def offer(entry: tuple[Any, BaseException | None]) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def work() -> None:
         try:
-            for item in items:
-                if not offer((item, None)):
+            while _wait_for(turn, stop):
+                item = next(items, done)
+                ready.put((item, None))
+                if item is done:
                     return
-            offer((done, None))
         except BaseException as error:  # handed to the consumer, which re-raises it in its own thread
-            offer((None, error))
+            ready.put((None, error))
 
     thread = threading.Thread(target=work, name="bertfit-prefetch", daemon=True)
     thread.start()
     try:
         while True:
-            item, error = slots.get()
+            item, error = ready.get()
             if error is not None:
                 raise error
             if item is done:
                 return
+            turn.release()  # the next item is built while this one is used
             yield item
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def _wait_for(turn: threading.Semaphore, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        if turn.acquire(timeout=0.1):
+            return True
+    return False
 
 
 def _progress_bar(total: int | None, enabled: bool, initial: int = 0) -> tqdm:
