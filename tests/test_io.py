@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import warnings
 from pathlib import Path
 
@@ -318,3 +319,12 @@ def test_hdf5_without_tables(tmp_path: Path) -> None:
         pass
     with pytest.raises(DataError, match=r"none\.h5: HDF5 file holds no table"):
         read_table(path)
+
+
+def test_outputs_get_the_usual_permissions_not_private_temp_ones(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        write_table(pd.DataFrame({"text": ["a"]}), tmp_path / "out.csv")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.csv").stat().st_mode & 0o777 == 0o644
