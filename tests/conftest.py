@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -110,3 +112,15 @@ def tiny_trained(tiny_model_dir: Path, sentiment_data, tmp_path_factory: pytest.
     out = tmp_path_factory.mktemp("trained") / "model"
     bertfit.train(train_df, out, validation=val_df, model=str(tiny_model_dir), progress=False, **TINY_TRAIN)
     return out
+
+
+@pytest.fixture
+def restore_cli_state() -> Iterator[None]:
+    """The CLI points the 'bertfit' logger at the runner's (soon closed) stderr; restore it afterwards."""
+    from bertfit import cli
+
+    logger = logging.getLogger("bertfit")
+    saved = (list(logger.handlers), logger.level, logger.propagate, dict(cli.state))
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+    cli.state.update(saved[3])

@@ -4,13 +4,11 @@ round-trips through train -> predict; info, evaluate and --help work."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,6 @@ from click.testing import Result
 from conftest import sentiment_frame
 from typer.testing import CliRunner
 
-from bertfit import cli
 from bertfit.cli import app
 from bertfit.errors import DataError
 from bertfit.io import read_table, write_table
@@ -34,14 +31,7 @@ LABEL_MAP = "1=negative,2=positive"
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def restore_cli_state() -> Iterator[None]:
-    """The CLI points the 'bertfit' logger at the runner's (soon closed) stderr; restore it afterwards."""
-    logger = logging.getLogger("bertfit")
-    saved = (list(logger.handlers), logger.level, logger.propagate, dict(cli.state))
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-    cli.state.update(saved[3])
+pytestmark = pytest.mark.usefixtures("restore_cli_state")
 
 
 def invoke(*args: object) -> Result:

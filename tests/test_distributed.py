@@ -19,7 +19,6 @@ from conftest import sentiment_frame
 from typer.testing import CliRunner
 
 import bertfit
-from bertfit import cli
 from bertfit.cli import app
 from bertfit.errors import ConfigError, DataError, MissingDependency, ModelError
 from bertfit.io import read_table, write_table
@@ -41,14 +40,7 @@ def ray_cluster() -> Iterator[None]:
     ray.shutdown()
 
 
-@pytest.fixture(autouse=True)
-def restore_cli_state() -> Iterator[None]:
-    """The CLI points the 'bertfit' logger at the runner's (soon closed) stderr; restore it afterwards."""
-    logger = logging.getLogger("bertfit")
-    saved = (list(logger.handlers), logger.level, logger.propagate, dict(cli.state))
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-    cli.state.update(saved[3])
+pytestmark = pytest.mark.usefixtures("restore_cli_state")
 
 
 def unlabelled(n: int, seed: int) -> pd.DataFrame:
