@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .checks import join_text
 from .errors import BertfitError, ConfigError, DataError, MissingDependency
 from .inference import log_counts
-from .io import COMPRESSIONS, data_files, estimate_rows, iter_frames, table_format
+from .io import COMPRESSIONS, data_files, estimate_rows, first_line, iter_frames, table_format
 from .modeling import pick_precision, read_meta, require_model_dir
 from .parts import PartWriter, check_output, is_folder_output
 
@@ -182,7 +182,7 @@ def _ray_session(ray: Any, address: str | None) -> Iterator[None]:
             ray.init(include_dashboard=False, **quiet)
     except (ConnectionError, ValueError, RuntimeError) as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise ConfigError(f"cannot start or reach {where} ({_first_line(err)})") from None
+        raise ConfigError(f"cannot start or reach {where} ({first_line(err)})") from None
     try:
         yield
     finally:
@@ -430,14 +430,9 @@ def _user_error(error: BaseException, input_path: Path) -> BertfitError | None:
         if wrapper:
             continue
         if isinstance(err, BertfitError):
-            err.args = (_first_line(err),)  # Ray Data appends its retry advice to the message
+            err.args = (first_line(err),)  # Ray Data appends its retry advice to the message
             return err
         if from_ray and isinstance(err, (pa.ArrowInvalid, json.JSONDecodeError)):  # in Ray Data's readers
-            return DataError(f"{input_path}: Ray Data cannot read it ({_first_line(err)}); convert it to Parquet, "
+            return DataError(f"{input_path}: Ray Data cannot read it ({first_line(err)}); convert it to Parquet, "
                              "or use --engine local")  # fmt: skip
     return None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -141,7 +141,8 @@ class Classifier:
         with _progress_bar(len(texts), progress) as bar:
             for start in range(0, len(texts), DEFAULT_WINDOW):
                 window = [clean_text(t) for t in texts[start : start + DEFAULT_WINDOW]]
-                proba[start : start + len(window)] = self._score_window(window, batch_tokens, batch_size)[0]
+                encoded = self._encode_present(window)
+                proba[start : start + len(window)] = self._score_encoded(window, encoded, batch_tokens, batch_size)
                 bar.update(len(window))
         return proba
 
@@ -218,11 +219,11 @@ class Classifier:
 
     def _prepare(self, frame: pd.DataFrame, cols: list[str], source: str) -> tuple[pd.DataFrame, list, Encoded]:
         texts = join_text(frame, cols, source).tolist()
-        return frame, texts, self.encoder([t for t in texts if t is not None])
+        return frame, texts, self._encode_present(texts)
 
-    def _score_window(self, texts: list[str | None], batch_tokens: int, batch_size: int | None) -> tuple:
-        encoded = self.encoder([t for t in texts if t is not None])
-        return self._score_encoded(texts, encoded, batch_tokens, batch_size), encoded
+    def _encode_present(self, texts: list[str | None]) -> Encoded:
+        """Token ids of the non-empty texts (empty ones get no row; `_score_encoded` leaves theirs NaN)."""
+        return self.encoder([t for t in texts if t is not None])
 
     def _score_encoded(
         self, texts: list[str | None], encoded: Encoded, batch_tokens: int, batch_size: int | None

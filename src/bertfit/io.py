@@ -275,14 +275,14 @@ def read_errors(path: Path, fmt: str) -> Iterator[None]:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file has no header row or data") from None
     except pd.errors.ParserError as err:
-        raise DataError(f"{path}: cannot parse as {fmt.upper()} ({_first_line(err)})") from None
+        raise DataError(f"{path}: cannot parse as {fmt.upper()} ({first_line(err)})") from None
     except ValueError as err:  # pyarrow's ArrowInvalid is a ValueError
         if "invalid UTF8" in str(err):
             raise DataError(_decode_error_message(path, None)) from None
-        raise DataError(f"{path}: cannot read as {fmt.upper()} ({_first_line(err)})") from None
+        raise DataError(f"{path}: cannot read as {fmt.upper()} ({first_line(err)})") from None
     except (OSError, zipfile.BadZipFile, RuntimeError) as err:
         # PyTables raises HDF5ExtError (a RuntimeError) with a multi-line trace; openpyxl raises BadZipFile.
-        detail = "not a valid file of this type" if fmt in ("hdf5", "excel") else _first_line(err)
+        detail = "not a valid file of this type" if fmt in ("hdf5", "excel") else first_line(err)
         raise DataError(f"{path}: cannot read as {fmt.upper()} ({detail})") from None
 
 
@@ -357,6 +357,7 @@ def _column_hint(df: pd.DataFrame, missing: str, option: str) -> str:
     return f"pass {option} {best}"
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (libraries often append tracebacks or advice)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
