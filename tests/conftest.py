@@ -55,6 +55,18 @@ def sentiment_frame(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _token_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tokenized training data goes to a temporary cache, not the user's ~/.cache (subprocesses inherit it)."""
+    old = os.environ.get("BERTFIT_CACHE")
+    os.environ["BERTFIT_CACHE"] = str(tmp_path_factory.mktemp("token-cache"))
+    yield
+    if old is None:
+        os.environ.pop("BERTFIT_CACHE", None)
+    else:
+        os.environ["BERTFIT_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, hidden-32 BERT with random weights and a WordPiece tokenizer, saved as a local model folder."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -8,9 +9,8 @@ from conftest import TINY_TRAIN, sentiment_frame
 from transformers import AutoConfig
 
 import bertfit
-from bertfit.checks import LabelledData
+from bertfit.dataset import split_rows
 from bertfit.errors import DataError
-from bertfit.training import split_validation
 
 
 def test_model_folder_is_complete_and_hugging_face_shaped(tiny_trained):
@@ -33,6 +33,26 @@ def test_model_folder_is_complete_and_hugging_face_shaped(tiny_trained):
     assert metrics["n"] == 80 and len(metrics["history"]) == TINY_TRAIN["epochs"]
     assert "Validation metrics" in (tiny_trained / "README.md").read_text()
     assert not list(tiny_trained.parent.glob(".*bertfit-work*"))
+
+
+def test_model_folder_holds_the_training_logs(tiny_trained):
+    log = [json.loads(line) for line in (tiny_trained / "training_log.jsonl").read_text().splitlines()]
+    assert log[0]["step"] == 1 and "loss" in log[0] and log[0]["elapsed_s"] > 0
+    evals = [e for e in log if "eval_macro_f1" in e]
+    assert len(evals) == TINY_TRAIN["epochs"] and evals[-1]["epoch"] == TINY_TRAIN["epochs"]
+    assert (tiny_trained / "training_curve.png").stat().st_size > 10_000
+    if importlib.util.find_spec("tensorboard"):  # report_to auto: TensorBoard when installed
+        assert list((tiny_trained / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_patience_stops_early_and_keeps_the_best(tiny_model_dir, tmp_path):
+    data = sentiment_frame(96, seed=6)
+    result = bertfit.train(
+        data, tmp_path / "m", model=str(tiny_model_dir), progress=False, epochs=6, lr=1e-9, patience=1, batch_size=16
+    )
+    history = result.metrics["history"]
+    assert len(history) == 2, "nothing improves after epoch 1, so patience 1 stops after epoch 2"
+    assert result.metrics["macro_f1"] == pytest.approx(history[0]["eval_macro_f1"], abs=1e-6)
 
 
 def test_training_learns_the_task(tiny_trained):
@@ -86,13 +106,14 @@ def test_existing_bertfit_model_is_replaced_but_other_folders_are_kept(tiny_mode
     assert (other / "keep.txt").read_text() == "mine"
 
 
-def test_validation_split_is_stratified():
+def test_validation_split_is_stratified_and_capped():
     labels = np.array([0] * 90 + [1] * 10)
-    data = LabelledData([f"t{i}" for i in range(100)], labels, "src")
-    train, val = split_validation(data, 0.2, seed=0)
+    train, val = split_rows(labels, 0.2, max_rows=1000, seed=0, source="src")
     assert len(val) == 20 and len(train) == 80
-    assert np.bincount(val.labels).tolist() == [18, 2]
-    assert set(train.texts).isdisjoint(val.texts)
+    assert np.bincount(labels[val]).tolist() == [18, 2]
+    assert set(train).isdisjoint(val) and set(train) | set(val) == set(range(100))
+    _, capped = split_rows(labels, 0.2, max_rows=10, seed=0, source="src")
+    assert len(capped) == 10 and np.bincount(labels[capped]).tolist() == [9, 1]
 
 
 def test_unseen_validation_label_names_training_file(tmp_path):

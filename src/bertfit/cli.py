@@ -48,7 +48,9 @@ def _global(
 
 @app.command()
 def train(
-    train_file: Annotated[Path, typer.Argument(help="Labelled data: csv, tsv, jsonl, parquet, h5 or xlsx.")],
+    train_file: Annotated[
+        Path, typer.Argument(help="Labelled data: csv, tsv, jsonl, parquet, h5 or xlsx, or a folder of shards.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
     validation: Annotated[Path | None, typer.Option(help="Labelled validation file (else split off).")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Share split off for validation [0.1].")] = None,
@@ -65,6 +67,31 @@ def train(
     grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps [1].")] = None,
     best_metric: Annotated[str | None, typer.Option(help="macro_f1 | micro_f1 | accuracy | mcc | loss.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto | bf16 | fp16 | fp32.")] = None,
+    warmup: Annotated[float | None, typer.Option(help="Share of steps spent warming up [0.1].")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay [0.01].")] = None,
+    class_weights: Annotated[
+        str | None, typer.Option(help="none | auto (inverse class frequency) | a JSON/YAML file of label: weight.")
+    ] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop after N epochs without improvement [0: off].")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps [0: all epochs].")] = None,
+    save_every: Annotated[
+        str | None, typer.Option(help="Checkpoint every N steps ('500') or minutes ('30m') [epoch].")
+    ] = None,
+    keep_checkpoints: Annotated[int | None, typer.Option(help="Newest checkpoints kept for resuming [2].")] = None,
+    resume: Annotated[
+        bool | None,
+        typer.Option(
+            "--resume/--restart",
+            help="Continue the interrupted run into --output, or start over [continue when possible].",
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Where tokenized data is cached [$BERTFIT_CACHE or ~/.cache/bertfit].")
+    ] = None,
+    report_to: Annotated[
+        str | None,
+        typer.Option(help="auto | none | tensorboard | other Trainer loggers [auto: TensorBoard if installed]."),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML or JSON file of settings; options override it.")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Allow loading pickle (.bin) weights you trust.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub (only if trusted).")] = False,
@@ -92,6 +119,14 @@ def train(
             grad_accum=grad_accum,
             best_metric=best_metric,
             precision=precision,
+            warmup=warmup,
+            weight_decay=weight_decay,
+            class_weights=class_weights,
+            patience=patience,
+            max_steps=max_steps,
+            save_every=save_every,
+            keep_checkpoints=keep_checkpoints,
+            report_to=report_to,
             allow_pickle=allow_pickle or None,
             trust_remote_code=trust_remote_code or None,
         )
@@ -102,15 +137,20 @@ def train(
             config=base,
             overwrite=overwrite,
             progress=_progress(),
+            cache_dir=cache_dir,
+            resume=resume,
             **overrides,
         )
 
     result = _guard(call)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch the first process reports
+        return
     summary = {
         "model_dir": str(result.model_dir),
         "train_rows": result.train_rows,
         "val_rows": result.val_rows,
         "train_seconds": round(result.train_seconds, 1),
+        "resumed_from_step": result.resumed_from_step,
         "labels": result.labels,
         **{k: result.metrics[k] for k in ("accuracy", "macro_f1", "micro_f1", "mcc")},
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ class DataConfig:
     text_cols: list[str] = field(default_factory=lambda: ["text"])
     label_col: str = "label"
     val_fraction: float = 0.1
+    val_max_rows: int = 20_000  # cap on the split-off share, so that big data is not evaluated for hours
     label_map: dict[str, str] | None = None
     max_length: int = 128
 
@@ -32,6 +34,8 @@ class DataConfig:
             raise ConfigError("text_cols is empty; name at least one text column (--text-col text)")
         if not 0.0 < self.val_fraction < 0.9:
             raise ConfigError(f"val_fraction must be between 0 and 0.9 (got {self.val_fraction}); try 0.1")
+        if self.val_max_rows < 1:
+            raise ConfigError(f"val_max_rows must be at least 1 (got {self.val_max_rows}); try 20000")
         if self.max_length < 8:
             raise ConfigError(f"max_length must be at least 8 tokens (got {self.max_length}); try 128")
 
@@ -61,6 +65,12 @@ class TrainConfig:
     best_metric: str = "macro_f1"
     precision: str = "auto"
     group_by_length: bool = True
+    class_weights: str = "none"  # none | auto (inverse class frequency) | a JSON/YAML file of label: weight
+    patience: int = 0  # stop after this many evaluations without improvement; 0 trains every epoch
+    save_every: str = "epoch"  # "epoch", N optimizer steps ("500"), or minutes/hours ("30m", "2h")
+    keep_checkpoints: int = 2  # newest checkpoints kept for resuming (the best one is always kept too)
+    max_steps: int = 0  # stop after this many optimizer steps (0: train all epochs)
+    report_to: str = "auto"  # auto (TensorBoard when installed) | none | tensorboard | other Trainer integrations
 
     def validate(self) -> None:
         if self.epochs <= 0:
@@ -71,6 +81,9 @@ class TrainConfig:
             raise ConfigError(f"lr must be between 0 and 1 (got {self.lr}); try 1e-4")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warmup is a share of the steps, between 0 and 1 (got {self.warmup})")
+        if self.patience < 0 or self.keep_checkpoints < 1 or self.max_steps < 0:
+            raise ConfigError("patience and max_steps must be 0 or more, keep_checkpoints at least 1")
+        parse_save_every(self.save_every)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("best_metric", self.best_metric, METRICS)
@@ -162,6 +175,21 @@ def parse_label_map(spec: str | dict[str, str] | None) -> dict[str, str] | None:
     if not mapping:
         raise ConfigError("--label-map is empty; write it as 'RAW=NAME,RAW=NAME', e.g. '1=negative,2=positive'")
     return mapping
+
+
+def parse_save_every(value: str) -> tuple[str, float]:
+    """'epoch' -> ('epoch', 0); '500' -> ('steps', 500); '30m' / '2h' / '90s' -> ('seconds', 1800 / 7200 / 90)."""
+    text = str(value).strip().lower()
+    if text == "epoch":
+        return "epoch", 0
+    units = {"s": 1, "m": 60, "min": 60, "h": 3600}
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([a-z]*)", text)
+    number, unit = match.groups() if match else ("0", "")
+    if float(number) <= 0 or (unit and unit not in units) or (not unit and "." in number):
+        raise ConfigError(
+            f"save_every must be 'epoch', a number of steps ('500') or a time ('30m', '2h') (got '{value}')"
+        )
+    return ("seconds", float(number) * units[unit]) if unit else ("steps", int(number))
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

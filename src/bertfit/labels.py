@@ -43,17 +43,26 @@ class LabelSchema:
         return cls(names=[str(n) for n in names], raw_map=dict(label_map or {}))
 
     def to_names(
-        self, labels: pd.Series, source: str, column: str, known_from: str = "the model's training data"
+        self,
+        labels: pd.Series,
+        source: str,
+        column: str,
+        known_from: str = "the model's training data",
+        rows: pd.Series | None = None,
     ) -> pd.Series:
-        """Raw labels -> label names (applying the label map); unknown values are an error."""
+        """Raw labels -> label names (applying the label map); unknown values are an error.
+
+        `rows` says how many rows each label stands for (when `labels` holds distinct values), for the message.
+        """
         raw = label_strings(labels)
+        rows = pd.Series(1, index=raw.index) if rows is None else pd.Series(np.asarray(rows), index=raw.index)
         if self.raw_map:
             unmapped = sorted(set(raw.unique()) - set(self.raw_map) - set(self.names))
             if unmapped:
                 example = unmapped[0]
                 raise DataError(
                     f"{source}: --label-map leaves label '{example}' of column '{column}' unmapped "
-                    f"({_count(raw, unmapped)} rows); add '{example}=NAME' to --label-map"
+                    f"({int(rows[raw.isin(unmapped)].sum())} rows); add '{example}=NAME' to --label-map"
                 )
             raw = raw.map(lambda v: self.raw_map.get(v, v))
         unknown = sorted(set(raw.unique()) - set(self.names))
@@ -61,7 +70,7 @@ class LabelSchema:
             shown = ", ".join(f"'{u}'" for u in unknown[:5])
             raise DataError(
                 f"{source}: column '{column}' has labels that {known_from} never saw: {shown} "
-                f"({_count(raw, unknown)} rows); known labels: {', '.join(self.names)}"
+                f"({int(rows[raw.isin(unknown)].sum())} rows); known labels: {', '.join(self.names)}"
             )
         return raw
 
@@ -100,7 +109,3 @@ def _numeric_key(value: str) -> tuple[int, float, str]:
         return (0, float(value), value)
     except ValueError:
         return (1, 0.0, value)
-
-
-def _count(raw: pd.Series, values: list[str]) -> int:
-    return int(raw.isin(values).sum())

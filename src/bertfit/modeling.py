@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
 from .config import PRECISIONS, ModelConfig
 from .errors import ConfigError, ModelError
@@ -52,6 +52,14 @@ def load_pretrained(cfg: ModelConfig, schema: LabelSchema) -> tuple[PreTrainedMo
         ignore_mismatched_sizes=True,  # a checkpoint that already has a head of another size
     )
     return model, source, name
+
+
+def load_model_config(source: str, cfg: ModelConfig) -> PretrainedConfig:
+    """The base model's config.json (for its position limit) before the weights are loaded."""
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelError(_load_error(source, cfg, err)) from None
 
 
 def load_trained(model_dir: str | Path, cfg: ModelConfig | None = None) -> tuple[PreTrainedModel, dict[str, Any]]:

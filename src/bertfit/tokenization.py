@@ -48,17 +48,6 @@ def usable_max_length(requested: int, tokenizer: PreTrainedTokenizerBase, model_
 _OFFSET_MODELS = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet"}
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> dict[str, list[list[int]]]:
-    """Token ids for every text, unpadded (padding happens per batch), truncated to max_length."""
-    out: dict[str, list[list[int]]] = {}
-    for start in range(0, len(texts), ENCODE_CHUNK):
-        chunk = list(texts[start : start + ENCODE_CHUNK])
-        enc = tokenizer(chunk, truncation=True, max_length=max_length, padding=False)
-        for key, values in enc.items():
-            out.setdefault(key, []).extend(values)
-    return out
-
-
 @dataclass
 class Encoded:
     """Unpadded token ids of a window of texts, with their lengths and how many were cut at max_length."""
@@ -121,23 +110,3 @@ def token_budget_batches(lengths: np.ndarray, batch_tokens: int, max_rows: int |
         batches.append(order[start : start + rows])
         start += rows
     return batches
-
-
-class EncodedDataset(torch.utils.data.Dataset):
-    """Pre-tokenized examples as dicts of lists, the form DataCollatorWithPadding and Trainer expect."""
-
-    def __init__(self, encodings: dict[str, list[list[int]]], labels: np.ndarray | None = None) -> None:
-        self.encodings = encodings
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.encodings["input_ids"])
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {key: values[i] for key, values in self.encodings.items()}
-        if self.labels is not None:
-            item["labels"] = int(self.labels[i])
-        return item
-
-    def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.encodings["input_ids"]]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,9 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
+import yaml
+from accelerate import PartialState
 from transformers import (
     DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PreTrainedTokenizerBase,
     PrinterCallback,
     Trainer,
     TrainerCallback,
@@ -24,14 +29,29 @@ from transformers import (
     set_seed,
 )
 
-from .checks import DataSource, LabelledData, load_labelled
+from .checkpoints import CommitCheckpoints, SaveEvery, complete_checkpoints, prepare_work
+from .checks import DataSource
 from .config import RunConfig, TrainConfig
-from .errors import DataError
+from .dataset import EpochSampler, LengthOrder, TokenizedData, TokenizedRows, split_rows, tokenize_labelled
+from .errors import ConfigError, DataError
 from .evaluation import classification_report, model_card, trainer_metrics
 from .io import write_json
 from .labels import LabelSchema
-from .modeling import BERTFIT_FILE, is_bertfit_model, library_versions, load_pretrained, pick_precision
-from .tokenization import EncodedDataset, encode, load_tokenizer, usable_max_length
+from .modeling import (
+    BERTFIT_FILE,
+    is_bertfit_model,
+    library_versions,
+    load_model_config,
+    load_pretrained,
+    pick_precision,
+    resolve_model,
+)
+from .tokenization import load_tokenizer, usable_max_length
+from .tracking import JsonlLog, plot_training_curve, resolve_report_to, trim_log
+
+LOG_FILE = "training_log.jsonl"
+CURVE_FILE = "training_curve.png"
+TENSORBOARD_DIR = "tensorboard"
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +66,7 @@ class TrainResult:
     train_rows: int
     val_rows: int
     train_seconds: float
+    resumed_from_step: int | None = None  # the checkpoint an interrupted run continued from
 
 
 def train(
@@ -55,91 +76,187 @@ def train(
     config: RunConfig | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    cache_dir: str | Path | None = None,
+    resume: bool | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Fine-tune a pretrained encoder on labelled texts and write a Hugging Face model folder.
 
+    Works the same under `torchrun` / `accelerate launch` (one process per device, DDP): the first process
+    tokenizes and writes the model, the others wait for it.
+
     Args:
-        train_data: a table file (csv, tsv, jsonl, parquet, h5, xlsx) or a pandas DataFrame.
+        train_data: a table file (csv, tsv, jsonl, parquet, h5, xlsx), a folder of such shards, or a DataFrame.
         output_dir: the model folder to write; it appears only once training has finished.
         validation: labelled data to pick the best epoch on; without it a stratified share is split off.
         config: a RunConfig (e.g. from `load_config`); keyword overrides such as `epochs=2` apply on top.
         overwrite: replace an existing folder that is not a bertfit model.
         progress: show progress bars (default: when stderr is a terminal).
+        cache_dir: where tokenized data is kept (default: $BERTFIT_CACHE or ~/.cache/bertfit).
+        resume: continue an interrupted run into the same output folder: None when possible, True or fail,
+            False never (start over).
     """
+    started = time.time()
     cfg = (config or RunConfig()).override(overrides).validate()
     output_dir = Path(output_dir)
     _check_output(output_dir, overwrite)
     progress = sys.stderr.isatty() if progress is None else progress
     set_seed(cfg.train.seed)
+    state = PartialState(cpu=not torch.cuda.is_available())
 
-    train_set, val_set, schema = load_train_and_validation(train_data, validation, cfg)
-
-    model, source, base_name = load_pretrained(cfg.model, schema)
+    source, base_name = resolve_model(cfg.model.model)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
-    max_length = usable_max_length(cfg.data.max_length, tokenizer, model.config)
-    train_ds = EncodedDataset(encode(tokenizer, train_set.texts, max_length), train_set.labels)
-    val_ds = EncodedDataset(encode(tokenizer, val_set.texts, max_length), val_set.labels)
-    _report_truncation(train_ds, max_length)
+    max_length = usable_max_length(cfg.data.max_length, tokenizer, load_model_config(source, cfg.model))
+    with state.main_process_first():  # one process tokenizes; the others then read its cache
+        train_ds, val_ds, schema = load_train_and_validation(
+            train_data, validation, cfg, tokenizer, max_length, cache_dir, progress and state.is_main_process
+        )
+    model, _, _ = load_pretrained(cfg.model, schema)
 
     work = output_dir.parent / f".{output_dir.name}.bertfit-work"
-    shutil.rmtree(work, ignore_errors=True)
+    run = _run_identity(cfg, base_name, train_ds, val_ds, state.num_processes)
+    with state.main_process_first():
+        checkpoint = prepare_work(work, run, resume, output_dir) if state.is_main_process else _peek_resume(work)
+    resumed = int(checkpoint.name.split("-")[-1]) if checkpoint is not None else None
+    if resumed is not None:
+        trim_log(work / LOG_FILE, resumed)
     precision = pick_precision(cfg.train.precision)
-    args = training_arguments(cfg.train, work / "checkpoints", precision, len(train_ds), progress)
+    trainer = _trainer(cfg, model, tokenizer, train_ds, val_ds, schema, work, precision, progress, started)
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    # Validation rows are visited length-sorted, so labels come from Trainer's output, not val_ds's order.
+    pred = trainer.predict(val_ds)
+    metrics = classification_report(pred.label_ids, np.asarray(pred.predictions).argmax(-1), schema.names)
+    metrics["history"] = [e for e in trainer.state.log_history if "eval_loss" in e]
+    trainer.save_model(str(work / "model"))  # model.safetensors, config.json (id2label), tokenizer files
+    if state.is_main_process:
+        meta = _meta(cfg, schema, base_name, max_length, precision, train_ds, val_ds, output.metrics)
+        meta.update(processes=state.num_processes, resumed_from_step=resumed)
+        _save(work, meta, metrics)
+        _publish(work / "model", output_dir)
+        shutil.rmtree(work, ignore_errors=True)
+        logger.info("model written to %s", output_dir)
+    state.wait_for_everyone()
+    return TrainResult(
+        output_dir,
+        metrics,
+        schema.names,
+        len(train_ds),
+        len(val_ds),
+        float(output.metrics.get("train_runtime", 0)),
+        resumed,
+    )
+
+
+def load_train_and_validation(
+    train_data: DataSource,
+    validation: DataSource | None,
+    cfg: RunConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[TokenizedRows, TokenizedRows, LabelSchema]:
+    """Tokenized training and validation rows (given, or a stratified split) and the label schema seen in training."""
+    train_data, schema = tokenize_labelled(
+        train_data, cfg.data, tokenizer, max_length, cache_dir, role="training", progress=progress
+    )
+    if validation is not None:
+        known = f"the training data ({train_data.source})"
+        val_data, _ = tokenize_labelled(
+            validation, cfg.data, tokenizer, max_length, cache_dir, schema, "validation", known, progress
+        )
+        train_ds, val_ds = TokenizedRows(train_data), TokenizedRows(val_data)
+    else:
+        train_rows, val_rows = split_rows(
+            train_data.labels, cfg.data.val_fraction, cfg.data.val_max_rows, cfg.train.seed, train_data.source
+        )
+        train_ds, val_ds = TokenizedRows(train_data, train_rows), TokenizedRows(train_data, val_rows)
+    _report_truncation(train_data, max_length)
+    logger.info("training on %d rows, validating on %d rows, %d labels", len(train_ds), len(val_ds), len(schema))
+    return train_ds, val_ds, schema
+
+
+def _trainer(
+    cfg: RunConfig,
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    train_ds: TokenizedRows,
+    val_ds: TokenizedRows,
+    schema: LabelSchema,
+    work: Path,
+    precision: str,
+    progress: bool,
+    started: float,
+) -> BertfitTrainer:
+    report_to = resolve_report_to(cfg.train.report_to)
+    callbacks: list[TrainerCallback] = [
+        EpochLogger(step_lines=not progress),
+        JsonlLog(work / LOG_FILE, started),
+        SaveEvery(cfg.train.save_every),
+        CommitCheckpoints(cfg.train.keep_checkpoints),
+    ]
+    if "tensorboard" in report_to:  # into the work folder (then the model folder), not Trainer's default place
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        report_to.remove("tensorboard")
+        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(work / TENSORBOARD_DIR))))
+    if cfg.train.patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.patience))
+    weights = class_weights(cfg.train.class_weights, train_ds.labels, schema)
     trainer = BertfitTrainer(
         scheduler=cfg.train.scheduler,
+        group_by_length=cfg.train.group_by_length,
         model=model,
-        args=args,
+        args=training_arguments(cfg.train, work / "checkpoints", precision, len(train_ds), progress, report_to),
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
         compute_metrics=trainer_metrics(len(schema)),
-        callbacks=[EpochLogger(step_lines=not progress)],
+        compute_loss_func=None if weights is None else weighted_cross_entropy(weights),
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # raw metric dicts; EpochLogger prints readable lines instead
-    output = trainer.train()
-
-    # Trainer may visit validation rows length-grouped, so take labels from its output, not val_set's order.
-    pred = trainer.predict(val_ds)
-    metrics = classification_report(pred.label_ids, np.asarray(pred.predictions).argmax(-1), schema.names)
-    metrics["history"] = [e for e in trainer.state.log_history if "eval_loss" in e]
-    meta = _meta(cfg, schema, base_name, max_length, precision, train_set, val_set, output.metrics)
-    _save(trainer, work / "model", meta, metrics)
-    _publish(work / "model", output_dir)
-    shutil.rmtree(work, ignore_errors=True)
-    logger.info("model written to %s", output_dir)
-    return TrainResult(
-        output_dir,
-        metrics,
-        schema.names,
-        len(train_set),
-        len(val_set),
-        float(output.metrics.get("train_runtime", 0)),
-    )
+    return trainer
 
 
-def load_train_and_validation(
-    train_data: DataSource, validation: DataSource | None, cfg: RunConfig
-) -> tuple[LabelledData, LabelledData, LabelSchema]:
-    """Training rows, validation rows (given, or a stratified split) and the label schema seen in training."""
-    train_set, schema = load_labelled(train_data, cfg.data, role="training")
-    if validation is not None:
-        known = f"the training data ({train_set.source})"
-        val_set, _ = load_labelled(validation, cfg.data, schema=schema, role="validation", known_from=known)
-    else:
-        train_set, val_set = split_validation(train_set, cfg.data.val_fraction, cfg.train.seed)
-    logger.info("training on %d rows, validating on %d rows, %d labels", len(train_set), len(val_set), len(schema))
-    return train_set, val_set, schema
+def _peek_resume(work: Path) -> Path | None:
+    """What the main process chose (other DDP processes ask after it has prepared the work folder)."""
+    done = complete_checkpoints(work / "checkpoints")
+    return done[-1] if done else None
 
 
-def training_arguments(cfg: TrainConfig, out: Path, precision: str, n_train: int, progress: bool) -> TrainingArguments:
-    """TrainingArguments from bertfit's settings: epoch-wise evaluation, best model restored at the end."""
-    steps_per_epoch = math.ceil(n_train / (cfg.batch_size * cfg.grad_accum))
+def _run_identity(
+    cfg: RunConfig, base_name: str, train_ds: TokenizedRows, val_ds: TokenizedRows, processes: int
+) -> dict[str, Any]:
+    """What must match for a checkpoint to be continued: settings, data, base model, process count."""
+    run = {
+        "config": cfg.to_dict(),
+        "base_model": base_name,
+        "train_cache": train_ds.data.folder.name,
+        "val_cache": val_ds.data.folder.name,
+        "rows": [len(train_ds), len(val_ds)],
+        "processes": processes,
+    }
+    return json.loads(json.dumps(run))
+
+
+def training_arguments(
+    cfg: TrainConfig, out: Path, precision: str, n_train: int, progress: bool, report_to: list[str] | None = None
+) -> TrainingArguments:
+    """TrainingArguments from bertfit's settings: epoch-wise evaluation, best model restored at the end.
+
+    Checkpoints are also asked for by SaveEvery and pruned by CommitCheckpoints, so Trainer keeps all it writes.
+    """
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    steps_per_epoch = math.ceil(n_train / (cfg.batch_size * cfg.grad_accum * world))
     on_gpu = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(out),
         num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -149,7 +266,7 @@ def training_arguments(cfg: TrainConfig, out: Path, precision: str, n_train: int
         lr_scheduler_type="linear",
         eval_strategy="epoch",
         save_strategy="epoch",
-        save_total_limit=1,
+        save_total_limit=None,
         load_best_model_at_end=True,
         metric_for_best_model=f"eval_{cfg.best_metric}",
         greater_is_better=cfg.best_metric != "loss",
@@ -158,21 +275,32 @@ def training_arguments(cfg: TrainConfig, out: Path, precision: str, n_train: int
         use_cpu=not on_gpu,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         logging_strategy="steps",
-        logging_steps=max(1, steps_per_epoch // 5),
-        report_to=[],
+        logging_steps=max(1, min(50, steps_per_epoch // 5)),
+        logging_first_step=True,
+        report_to=report_to or [],
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
     )
 
 
 class BertfitTrainer(Trainer):
-    """Trainer plus one documented seam: an exponential learning-rate decay after warmup."""
+    """Trainer with bertfit's samplers (a global shuffle per epoch, lengths read from the cache) and an optional
+    exponential learning-rate decay after warmup."""
 
-    def __init__(self, *args: Any, scheduler: str = "linear", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, scheduler: str = "linear", group_by_length: bool = True, **kwargs: Any) -> None:
         self.decay = scheduler
+        self.group_by_length = group_by_length
         super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        batch = self.args.per_device_train_batch_size
+        return EpochSampler(dataset.lengths, batch, self.args.seed, self.group_by_length)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
+        return LengthOrder(eval_dataset.lengths)
 
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
         if self.decay != "exponential":
@@ -208,26 +336,6 @@ class EpochLogger(TrainerCallback):
         logger.info("epoch %.0f/%.0f: validation %s", state.epoch, args.num_train_epochs, shown)
 
 
-def split_validation(data: LabelledData, fraction: float, seed: int) -> tuple[LabelledData, LabelledData]:
-    """Split off a validation share, stratified by label when every label has at least two rows."""
-    n_labels = len(np.unique(data.labels))
-    n_val = math.ceil(len(data) * fraction)
-    if len(data) - n_val < 2:
-        raise DataError(f"{data.source}: only {len(data)} usable rows; too few to split off validation rows")
-    counts = np.bincount(data.labels)
-    stratify = data.labels if counts[counts > 0].min() >= 2 and n_val >= n_labels else None
-    if stratify is None:
-        logger.warning(
-            "%s: some labels are too rare to stratify the validation split; splitting at random", data.source
-        )
-    idx_train, idx_val = train_test_split(np.arange(len(data)), test_size=n_val, random_state=seed, stratify=stratify)
-
-    def subset(idx: np.ndarray, role: str) -> LabelledData:
-        return LabelledData([data.texts[i] for i in idx], data.labels[idx], f"{data.source} ({role})", data.dropped)
-
-    return subset(idx_train, "train split"), subset(idx_val, "validation split")
-
-
 def _check_output(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise DataError(f"{output_dir}: exists and is a file; choose another --output folder")
@@ -239,17 +347,66 @@ def _check_output(output_dir: Path, overwrite: bool) -> None:
         raise DataError(f"{output_dir}: parent folder {output_dir.parent} does not exist; create it first")
 
 
-def _report_truncation(ds: EncodedDataset, max_length: int) -> None:
-    lengths = np.asarray(ds.lengths())
-    cut = int((lengths >= max_length).sum())
-    if cut:
+def _report_truncation(data: TokenizedData, max_length: int) -> None:
+    if data.truncated:
         logger.warning(
             "%d of %d training texts (%.1f%%) are cut at max_length %d tokens; raise --max-length to keep more",
-            cut,
-            len(lengths),
-            100 * cut / len(lengths),
+            data.truncated,
+            len(data),
+            100 * data.truncated / max(1, len(data)),
             max_length,
         )
+
+
+def class_weights(spec: str, labels: np.ndarray, schema: LabelSchema) -> torch.Tensor | None:
+    """Per-class loss weights: none, auto (inverse frequency, averaging 1 over the training rows) or a file."""
+    if spec == "none":
+        return None
+    if spec == "auto":
+        counts = np.bincount(labels, minlength=len(schema)).astype(np.float64)
+        weights = np.where(counts > 0, len(labels) / (len(schema) * np.maximum(counts, 1)), 0.0)
+    else:
+        weights = _weights_file(Path(spec), schema)
+    logger.info("class weights: %s", ", ".join(f"{n} {w:.3g}" for n, w in zip(schema.names, weights)))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _weights_file(path: Path, schema: LabelSchema) -> np.ndarray:
+    if not path.is_file():
+        raise ConfigError(f"{path}: class weights file not found; pass auto, none, or a JSON/YAML label: weight file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML also reads JSON
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid JSON or YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{path}: expected a mapping of label: weight, e.g. {{"{schema.names[0]}": 2.0}}')
+    raw = {str(k): v for k, v in raw.items()}
+    missing = [n for n in schema.names if n not in raw]
+    unknown = [k for k in raw if k not in schema.label2id]
+    if missing or unknown:
+        what = f"no weight for '{missing[0]}'" if missing else f"unknown label '{unknown[0]}'"
+        raise ConfigError(f"{path}: {what}; give one weight per label: {', '.join(schema.names)}")
+    try:
+        weights = np.array([float(raw[n]) for n in schema.names])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: every weight must be a number") from None
+    if (weights < 0).any() or not weights.any():
+        raise ConfigError(f"{path}: weights must be 0 or more, and not all 0")
+    return weights
+
+
+def weighted_cross_entropy(weights: torch.Tensor) -> Any:
+    """Trainer's compute_loss_func: class-weighted cross-entropy, summed and divided by the rows in the optimizer
+    step (Trainer passes that count across gradient accumulation and processes)."""
+
+    def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        total = torch.nn.functional.cross_entropy(
+            logits.float(), labels, weight=weights.to(logits.device), reduction="sum"
+        )
+        return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+
+    return loss
 
 
 def _meta(
@@ -258,8 +415,8 @@ def _meta(
     base_name: str,
     max_length: int,
     precision: str,
-    train_set: LabelledData,
-    val_set: LabelledData,
+    train_ds: TokenizedRows,
+    val_ds: TokenizedRows,
     train_metrics: dict[str, Any],
 ) -> dict[str, Any]:
     return {
@@ -269,20 +426,26 @@ def _meta(
         "data": {"text_cols": cfg.data.text_cols, "label_col": cfg.data.label_col, "max_length": max_length},
         "config": cfg.to_dict(),
         "precision": precision,
-        "train_rows": len(train_set),
-        "val_rows": len(val_set),
-        "dropped": train_set.dropped,
+        "train_rows": len(train_ds),
+        "val_rows": len(val_ds),
+        "dropped": {k: v for k, v in train_ds.data.dropped.items() if v},
         "train_runtime_s": train_metrics.get("train_runtime"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }
 
 
-def _save(trainer: Trainer, folder: Path, meta: dict[str, Any], metrics: dict[str, Any]) -> None:
-    trainer.save_model(str(folder))  # model.safetensors, config.json (id2label), tokenizer files
+def _save(work: Path, meta: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """bertfit's files beside the weights Trainer saved in work/model: metrics, card, logs, curve, bertfit.json."""
+    folder = work / "model"
     (folder / "training_args.bin").unlink(missing_ok=True)  # a pickle; bertfit.json records the settings
     write_json(metrics, folder / "metrics.json")
     (folder / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
+    if (work / LOG_FILE).is_file():
+        shutil.copyfile(work / LOG_FILE, folder / LOG_FILE)
+        plot_training_curve(folder / LOG_FILE, folder / CURVE_FILE, meta["config"]["train"]["best_metric"])
+    if (work / TENSORBOARD_DIR).is_dir():
+        shutil.copytree(work / TENSORBOARD_DIR, folder / TENSORBOARD_DIR)
     write_json(meta, folder / BERTFIT_FILE)  # written last: its presence marks a complete model folder
 
 

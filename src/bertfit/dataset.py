@@ -1,0 +1,378 @@
+"""Training data at any size: tokenized once into a memory-mapped Arrow cache, then visited in a fresh global order
+every epoch, grouped by length.
+
+The cache is an Arrow IPC stream (the format of Hugging Face `datasets` cache files; `datasets.Dataset.from_file`
+opens it) with columns `input_ids`, `length` and `label_code`. It is keyed by a fingerprint of the input files
+(path, size, modification time) or of the DataFrame's contents, the tokenizer, the columns and the max length, so
+a second run on the same data starts training at once and changed data is tokenized again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .checks import DataSource, join_text
+from .config import DataConfig
+from .errors import DataError
+from .io import data_files, estimate_rows, iter_frames, require_columns, write_json
+from .labels import LabelSchema, label_strings
+from .parts import input_fingerprint
+from .tokenization import WindowEncoder
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+WINDOW_ROWS = 50_000  # rows read, cleaned and tokenized at a time while building the cache
+TOKENS_FILE = "tokens.arrow"
+META_FILE = "meta.json"
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where tokenized data lives: `cache_dir`, else $BERTFIT_CACHE, else $XDG_CACHE_HOME/bertfit, else ~/.cache."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get("BERTFIT_CACHE"):
+        return Path(os.environ["BERTFIT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bertfit"
+
+
+@dataclass
+class TokenizedData:
+    """Every usable row of one labelled source: token ids (memory-mapped), lengths and label ids."""
+
+    source: str
+    table: pa.Table  # input_ids: list<int32>, length: int32, label_code: int32 (memory-mapped chunks)
+    lengths: np.ndarray  # (rows,) int32
+    labels: np.ndarray  # (rows,) int64 ids in the label schema
+    dropped: dict[str, int]
+    truncated: int
+    folder: Path
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def tokenize_labelled(
+    data: DataSource,
+    cfg: DataConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    cache_dir: str | Path | None = None,
+    schema: LabelSchema | None = None,
+    role: str = "training",
+    known_from: str = "the training data",
+    progress: bool = False,
+) -> tuple[TokenizedData, LabelSchema]:
+    """Tokenized rows of a file, folder of shards or DataFrame, from the cache or built into it in one pass.
+
+    Rows without text or label are dropped and counted. Without `schema`, the label schema is built from the labels
+    seen; with it, labels it does not know are an error.
+    """
+    source = data if isinstance(data, pd.DataFrame) else data_files(data)
+    name = role if isinstance(data, pd.DataFrame) else str(data)
+    key = _fingerprint(source, cfg, tokenizer, max_length)
+    folder = cache_root(cache_dir) / "tokens" / key
+    if (folder / META_FILE).is_file():
+        logger.info("%s: using tokenized rows cached in %s", name, folder)
+    else:
+        _build(source, name, cfg, WindowEncoder(tokenizer, max_length), folder, progress)
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    _report_dropped(name, meta)
+    if not meta["label_values"]:
+        if not meta["rows_read"]:
+            raise DataError(f"{name}: no rows; expected a header row and at least one labelled row")
+        raise DataError(
+            f"{name}: no rows left after dropping {meta['dropped']['empty text']} with empty text and "
+            f"{meta['dropped']['missing label']} with no label in '{cfg.label_col}'"
+        )
+    if schema is None:
+        schema = _schema_from(meta, cfg, name)
+    table = pa.ipc.open_stream(pa.memory_map(str(folder / TOKENS_FILE))).read_all()
+    codes = _column(table, "label_code").astype(np.int64)
+    labels = _label_ids(meta, schema, cfg, name, known_from)[codes]
+    lengths = _column(table, "length")
+    return TokenizedData(name, table, lengths, labels, meta["dropped"], meta["truncated"], folder), schema
+
+
+def _fingerprint(
+    source: list[Path] | pd.DataFrame, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> str:
+    if isinstance(source, pd.DataFrame):
+        require_columns(source, [*cfg.text_cols, cfg.label_col], "the DataFrame")
+        columns = source[[*cfg.text_cols, cfg.label_col]].astype(str)
+        what: Any = int(pd.util.hash_pandas_object(columns, index=False).to_numpy().sum(dtype=np.uint64))
+    else:
+        what = input_fingerprint(source)
+    spec = {
+        "format": CACHE_FORMAT,
+        "input": what,
+        "text_cols": cfg.text_cols,
+        "label_col": cfg.label_col,
+        "max_length": max_length,
+        "tokenizer": _tokenizer_hash(tokenizer),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
+    if tokenizer.is_fast:
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+        spec.pop("truncation", None), spec.pop("padding", None)  # call settings that the last call left behind
+        text = json.dumps(spec, sort_keys=True)
+    else:
+        text = json.dumps(sorted(tokenizer.get_vocab().items())) + type(tokenizer).__name__
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _frames(source: list[Path] | pd.DataFrame, cfg: DataConfig) -> Iterator[tuple[pd.DataFrame, str]]:
+    if isinstance(source, pd.DataFrame):
+        for start in range(0, len(source), WINDOW_ROWS):
+            yield source.iloc[start : start + WINDOW_ROWS], "the DataFrame"
+        return
+    for path in source:
+        for frame in iter_frames(path, WINDOW_ROWS, cfg.text_cols):
+            yield frame, str(path)
+
+
+def _build(
+    source: list[Path] | pd.DataFrame, name: str, cfg: DataConfig, encoder: WindowEncoder, folder: Path, progress: bool
+) -> None:
+    """One streaming pass: read a window, drop unusable rows, tokenize (the Rust tokenizer uses every core), append."""
+    from tqdm.auto import tqdm
+
+    total = len(source) if isinstance(source, pd.DataFrame) else estimate_rows(source)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    labels = _LabelCodes(name, cfg.label_col)
+    stats = {"rows": 0, "empty text": 0, "missing label": 0, "truncated": 0}
+    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("length", pa.int32()), ("label_code", pa.int32())])
+    bar = tqdm(total=total, desc=f"tokenizing {Path(name).name}", unit=" rows", disable=not progress)
+    try:
+        with pa.OSFile(str(tmp / TOKENS_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for frame, path in _frames(source, cfg):
+                batch = _tokenize_window(frame, path, cfg, encoder, labels, stats)
+                if batch is not None:
+                    writer.write_batch(batch)
+                bar.update(len(frame))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+    meta = {"format": CACHE_FORMAT, "source": name, **labels.to_meta(), "truncated": stats.pop("truncated")}
+    meta.update(rows_read=stats.pop("rows"), dropped=stats)
+    write_json(meta, tmp / META_FILE)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    logger.info("%s: tokenized %d rows into %s", name, meta["rows_read"] - sum(stats.values()), folder)
+
+
+def _tokenize_window(
+    frame: pd.DataFrame,
+    path: str,
+    cfg: DataConfig,
+    encoder: WindowEncoder,
+    labels: _LabelCodes,
+    stats: dict[str, int],
+) -> pa.RecordBatch | None:
+    texts = join_text(frame, cfg.text_cols, path)
+    require_columns(frame, [cfg.label_col], path, "--label-col")
+    raw = frame[cfg.label_col]
+    no_text = texts.isna().to_numpy()
+    no_label = (raw.isna() | (raw.astype(str).str.strip() == "")).to_numpy()
+    stats["rows"] += len(frame)
+    stats["empty text"] += int(no_text.sum())
+    stats["missing label"] += int((no_label & ~no_text).sum())
+    keep = ~(no_text | no_label)
+    if not keep.any():
+        return None
+    codes = labels.add(raw[keep], stats["rows"])
+    encoded = encoder(texts[keep].tolist())
+    stats["truncated"] += encoded.truncated
+    ids = pa.array(encoded.ids, type=pa.list_(pa.int32()))
+    return pa.RecordBatch.from_arrays(
+        [ids, pa.array(encoded.lengths.astype(np.int32)), pa.array(codes)], names=["input_ids", "length", "label_code"]
+    )
+
+
+class _LabelCodes:
+    """Raw label strings -> small integer codes in order of first appearance, with counts; catches text columns."""
+
+    def __init__(self, source: str, column: str) -> None:
+        self.source, self.column = source, column
+        self.values: dict[str, int] = {}
+        self.counts: list[int] = []
+        self.numeric = True
+
+    def add(self, raw: pd.Series, rows_so_far: int) -> np.ndarray:
+        self.numeric &= pd.api.types.is_numeric_dtype(raw)
+        strings = label_strings(raw)
+        for value in strings.unique():
+            if value not in self.values:
+                self.values[value] = len(self.values)
+                self.counts.append(0)
+        if len(self.values) > max(20, rows_so_far // 2):
+            raise DataError(
+                f"{self.source}: column '{self.column}' has {len(self.values)} distinct values in {rows_so_far} rows; "
+                "it looks like text, not labels; pass --label-col with the label column"
+            )
+        codes = strings.map(self.values).to_numpy(dtype=np.int32)
+        for code, count in enumerate(np.bincount(codes, minlength=len(self.values)).tolist()):
+            self.counts[code] += count
+        return codes
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"label_values": list(self.values), "label_counts": self.counts, "labels_numeric": self.numeric}
+
+
+def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSchema:
+    values = meta["label_values"]
+    series = pd.Series([float(v) for v in values] if meta["labels_numeric"] else values)
+    schema = LabelSchema.from_labels(series, cfg.label_map)
+    rows = pd.Series(meta["label_counts"])
+    seen = schema.to_names(pd.Series(values, dtype=object), source, cfg.label_col, rows=rows).unique()
+    if len(seen) < 2:
+        raise DataError(
+            f"{source}: column '{cfg.label_col}' has only one class ('{seen[0]}'); a classifier needs at least two"
+        )
+    return schema
+
+
+def _label_ids(meta: dict[str, Any], schema: LabelSchema, cfg: DataConfig, source: str, known_from: str) -> np.ndarray:
+    """Label id for each raw label code; labels the schema does not know are an error that counts their rows."""
+    values = pd.Series(meta["label_values"], dtype=object)
+    names = schema.to_names(values, source, cfg.label_col, known_from, rows=pd.Series(meta["label_counts"]))
+    return names.map(schema.label2id).to_numpy(dtype=np.int64)
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    column = table.column(name)
+    if column.num_chunks == 1:
+        return column.chunk(0).to_numpy()
+    return np.concatenate([chunk.to_numpy() for chunk in column.chunks]) if column.num_chunks else np.empty(0, np.int32)
+
+
+def _report_dropped(source: str, meta: dict[str, Any]) -> None:
+    for why, count in meta["dropped"].items():
+        if count:
+            logger.warning("%s: dropped %d of %d rows with %s", source, count, meta["rows_read"], why)
+
+
+class TokenizedRows(torch.utils.data.Dataset):
+    """Some rows of a TokenizedData as the dicts Trainer's padding collator takes; reads only the rows asked for."""
+
+    def __init__(self, data: TokenizedData, rows: np.ndarray | None = None) -> None:
+        self.data = data
+        self.rows = np.arange(len(data)) if rows is None else np.asarray(rows, dtype=np.int64)
+        chunks = data.table.column("input_ids").chunks
+        self._ids = [(chunk.offsets.to_numpy(), chunk.values.to_numpy()) for chunk in chunks]  # zero-copy views
+        self._starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.data.lengths[self.rows]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.data.labels[self.rows]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = int(self.rows[i])
+        chunk = int(np.searchsorted(self._starts, row, side="right")) - 1
+        offsets, values = self._ids[chunk]
+        j = row - int(self._starts[chunk])
+        return {"input_ids": values[offsets[j] : offsets[j + 1]].tolist(), "labels": int(self.data.labels[row])}
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Every row once per epoch, in an order drawn from (seed, epoch) alone, so a resumed run sees the same order.
+
+    The order is a permutation of all rows (a global shuffle, never chunk by chunk). With `group_by_length`, rows
+    are then sorted by length inside pools of `pool_batches` batches, cut into batches and the batches shuffled:
+    little padding, and no batch or run of batches drawn from one region of the input.
+    """
+
+    def __init__(
+        self, lengths: np.ndarray, batch_size: int, seed: int, group_by_length: bool = True, pool_batches: int = 50
+    ) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.pool = batch_size * pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def order(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(len(self.lengths))
+        if not self.group_by_length:
+            return perm
+        pool_of = np.arange(len(perm)) // self.pool
+        perm = perm[np.lexsort((-self.lengths[perm], pool_of))]  # longest first inside each pool
+        full = len(perm) // self.batch_size * self.batch_size
+        batches = perm[:full].reshape(-1, self.batch_size)[rng.permutation(full // self.batch_size)]
+        return np.concatenate([batches.ravel(), perm[full:]])
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order(self.epoch)
+        for start in range(0, len(order), 65_536):  # no list of every row at once: 10M Python ints is 300 MB
+            yield from order[start : start + 65_536].tolist()
+
+
+class LengthOrder(torch.utils.data.Sampler[int]):
+    """Evaluation order: longest rows first, so batches carry little padding. Trainer's outputs keep label_ids."""
+
+    def __init__(self, lengths: np.ndarray) -> None:
+        self.order = np.argsort(-np.asarray(lengths), kind="stable")
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order.tolist())
+
+
+def split_rows(
+    labels: np.ndarray, fraction: float, max_rows: int, seed: int, source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices for training and validation: a share (at most max_rows) split off, stratified by label when
+    every label has at least two rows."""
+    from sklearn.model_selection import train_test_split
+
+    n_val = min(int(np.ceil(len(labels) * fraction)), max_rows)
+    if len(labels) - n_val < 2:
+        raise DataError(f"{source}: only {len(labels)} usable rows; too few to split off validation rows")
+    if n_val < int(np.ceil(len(labels) * fraction)):
+        logger.info("%s: validating on %d split-off rows (val_max_rows)", source, n_val)
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 and n_val >= len(np.unique(labels)) else None
+    if stratify is None:
+        logger.warning("%s: some labels are too rare to stratify the validation split; splitting at random", source)
+    rows = np.arange(len(labels))
+    train_rows, val_rows = train_test_split(rows, test_size=n_val, random_state=seed, stratify=stratify)
+    return np.sort(train_rows), np.sort(val_rows)
