@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -34,7 +32,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import transformers
+from machine import machine
 
 import bertfit
 from bertfit.inference import Classifier
@@ -88,22 +86,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budgets", default="1024,2048,4096,8192", help="--batch-tokens values swept for (d)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all results here as JSON")
     return parser.parse_args()
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
-    return {
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": model or platform.processor(),
-        "flags": {f: f in flags for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_int8")},
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "bertfit": getattr(bertfit, "__version__", "?"), "python": platform.python_version()},
-        "command": shlex.join(["python", *sys.argv]),
-    }  # fmt: skip
 
 
 def ensure_model(model: Path | None, data: Path) -> Path:

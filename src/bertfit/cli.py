@@ -142,7 +142,7 @@ def train(
             **overrides,
         )
 
-    result = _guard(call)
+    result = _guard(call, "interrupted; run the same command again to continue from the last checkpoint")
     if os.environ.get("RANK", "0") != "0":  # under torchrun / accelerate launch the first process reports
         return
     summary = {
@@ -277,7 +277,7 @@ def main() -> None:
     app()
 
 
-def _guard(call: Any) -> Any:
+def _guard(call: Any, interrupted: str = "interrupted; nothing was written") -> Any:
     """Run a library call; a BertfitError becomes one line on stderr and exit code 2."""
     try:
         return call()
@@ -287,7 +287,7 @@ def _guard(call: Any) -> Any:
         err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=error.exit_code) from None
     except KeyboardInterrupt:
-        err.print("interrupted; nothing was written")
+        err.print(interrupted)
         raise typer.Exit(code=130) from None
 
 
