@@ -115,7 +115,7 @@ def _fingerprint(
     if isinstance(source, pd.DataFrame):
         require_columns(source, [*cfg.text_cols, cfg.label_col], "the DataFrame")
         columns = source[[*cfg.text_cols, cfg.label_col]].astype(str)
-        what: Any = int(pd.util.hash_pandas_object(columns, index=False).to_numpy().sum(dtype=np.uint64))
+        what: Any = hashlib.sha256(pd.util.hash_pandas_object(columns, index=False).to_numpy().tobytes()).hexdigest()
     else:
         what = input_fingerprint(source)
     spec = {
