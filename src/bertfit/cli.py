@@ -59,7 +59,7 @@ def train(
     model: Annotated[str | None, typer.Option(help="Base model: hub id or folder [all-MiniLM-L6-v2].")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training epochs [3].")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size [32].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate [1e-4].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate [2e-4].")] = None,
     max_length: Annotated[int | None, typer.Option(help="Max tokens per text [128].")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed [42].")] = None,
     label_map: Annotated[str | None, typer.Option(help="Rename labels: '1=negative,2=positive'.")] = None,
