@@ -22,10 +22,14 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def sst2_model(tmp_path_factory):
-    """all-MiniLM-L6-v2 fine-tuned on 2,000 SST-2 training rows with bertfit's defaults."""
-    train = pd.read_parquet(SHARED_DATA / "sst2" / "train.parquet").sample(2000, random_state=0)
+    """all-MiniLM-L6-v2 fine-tuned on 4,000 SST-2 training rows with bertfit's defaults.
+
+    4,000, not 2,000: at 2,000 rows (171 steps) the score moves by +-0.02 with the seed (0.778 and 0.807 for seeds
+    42 and 1 at lr 2e-4; 0.794 at lr 1e-4), too close to the floor to say anything; 4,000 rows gave 0.835.
+    """
+    train = pd.read_parquet(SHARED_DATA / "sst2" / "train.parquet").sample(4000, random_state=0)
     out = tmp_path_factory.mktemp("sst2") / "model"
-    result = bertfit.train(train, out, progress=False)  # validation: a stratified 10% of these 2,000 rows
+    result = bertfit.train(train, out, progress=False)  # validation: a stratified 10% of these rows
     return result
 
 
@@ -33,7 +37,7 @@ def test_default_model_reaches_080_on_sst2_validation(sst2_model, tmp_path):
     report = bertfit.evaluate(
         sst2_model.model_dir, SHARED_DATA / "sst2" / "validation.parquet", output=tmp_path / "m.json"
     )
-    print(f"SST-2 validation (872 rows) after 2,000 training rows: accuracy {report['accuracy']:.4f}")
+    print(f"SST-2 validation (872 rows) after 4,000 training rows: accuracy {report['accuracy']:.4f}")
     assert report["n"] == 872
     assert report["accuracy"] >= 0.80
     saved = json.loads((tmp_path / "m.json").read_text())
