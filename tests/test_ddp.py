@@ -23,11 +23,12 @@ def test_two_process_training_with_torchrun(tiny_model_dir, tmp_path):
     val = sentiment_frame(120, seed=9)
     val.to_parquet(tmp_path / "val.parquet")
     out = tmp_path / "model"
+    # Time-based saves too: every process must save at the same step, or they wait for each other forever.
     cmd = [
         str(torchrun), "--nproc_per_node", "2", "--standalone", "-m", "bertfit", "--quiet", "train",
         str(tmp_path / "train.parquet"), "-o", str(out), "--validation", str(tmp_path / "val.parquet"),
         "--model", str(tiny_model_dir), "--epochs", "3", "--lr", "3e-3", "--batch-size", "16", "--warmup", "0",
-        "--report-to", "none", "--json",
+        "--report-to", "none", "--save-every", "0.3s", "--json",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

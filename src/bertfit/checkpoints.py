@@ -40,11 +40,22 @@ class SaveEvery(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.mode == "steps" and state.global_step % int(self.every) == 0:
             control.should_save = True
-        elif self.mode == "seconds" and time.monotonic() - self.last >= self.every:
+        elif self.mode == "seconds" and _first_process_says(time.monotonic() - self.last >= self.every):
             control.should_save = True
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.last = time.monotonic()
+
+
+def _first_process_says(due: bool) -> bool:
+    """Under DDP every process must save at the same step (saving waits at a barrier), and clocks differ a little:
+    the first process decides, the others follow."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    if PartialState().num_processes == 1:
+        return due
+    return bool(broadcast_object_list([due], from_process=0)[0])
 
 
 class CommitCheckpoints(TrainerCallback):
