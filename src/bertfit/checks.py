@@ -60,22 +60,15 @@ def load_labelled(
     df, source = load_frame(data, role)
     if len(df) == 0:
         raise DataError(f"{source}: no rows; expected a header row and at least one labelled row")
-    texts = join_text(df, cfg.text_cols, source)
-    require_columns(df, [cfg.label_col], source, "--label-col")
-    labels = df[cfg.label_col]
-    no_text = texts.isna()
-    no_label = labels.isna() | (labels.astype(str).str.strip() == "")
-    dropped = {"empty text": int(no_text.sum()), "missing label": int((no_label & ~no_text).sum())}
+    texts, labels, dropped = usable_rows(df, cfg, source)
     for why, count in dropped.items():
         if count:
             logger.warning("%s: dropped %d of %d rows with %s", source, count, len(df), why)
-    keep = ~(no_text | no_label)
-    if not keep.any():
+    if len(texts) == 0:
         raise DataError(
-            f"{source}: no rows left after dropping {int(no_text.sum())} with empty text and "
+            f"{source}: no rows left after dropping {dropped['empty text']} with empty text and "
             f"{dropped['missing label']} with no label in '{cfg.label_col}'"
         )
-    texts, labels = texts[keep], labels[keep]
     new_schema = schema is None
     if schema is None:
         schema = LabelSchema.from_labels(labels, cfg.label_map)
@@ -93,6 +86,18 @@ def load_labelled(
             )
     ids = names.map(schema.label2id).to_numpy(dtype=np.int64)
     return LabelledData(texts.tolist(), ids, source, {k: v for k, v in dropped.items() if v}), schema
+
+
+def usable_rows(df: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[pd.Series, pd.Series, dict[str, int]]:
+    """Joined texts and raw labels of the rows that have both, and how many rows were left out for each reason."""
+    texts = join_text(df, cfg.text_cols, source)
+    require_columns(df, [cfg.label_col], source, "--label-col")
+    labels = df[cfg.label_col]
+    no_text = texts.isna()
+    no_label = labels.isna() | (labels.astype(str).str.strip() == "")
+    dropped = {"empty text": int(no_text.sum()), "missing label": int((no_label & ~no_text).sum())}
+    keep = ~(no_text | no_label)
+    return texts[keep], labels[keep], dropped
 
 
 def clean_text(value: object) -> str | None:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .checks import DataSource, join_text
+from .checks import DataSource, usable_rows
 from .config import DataConfig
 from .errors import DataError
 from .io import data_files, estimate_rows, iter_frames, require_columns, write_json
@@ -191,19 +191,14 @@ def _tokenize_window(
     labels: _LabelCodes,
     stats: dict[str, int],
 ) -> pa.RecordBatch | None:
-    texts = join_text(frame, cfg.text_cols, path)
-    require_columns(frame, [cfg.label_col], path, "--label-col")
-    raw = frame[cfg.label_col]
-    no_text = texts.isna().to_numpy()
-    no_label = (raw.isna() | (raw.astype(str).str.strip() == "")).to_numpy()
+    texts, raw, dropped = usable_rows(frame, cfg, path)
     stats["rows"] += len(frame)
-    stats["empty text"] += int(no_text.sum())
-    stats["missing label"] += int((no_label & ~no_text).sum())
-    keep = ~(no_text | no_label)
-    if not keep.any():
+    for why, count in dropped.items():
+        stats[why] += count
+    if len(texts) == 0:
         return None
-    codes = labels.add(raw[keep], stats["rows"])
-    encoded = encoder(texts[keep].tolist())
+    codes = labels.add(raw, stats["rows"])
+    encoded = encoder(texts.tolist())
     stats["truncated"] += encoded.truncated
     ids = pa.array(encoded.ids, type=pa.list_(pa.int32()))
     return pa.RecordBatch.from_arrays(

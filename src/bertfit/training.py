@@ -118,7 +118,7 @@ def train(
     with state.main_process_first():
         checkpoint = prepare_work(work, run, resume, output_dir) if state.is_main_process else _peek_resume(work)
     resumed = int(checkpoint.name.split("-")[-1]) if checkpoint is not None else None
-    if resumed is not None:
+    if resumed is not None and state.is_main_process:  # the first process alone writes the log
         trim_log(work / LOG_FILE, resumed)
     precision = pick_precision(cfg.train.precision)
     trainer = _trainer(cfg, model, tokenizer, train_ds, val_ds, schema, work, precision, progress, started)
