@@ -229,6 +229,11 @@ def quality_run(data: Path, dataset: str, rows: int | None, work: str) -> dict[s
     if rows and rows < len(train):
         train = train.sample(rows, random_state=0)
         note += f"; SMOKE RUN: training subsampled to {rows:,} rows"
+    if val_file is not None:
+        found = bertfit.check(train, validation=val_file, lengths=False)
+        if found.errors:  # e.g. AG News: every validation.parquet row is also a train row
+            val_file, note = None, f"validation.parquet not used ({found.errors[0].message[:60]}...): 10% of " \
+                "train split off for validation, scored on test"  # fmt: skip
     out = f"{work}/quality-{dataset}"
     print(f"  {dataset}: {len(train):,} train rows ...", flush=True)
     result, wall = timed(bertfit.train, train, out, validation=val_file, progress=False)

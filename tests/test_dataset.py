@@ -16,7 +16,7 @@ import bertfit
 from bertfit.config import DataConfig
 from bertfit.dataset import EpochSampler, TokenizedRows, tokenize_labelled
 from bertfit.errors import DataError
-from bertfit.training import class_weights, weighted_cross_entropy
+from bertfit.losses import class_weights, weighted_cross_entropy
 
 
 @pytest.fixture(scope="module")

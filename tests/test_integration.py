@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -70,3 +71,47 @@ def test_pipeline_loads_the_folder_and_agrees_with_bertfit_predict(sst2_model, t
     assert exact.text.tolist() == val.text.tolist()
     fast = pd.read_csv(tmp_path / "pred-auto.csv")  # bf16 on AMX CPUs: ~99.5% label agreement expected
     assert np.mean(fast.pred_label.to_numpy() == np.asarray(theirs)) >= 0.98
+
+
+def test_explain_credits_the_sentiment_words_of_clear_reviews(sst2_model):
+    """Integrated Gradients on the real model: the sentiment words carry the prediction, not the filler words.
+
+    In the positive review the model saturates: its positive logit is near its ceiling once "wonderful" is read, so
+    "moving" gets ~0 (removing it moves the centred logit by ~0.004 of ~0.30; alone, "it is moving" credits it
+    +0.23). The negative review does not saturate, and all three of its sentiment words lead.
+    """
+    clf = bertfit.Classifier.from_pretrained(sst2_model.model_dir, dtype="fp32")
+    texts = ["a wonderful, moving and beautifully acted film", "a dull, tedious and badly acted film"]
+    good, bad = clf.explain(texts, n_steps=100)
+    for e in (good, bad):
+        print(f"{e.label} {e.score:.3f}:", ", ".join(f"{w} {a:+.3f}" for w, a in e.top(len(e.words))))
+        print(f"  sum {sum(e.attributions):+.4f}, logit difference {e.logit_diff:+.4f}, delta {e.delta:+.2e}")
+        assert abs(sum(e.attributions) - e.logit_diff) <= 0.02 * abs(e.logit_diff)
+    assert good.label == good.predicted == "positive" and good.score > 0.8
+    assert good.words == ["a", "wonderful", ",", "moving", "and", "beautifully", "acted", "film"]
+    attribution = dict(zip(good.words, good.attributions))
+    assert [w for w, _ in good.top(2)] == ["wonderful", "beautifully"]
+    assert attribution["beautifully"] > 0 and all(
+        attribution[w] < attribution["beautifully"] for w in ("a", "and", ",", "acted", "film")
+    )
+    positive_mass = sum(a for a in good.attributions if a > 0)
+    assert sum(attribution[w] for w in ("wonderful", "moving", "beautifully")) >= 0.5 * positive_mass
+    assert bad.label == bad.predicted == "negative" and bad.score > 0.8
+    assert {w for w, _ in bad.top(3)} == {"dull", "tedious", "badly"}
+    assert all(a > 0 for w, a in bad.top(3))
+
+
+def test_real_model_has_a_full_report_and_calibration_that_helps(sst2_model, tmp_path):
+    """The validation report written at the end of training, and evaluate --report on SST-2 validation."""
+    folder = sst2_model.model_dir
+    page = (folder / "report" / "report.html").read_text()
+    plots = set(re.findall(r'<img src="([^"]+)"', page))
+    assert plots == {"confusion.png", "per_class.png", "reliability.png", "error_by_length.png", "training_curve.png"}
+    assert all((folder / "report" / p).stat().st_size > 5000 for p in plots)
+    cal = json.loads((folder / "bertfit.json").read_text())["calibration"]
+    print(f"SST-2 (4,000 rows) validation split: T {cal['temperature']:.3f}, ECE {cal['ece_before']:.4f} -> "
+          f"{cal['ece_after']:.4f}")  # fmt: skip
+    assert cal["rows"] == 400 and cal["ece_after"] <= cal["ece_before"]
+    report = bertfit.evaluate(folder, SHARED_DATA / "sst2" / "validation.parquet", report=tmp_path / "r")
+    print(f"SST-2 validation.parquet: ECE {report['ece_uncalibrated']:.4f} -> {report['ece']:.4f}")
+    assert (tmp_path / "r" / "report.html").is_file() and len(report["confident_errors"]) == 10

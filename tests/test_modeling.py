@@ -10,7 +10,7 @@ from transformers import AutoConfig
 from bertfit.config import ModelConfig
 from bertfit.errors import ConfigError, ModelError
 from bertfit.labels import LabelSchema
-from bertfit.modeling import DEFAULT_MODEL, load_pretrained, pick_precision, resolve_model
+from bertfit.modeling import DEFAULT_MODEL, load_pretrained, load_trained, pick_precision, resolve_model
 from bertfit.tokenization import load_tokenizer, usable_max_length
 
 
@@ -43,10 +43,25 @@ def test_pickle_weights_need_allow_pickle(tiny_model_dir, tmp_path):
     torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
     schema = LabelSchema(["a", "b"])
-    with pytest.raises(ModelError, match="no \\*.safetensors weights; pass --allow-pickle"):
+    with pytest.raises(ModelError, match=r"only a pickle checkpoint \(pytorch_model\.bin\).*pass --allow-pickle"):
         load_pretrained(ModelConfig(model=str(folder)), schema)
     model, _, _ = load_pretrained(ModelConfig(model=str(folder), allow_pickle=True), schema)
     assert model.config.num_labels == 2
+
+
+def test_trained_pickle_weights_need_allow_pickle(tiny_trained, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_trained, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match=r"pickle checkpoint .*run code.*--allow-pickle.*safetensors") as info:
+        load_trained(folder)
+    assert "\n" not in str(info.value)
+    model, meta = load_trained(folder, allow_pickle=True)
+    expected, _ = load_trained(tiny_trained)
+    assert meta["labels"]["names"] == ["negative", "positive"]
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
 
 
 def test_max_length_is_clamped_to_the_model(tiny_model_dir):

@@ -23,9 +23,12 @@ _LAZY = {
     "evaluate": "evaluation",
     "train": "training",
     "TrainResult": "training",
+    "check": "datacheck",
+    "CheckReport": "datacheck",
 }
 
 if TYPE_CHECKING:
+    from .datacheck import CheckReport, check
     from .evaluation import evaluate
     from .inference import Classifier, predict_file
     from .training import TrainResult, train
@@ -46,6 +49,8 @@ __all__ = [
     "train",
     "evaluate",
     "predict_file",
+    "check",
+    "CheckReport",
     "LabelSchema",
     "RunConfig",
     "DataConfig",

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import BertfitError
@@ -35,6 +36,13 @@ BatchTokens = Annotated[
     int | None, typer.Option(help="Padded tokens per batch; texts are length-sorted [4096 on CPU, 65536 on GPU].")
 ]
 BatchSize = Annotated[int | None, typer.Option(help="At most this many texts per batch [no limit].")]
+AllowPickle = Annotated[
+    bool, typer.Option(help="Load pickle weights (pytorch_model.bin) you trust; unpickling can run code.")
+]
+NoCalibration = Annotated[
+    bool,
+    typer.Option("--no-calibration", help="Plain softmax scores, without the temperature fitted in training."),
+]
 
 
 @app.callback()
@@ -44,6 +52,54 @@ def _global(
 ) -> None:
     state.update(debug=debug, quiet=quiet)
     _setup_logging(debug, quiet)
+
+
+@app.command()
+def check(
+    data: Annotated[Path, typer.Argument(help="Labelled training data: a file or a folder of shards.")],
+    validation: Annotated[
+        Path | None, typer.Option(help="Labelled validation data, also checked for leakage from DATA.")
+    ] = None,
+    test: Annotated[
+        Path | None, typer.Option(help="Labelled test data, also checked for leakage from DATA and --validation.")
+    ] = None,
+    text_col: TextCol = None,
+    label_col: Annotated[str | None, typer.Option(help="Label column [label].")] = None,
+    label_map: Annotated[str | None, typer.Option(help="Rename labels: '1=negative,2=positive'.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model whose tokenizer measures lengths: hub id or folder [all-MiniLM-L6-v2].")
+    ] = None,
+    max_length: Annotated[int | None, typer.Option(help="Max tokens per text, as in training [128].")] = None,
+    min_class_rows: Annotated[int, typer.Option(help="Report classes with fewer training rows than this.")] = 10,
+    config: Annotated[Path | None, typer.Option(help="YAML or JSON file of settings; options override it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check labelled data before training: leakage, duplicates, conflicting labels, classes, lengths, encoding.
+
+    Errors (exit code 1) make a model or its scores untrustworthy: fewer than two classes, a label column that
+    holds text, validation/test labels missing from train, no usable rows, more than 1% of validation or test
+    rows whose exact text is also in train. Warnings cost quality: empty texts, missing labels, conflicting or
+    many duplicates, smaller leakage, tiny classes, imbalance of 10x or more, shards of one label, more than 5%
+    of texts cut at max length, replacement characters, mojibake, control characters. Info: columns, label
+    distribution, token lengths (measured on a sample of at most 100,000 rows per split).
+    """
+    from .config import RunConfig, load_config
+    from .datacheck import check as run_check
+
+    def call() -> Any:
+        base = load_config(config) if config else RunConfig()
+        overrides = dict(
+            text_cols=text_col or None, label_col=label_col, label_map=label_map, model=model, max_length=max_length
+        )
+        return run_check(data, validation, test, base, min_class_rows=min_class_rows, progress=_progress(), **overrides)
+
+    report = _guard(call)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        _findings_table(report)
+    if report.errors:
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -59,7 +115,9 @@ def train(
     model: Annotated[str | None, typer.Option(help="Base model: hub id or folder [all-MiniLM-L6-v2].")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training epochs [3].")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size [32].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate [2e-4].")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate [2e-4 for up to 3,000 optimizer steps, 1e-4 beyond].")
+    ] = None,
     max_length: Annotated[int | None, typer.Option(help="Max tokens per text [128].")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed [42].")] = None,
     label_map: Annotated[str | None, typer.Option(help="Rename labels: '1=negative,2=positive'.")] = None,
@@ -96,13 +154,22 @@ def train(
     allow_pickle: Annotated[bool, typer.Option(help="Allow loading pickle (.bin) weights you trust.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub (only if trusted).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder that is not a bertfit model.")] = False,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="Skip the data checks ('bertfit check') that run before training.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Fine-tune a model on labelled data and write a Hugging Face model folder."""
+    """Fine-tune a model on labelled data and write a Hugging Face model folder.
+
+    The data is checked first (see 'bertfit check'): errors stop the run, warnings are shown and saved with the model.
+    """
     from .config import RunConfig, load_config
     from .training import train as run_train
 
     def call() -> Any:
+        from .io import check_folder_writable
+
+        check_folder_writable(output)  # fail now, not after tokenizing and training, when the model is written
         base = load_config(config) if config else RunConfig()
         overrides = dict(
             text_cols=text_col or None,
@@ -139,6 +206,7 @@ def train(
             progress=_progress(),
             cache_dir=cache_dir,
             resume=resume,
+            check=not no_check,
             **overrides,
         )
 
@@ -171,22 +239,36 @@ def evaluate(
     batch_tokens: BatchTokens = None,
     batch_size: BatchSize = None,
     dtype: Dtype = "auto",
+    report_dir: Annotated[
+        Path | None, typer.Option("--report", help="Write report.html with its plots into this folder.")
+    ] = None,
+    no_calibration: NoCalibration = False,
+    allow_pickle: AllowPickle = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Score a trained model on labelled data: accuracy, F1, MCC, per-class report, confusion matrix."""
+    """Score a trained model on labelled data: accuracy, F1, MCC, calibration error, per-class report, confusion
+    matrix; with --report, an HTML report with plots."""
     from .evaluation import evaluate as run_evaluate
 
     report = _guard(
         lambda: run_evaluate(
-            model_dir, data_file, text_col or None, label_col, output, batch_tokens, batch_size, dtype, _progress()
+            model_dir, data_file, text_col or None, label_col, output, batch_tokens, batch_size, dtype, _progress(),
+            report=report_dir, calibration=not no_calibration, allow_pickle=allow_pickle,
         )
-    )
+    )  # fmt: skip
     if as_json:
         out.print_json(json.dumps(report))
         return
     _metrics_table(report, f"{data_file} ({report['n']} rows)")
+    out.print(
+        f"expected calibration error {report['ece']:.4f} (uncalibrated {report['ece_uncalibrated']:.4f}, "
+        f"temperature {report['temperature']:.3f})",
+        highlight=False,
+    )
     if output:
-        out.print(f"report: {output}")
+        out.print(f"metrics: {output}")
+    if report_dir:
+        out.print(f"report: {report_dir / 'report.html'}")
 
 
 @app.command()
@@ -212,6 +294,8 @@ def predict(
     address: Annotated[str | None, typer.Option(help="Ray cluster address [start a local one].")] = None,
     num_workers: Annotated[int | None, typer.Option(help="Ray: model replicas [one per CPU core or GPU].")] = None,
     gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs per replica [0].")] = 0.0,
+    no_calibration: NoCalibration = False,
+    allow_pickle: AllowPickle = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Label every row of a file; the output keeps all input columns and rows, plus pred_label and pred_score.
@@ -220,6 +304,8 @@ def predict(
     """
     if engine not in ("local", "ray"):
         _guard(lambda: _bad_choice("engine", engine, "local, ray"))
+    if engine == "ray" and allow_pickle:
+        _guard(lambda: _refuse("--allow-pickle works with --engine local only; convert the model to safetensors"))
     if engine == "ray":
         from .distributed import predict_with_ray
 
@@ -227,6 +313,7 @@ def predict(
             lambda: predict_with_ray(
                 model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
                 max_length, address, num_workers, gpus_per_worker, _progress(), window=window, compile=compile,
+                calibration=not no_calibration,
             )
         )  # fmt: skip
     else:
@@ -235,7 +322,8 @@ def predict(
         summary = _guard(
             lambda: predict_file(
                 model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
-                max_length, window or DEFAULT_WINDOW, compile, _progress(),
+                max_length, window or DEFAULT_WINDOW, compile, _progress(), calibration=not no_calibration,
+                allow_pickle=allow_pickle,
             )
         )  # fmt: skip
     if as_json:
@@ -252,6 +340,12 @@ def _bad_choice(option: str, value: str, choices: str) -> None:
     from .errors import ConfigError
 
     raise ConfigError(f"--{option} must be one of {choices} (got '{value}')")
+
+
+def _refuse(message: str) -> None:
+    from .errors import ConfigError
+
+    raise ConfigError(message)
 
 
 @app.command()
@@ -272,6 +366,53 @@ def info(
     out.print(table)
 
 
+@app.command()
+def explain(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder written by 'bertfit train'.")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to explain (or --input).")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", help="A table of texts to explain.")] = None,
+    text_col: TextCol = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write one HTML page with every text highlighted.")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="Label to explain [each text's predicted label].")] = None,
+    steps: Annotated[int, typer.Option(help="Integration steps: more make the sums closer, and take longer.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the explanations as JSON.")] = False,
+) -> None:
+    """Show which words pushed each text towards its label (Integrated Gradients; needs bertfit[explain]).
+
+    Green words raise the label's score, red ones lower it; the stronger the colour, the larger the effect.
+    """
+    from .explain import explain as run_explain
+
+    explanations = _guard(
+        lambda: run_explain(
+            model_dir, texts or None, input_file, text_col or None, label, steps, output, progress=_progress()
+        )
+    )
+    if as_json:
+        out.print_json(json.dumps([e.to_dict() for e in explanations]))
+    elif output:
+        out.print(f"wrote {len(explanations)} explanations to {output}", highlight=False)
+    else:
+        for e in explanations:
+            _print_explanation(e)
+
+
+def _print_explanation(e: Any) -> None:
+    from .explain import to_rich
+
+    predicted = "" if e.label == e.predicted else f" (predicted: {escape(e.predicted)})"
+    out.print(f"[bold]{escape(e.label)}[/] {e.score:.3f}{predicted}", highlight=False)
+    out.print(to_rich(e))
+    out.print("top: " + ", ".join(f"{w} {a:+.3f}" for w, a in e.top(5)), highlight=False, markup=False)
+    out.print(
+        f"completeness: attributions sum to {sum(e.attributions):+.4f}, logit difference {e.logit_diff:+.4f}, "
+        f"delta {e.delta:+.1e}\n",
+        highlight=False,
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
@@ -284,7 +425,7 @@ def _guard(call: Any, interrupted: str = "interrupted; nothing was written") -> 
     except BertfitError as error:
         if state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)  # not markup
         raise typer.Exit(code=error.exit_code) from None
     except KeyboardInterrupt:
         err.print(interrupted)
@@ -303,6 +444,24 @@ def _metrics_table(report: dict[str, Any], title: str) -> None:
         table.add_row(name, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
     out.print(table)
     out.print("  ".join(f"{k} {report[k]:.4f}" for k in ("accuracy", "macro_f1", "micro_f1", "mcc")))
+
+
+def _findings_table(report: Any) -> None:
+    from rich.text import Text
+
+    styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
+    table = Table(title="data check")
+    for col in ("severity", "check", "split", "count"):
+        table.add_column(col, justify="right" if col == "count" else "left", no_wrap=True)
+    table.add_column("message", overflow="fold")
+    for f in report.findings:
+        message = Text(f.message + "".join(f"\n  e.g. {e}" for e in f.examples[:1]))
+        table.add_row(Text(f.severity, style=styles[f.severity]), f.code, f.split, f"{f.count:,}", message)
+    out.print(table)
+    splits = report.stats["splits"]
+    rows = "; ".join(f"{name} {s['usable_rows']:,} of {s['rows']:,} rows usable" for name, s in splits.items())
+    out.print(rows, highlight=False)
+    out.print(f"{len(report.errors)} errors, {len(report.warnings)} warnings", highlight=False)
 
 
 def _setup_logging(debug: bool, quiet: bool) -> None:

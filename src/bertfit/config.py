@@ -56,7 +56,7 @@ class TrainConfig:
     epochs: float = 3.0
     batch_size: int = 32
     eval_batch_size: int = 128
-    lr: float = 2e-4  # chosen on emotion validation: 1e-4, 2e-4, batch 16, 4 epochs, class weights (docs/benchmarks.md)
+    lr: float | None = None  # None: default_lr() of the planned optimizer steps (docs/benchmarks.md, defaults)
     weight_decay: float = 0.01
     warmup: float = 0.1  # share of all steps spent warming up
     scheduler: str = "linear"
@@ -77,7 +77,7 @@ class TrainConfig:
             raise ConfigError(f"epochs must be positive (got {self.epochs})")
         if self.batch_size < 1 or self.eval_batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("batch_size, eval_batch_size and grad_accum must be at least 1")
-        if not 0 < self.lr < 1:
+        if self.lr is not None and not 0 < self.lr < 1:
             raise ConfigError(f"lr must be between 0 and 1 (got {self.lr}); try 2e-4")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warmup is a share of the steps, between 0 and 1 (got {self.warmup})")
@@ -87,6 +87,17 @@ class TrainConfig:
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("best_metric", self.best_metric, METRICS)
+
+
+# The learning rate when none is given, chosen on validation splits only: 2e-4 beat 1e-4 on emotion (1,500 optimizer
+# steps; macro-F1 0.917 vs 0.911) and 1e-4 beat 2e-4 on SST-2 (5,700 steps; accuracy 0.900 vs 0.891). Longer runs
+# take the smaller rate; the switch point between those two runs is a round number, not a measured optimum.
+SHORT_RUN_LR, LONG_RUN_LR, LONG_RUN_STEPS = 2e-4, 1e-4, 3000
+
+
+def default_lr(planned_steps: int) -> float:
+    """Peak learning rate for a run of this many optimizer steps: 2e-4 up to 3,000 steps, 1e-4 beyond."""
+    return SHORT_RUN_LR if planned_steps <= LONG_RUN_STEPS else LONG_RUN_LR
 
 
 @dataclass
@@ -213,6 +224,8 @@ def _coerce(section: Any, key: str, value: Any) -> Any:
     if key == "text_cols":
         return [value] if isinstance(value, str) else [str(v) for v in value]
     try:
+        if key == "lr":
+            return float(value)
         if isinstance(default, bool):
             if isinstance(value, str):
                 return value.strip().lower() in ("1", "true", "yes", "on")

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .checks import join_text
 from .errors import BertfitError, ConfigError, DataError, MissingDependency
 from .inference import log_counts
-from .io import COMPRESSIONS, data_files, estimate_rows, first_line, iter_frames, table_format
+from .io import COMPRESSIONS, data_files, estimate_rows, first_line, iter_frames, table_format, typed_columns
 from .modeling import pick_precision, read_meta, require_model_dir
 from .parts import PartWriter, check_output, is_folder_output
 
@@ -64,6 +64,7 @@ def predict_with_ray(
     cpus_per_worker: int | None = None,
     window: int | None = None,
     compile: bool = False,
+    calibration: bool = True,
 ) -> dict[str, Any]:
     """Label every row of a table, or of a folder of shards, with model replicas on a Ray cluster.
 
@@ -80,6 +81,7 @@ def predict_with_ray(
         cpus_per_worker: torch threads per replica (default: the cluster's CPUs shared out between the replicas).
         window: rows labelled together by a replica (default 10,000); texts are length-sorted within a window.
         compile: torch.compile the model in every replica.
+        calibration: apply the model's fitted temperature to the scores (see `Classifier.from_pretrained`).
 
     Returns:
         The local engine's summary (rows, empty_text, truncated, resumed_rows, output, labels, seconds, rows_per_s,
@@ -95,7 +97,9 @@ def predict_with_ray(
     _check_columns(files, cols, str(input_path))
     ray = _import_ray()
     labeller = {"model_dir": str(Path(model_dir).resolve()), "device": "cuda" if gpus_per_worker else "cpu",
-                "dtype": dtype, "max_length": max_length, "compile": compile, "text_cols": text_cols, "probs": probs,
+                "dtype": dtype, "max_length": max_length, "compile": compile, "calibration": calibration,
+                "retype": fmt in ("csv", "tsv"),
+                "text_cols": text_cols, "probs": probs,
                 "batch_tokens": batch_tokens, "batch_size": batch_size, "source": str(input_path)}  # fmt: skip
     try:
         with _ray_session(ray, address), _data_context(ray, progress and is_folder_output(output_path)):
@@ -246,7 +250,10 @@ def _read(ray: Any, files: list[Path], fmt: str, text_cols: list[str]) -> Any:
     if fmt == "parquet":
         return ray.data.read_parquet(paths, file_extensions=None)
     if fmt in ("csv", "tsv"):
-        text = {c: pa.string() for c in text_cols}  # "01" stays "01"; empty cells are null, as pandas reads them
+        # Every column as text ("01" stays "01"; empty cells are null), typed per window by the labeller as the
+        # local engine types them (io.typed_columns): numbers become numbers, codes with leading zeros stay text.
+        header = pd.read_csv(files[0], nrows=0, sep="," if fmt == "csv" else "\t").columns
+        text = {c: pa.string() for c in header}
         return ray.data.read_csv(
             paths,
             parse_options=pa_csv.ParseOptions(delimiter="," if fmt == "csv" else "\t", newlines_in_values=True),
@@ -285,17 +292,23 @@ class _Labeller:
     """A Ray Data actor: loads the model once, then labels one window of rows per call."""
 
     def __init__(self, model_dir: str, device: str, dtype: str, max_length: int | None, compile: bool,
-                 threads: int, **stream_args: Any) -> None:  # fmt: skip
+                 calibration: bool, threads: int, retype: bool = False, **stream_args: Any) -> None:  # fmt: skip
         import torch
 
         from .inference import Classifier
 
         torch.set_num_threads(threads)
         self.stream_args = stream_args
+        self.retype = retype
         self.error: BertfitError | None = None
         try:
             self.clf = Classifier.from_pretrained(
-                model_dir, device=device, dtype=dtype, max_length=max_length, compile=compile
+                model_dir,
+                device=device,
+                dtype=dtype,
+                max_length=max_length,
+                compile=compile,
+                calibration=calibration,
             )
         except BertfitError as error:
             # Raised on the first window: from a call Ray Data passes it to the driver unchanged; from here it
@@ -305,6 +318,8 @@ class _Labeller:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if self.error is not None:
             raise self.error
+        if self.retype:
+            batch = typed_columns(batch, self.stream_args.get("text_cols") or self.clf.text_cols)
         with closing(self.clf.predict_stream([batch], **self.stream_args)) as stream:
             out = next(stream)
         # Ray Data drops DataFrame.attrs: the window's counts travel in one cell of a column dropped on writing.

@@ -18,7 +18,8 @@ from sklearn.metrics import (
 
 from .checks import DataSource, load_labelled
 from .config import DataConfig
-from .io import check_writable, write_json
+from .errors import DataError
+from .io import check_folder_writable, check_writable, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,27 @@ def evaluate(
     batch_size: int | None = None,
     dtype: str = "auto",
     progress: bool = False,
+    report: str | Path | None = None,
+    calibration: bool = True,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
-    """Score a trained model on labelled data; returns (and optionally writes as JSON) the full report."""
+    """Score a trained model on labelled data; returns (and optionally writes as JSON) the full report.
+
+    Args:
+        report: a folder to write report.html and its plots into (see `bertfit.report`).
+        calibration: score with the model's fitted temperature (the expected calibration error is reported both
+            with and without it either way).
+        allow_pickle: load a model folder that has only a pickle checkpoint (pytorch_model.bin); unpickling can
+            run code hidden in the file, so only for files from a source you trust.
+    """
+    from .calibration import Calibration, expected_calibration_error, rescale
     from .inference import Classifier
 
     if output is not None:
         check_writable(output, suffixes=(".json",))
-    clf = Classifier.from_pretrained(model_dir, dtype=dtype)
+    if report is not None:
+        _check_report_folder(Path(report))
+    clf = Classifier.from_pretrained(model_dir, dtype=dtype, calibration=calibration, allow_pickle=allow_pickle)
     clf.check_batching(batch_tokens, batch_size)  # bad settings fail before the data is read
     cfg = DataConfig(
         text_cols=text_cols or clf.text_cols,
@@ -88,12 +103,33 @@ def evaluate(
         label_map=clf.schema.raw_map or None,
     )
     labelled, _ = load_labelled(data, cfg, schema=clf.schema, role="evaluation")
-    proba = clf.predict_proba(labelled.texts, batch_tokens=batch_tokens, batch_size=batch_size, progress=progress)
-    report = classification_report(labelled.labels, proba.argmax(-1), clf.schema.names)
-    report["dropped"] = labelled.dropped
+    temperature, clf.temperature = clf.temperature, 1.0  # score once, uncalibrated; rescaling is exact
+    raw = clf.predict_proba(labelled.texts, batch_tokens=batch_tokens, batch_size=batch_size, progress=progress)
+    results = classification_report(labelled.labels, raw.argmax(-1), clf.schema.names)
+    results["ece"] = expected_calibration_error(rescale(raw, temperature), labelled.labels)
+    results["ece_uncalibrated"] = expected_calibration_error(raw, labelled.labels)
+    results["temperature"] = temperature
+    results["dropped"] = labelled.dropped
+    if report is not None:
+        from .report import ScoredRows, write_report
+
+        texts = list(labelled.texts)
+        rows = ScoredRows(labelled.labels, raw, clf.encoder(texts).lengths, lambda idx: [texts[i] for i in idx],
+                          clf.schema.names)  # fmt: skip
+        fitted = Calibration(**clf.meta["calibration"]) if clf.meta.get("calibration") else None
+        numbers = write_report(report, rows, fitted if calibration else None, f"Evaluation of {Path(model_dir).name}")
+        results.update({k: numbers[k] for k in ("calibration", "error_by_length", "confident_errors", "report")})
+        results["unsure_correct"] = numbers["unsure_correct"]
     if output is not None:
-        write_json(report, output)
-    return report
+        write_json(results, output)
+    return results
+
+
+def _check_report_folder(folder: Path) -> None:
+    """A report folder may exist (its files are replaced) or be new in a writable folder; a file there is an error."""
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: is a file; --report takes a folder to write report.html and its plots into")
+    check_folder_writable(folder / "report.html" if folder.is_dir() else folder)
 
 
 def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -127,6 +163,7 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
             for name, c in metrics.get("per_class", {}).items()
         ),
         "",
+        *_calibration_lines(meta.get("calibration")),
         "## Training",
         "",
         f"Epochs {cfg.get('epochs')}, batch size {cfg.get('batch_size')}, learning rate {cfg.get('lr')} "
@@ -145,3 +182,19 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
+    if not calibration:
+        return []
+    state = "applied by bertfit" if calibration.get("applied") else "not applied (it did not lower the error)"
+    return [
+        "## Calibration",
+        "",
+        f"Temperature {calibration['temperature']:.3f}, fitted on the validation rows, {state}: expected "
+        f"calibration error {calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after. "
+        "`bertfit predict` divides the logits by it; the transformers pipeline does not (plain softmax scores).",
+        "",
+        "See report/report.html for the plots.",
+        "",
+    ]

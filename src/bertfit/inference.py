@@ -15,14 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .checks import clean_text, join_text
+from .checks import clean_text, join_text, require_text
 from .config import ModelConfig
 from .errors import BertfitError, ConfigError, DataError
 from .io import count_rows, data_files, estimate_rows, iter_frames
@@ -30,6 +30,9 @@ from .labels import LabelSchema
 from .modeling import load_trained, pick_precision
 from .parts import PartWriter, check_output, input_fingerprint
 from .tokenization import Encoded, WindowEncoder, load_tokenizer, token_budget_batches, usable_max_length
+
+if TYPE_CHECKING:
+    from .explain import Explanation
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class Classifier:
         self.encoder = WindowEncoder(tokenizer, self.max_length)
         self.forward: Callable[..., Any] = model
         self.model_dir: Path | None = None
+        self.temperature = calibration_temperature(meta)  # 1.0: scores are the plain softmax
 
     @classmethod
     def from_pretrained(
@@ -75,6 +79,7 @@ class Classifier:
         compile: bool = False,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
+        calibration: bool = True,
     ) -> Classifier:
         """Load a folder written by `bertfit train` (or any Hugging Face sequence-classification folder).
 
@@ -83,6 +88,10 @@ class Classifier:
                 elsewhere; or force "fp32", "bf16", "fp16". The weights are cast once, not per batch.
             max_length: tokens kept per text (default: the length the model was trained with).
             compile: run the model through torch.compile (faster on large inputs; compiling takes ~30 s).
+            allow_pickle: load pickle weights (pytorch_model.bin) when the folder has no safetensors; loading
+                pickle can run code hidden in the file, so only for files from a source you trust.
+            calibration: divide the logits by the temperature fitted on the validation split at the end of
+                training (stored in bertfit.json), so scores are calibrated probabilities; False: plain softmax.
         """
         if max_length is not None and max_length < 2:
             raise ConfigError(f"max_length must be at least 2 (got {max_length}); try 128")
@@ -95,6 +104,8 @@ class Classifier:
             raise ConfigError("fp16 is for GPUs; on a CPU use --dtype bf16 or fp32")
         clf = cls(model.to(device=device, dtype=_DTYPES[dtype]), tokenizer, meta, device, dtype, max_length)
         clf.model_dir = Path(model_dir).resolve()
+        if not calibration:
+            clf.temperature = 1.0
         if compile:
             clf.forward = torch.compile(model, dynamic=True)
         return clf
@@ -145,6 +156,21 @@ class Classifier:
                 proba[start : start + len(window)] = self._score_encoded(window, encoded, batch_tokens, batch_size)
                 bar.update(len(window))
         return proba
+
+    def explain(
+        self,
+        texts: Sequence[str] | pd.Series,
+        label: str | None = None,
+        n_steps: int = 50,
+        internal_batch_size: int | None = None,
+        progress: bool = False,
+    ) -> list[Explanation]:
+        """Word attributions for each text towards `label` (default: its predicted label), by Integrated
+        Gradients in fp32; needs `pip install 'bertfit[explain]'`. See `bertfit.explain` for the method."""
+        from .explain import explain_texts
+
+        return explain_texts(self.model, self.tokenizer, self.labels, texts, label, n_steps, internal_batch_size,
+                             self.max_length, progress, temperature=getattr(self, "temperature", 1.0))  # fmt: skip
 
     def predict_stream(
         self,
@@ -219,6 +245,7 @@ class Classifier:
 
     def _prepare(self, frame: pd.DataFrame, cols: list[str], source: str) -> tuple[pd.DataFrame, list, Encoded]:
         texts = join_text(frame, cols, source).tolist()
+        require_text(frame, cols, source)
         return frame, texts, self._encode_present(texts)
 
     def _encode_present(self, texts: list[str | None]) -> Encoded:
@@ -236,7 +263,7 @@ class Classifier:
             for idx in token_budget_batches(encoded.lengths, batch_tokens, batch_size):
                 batch = self.encoder.pad([encoded.ids[i] for i in idx], encoded.lengths[idx])
                 logits = self.forward(**{k: v.to(self.device) for k, v in batch.items()}).logits
-                scored[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                scored[idx] = torch.softmax(logits.float() / self.temperature, dim=-1).cpu().numpy()
         proba[present] = scored
         return proba
 
@@ -257,7 +284,14 @@ class Classifier:
     def _identity(self) -> dict[str, Any]:
         """What identifies the weights for resuming: the model folder's files with their sizes and times."""
         folder = str(self.model_dir) if self.model_dir else None
-        return {"labels": self.labels, "folder": folder, "weights": _weights_stamp(self.model_dir)}
+        return {"labels": self.labels, "folder": folder, "weights": _weights_stamp(self.model_dir),
+                "temperature": self.temperature}  # fmt: skip
+
+
+def calibration_temperature(meta: dict[str, Any]) -> float:
+    """The temperature a trained model's bertfit.json holds (1.0 when it has none, e.g. a plain HF folder)."""
+    calibration = meta.get("calibration") or {}
+    return float(calibration.get("temperature", 1.0)) if calibration.get("applied", True) else 1.0
 
 
 def predict_file(
@@ -273,6 +307,8 @@ def predict_file(
     window: int = DEFAULT_WINDOW,
     compile: bool = False,
     progress: bool = False,
+    calibration: bool = True,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
     """Label every row of a table, or of a folder of shards, without holding it in memory.
 
@@ -280,11 +316,15 @@ def predict_file(
     prob_<label> column per label. It is written in committed parts beside the output; if the run is killed,
     running the same call again continues from the last part, and the result is the same as an uninterrupted
     run. The output appears under its name only when complete. An output path with no extension is a folder
-    that receives Parquet shards.
+    that receives Parquet shards. `allow_pickle` loads a model folder that has only a pickle checkpoint
+    (pytorch_model.bin): loading one can run code hidden in it, so only for files from a source you trust.
     """
     check_output(Path(output_path))
     data_files(input_path)  # a missing input fails before the model is loaded
-    clf = Classifier.from_pretrained(model_dir, dtype=dtype, max_length=max_length, compile=compile)
+    clf = Classifier.from_pretrained(
+        model_dir, dtype=dtype, max_length=max_length, compile=compile, calibration=calibration,
+        allow_pickle=allow_pickle,
+    )  # fmt: skip
     return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window, progress)
 
 

@@ -7,6 +7,7 @@ import os
 import tempfile
 import warnings
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import unreadable
 from .errors import DataError, MissingDependency
 
 FORMATS = {
@@ -32,6 +34,9 @@ FORMATS = {
 }
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
 HDF_KEY = "data"
+SEPARATORS = {"csv": ",", "tsv": "\t"}
+_LEADING_ZERO = r"\s*[+-]?0\d"  # "01", "-007": codes and ids, which must stay text
+_BOOLS = {"True": True, "TRUE": True, "true": True, "False": False, "FALSE": False, "false": False}
 
 
 def table_format(path: str | Path) -> str:
@@ -53,9 +58,10 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.Dat
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a data file")
+        raise DataError(f"{path}: is a folder, expected a data file; point at a file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty; expected a table with a header row")
+    check_text_file(path, fmt)
     df = _read(path, fmt)
     if columns is not None:
         require_columns(df, columns, path)
@@ -119,12 +125,13 @@ def iter_frames(path: Path, rows: int, text_cols: Sequence[str] = ()) -> Iterato
 
     Parquet streams through pyarrow. CSV/TSV and JSON Lines are read in chunks by pandas, with the same parsing
     as `read_table` (pyarrow's streaming CSV reader fixes column types from the first block and fails when a later
-    block differs). `text_cols` are read as text ("01" stays "01"). HDF5 is read by row ranges. Excel, zip and
-    xz files are read whole: their readers cannot stream.
+    block differs). `text_cols` are read as text; in other CSV columns "01" stays text too (see `typed_columns`).
+    HDF5 is read by row ranges. Excel, zip and xz files are read whole: their readers cannot stream.
     """
     fmt = table_format(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty; expected a table with a header row")
+    check_text_file(path, fmt)
     empty = True
     for frame in _frames(path, fmt, rows, text_cols):
         empty = False
@@ -140,11 +147,8 @@ def _frames(path: Path, fmt: str, rows: int, text_cols: Sequence[str]) -> Iterat
             parquet = pq.ParquetFile(path, buffer_size=1 << 20)  # column chunks decoded page by page
             yield from _rebatch(parquet.iter_batches(batch_size=min(rows, 65536)), parquet.schema_arrow, rows)
         elif fmt in ("csv", "tsv") and not whole:
-            options = dict(sep="," if fmt == "csv" else "\t", encoding="utf-8-sig", keep_default_na=False)
-            with pd.read_csv(
-                path, **options, na_values=[""], dtype=dict.fromkeys(text_cols, str), chunksize=rows
-            ) as chunks:
-                yield from (chunk.reset_index(drop=True) for chunk in chunks)
+            with pd.read_csv(path, **_csv_options(path, fmt), chunksize=rows) as chunks:
+                yield from (typed_columns(chunk, text_cols).reset_index(drop=True) for chunk in chunks)
         elif fmt == "jsonl" and not whole:
             with pd.read_json(path, lines=True, dtype=False, encoding="utf-8", chunksize=rows) as chunks:
                 yield from (chunk.reset_index(drop=True) for chunk in chunks)
@@ -198,8 +202,23 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str], source: str | Path
     for col in columns:
         if col not in df.columns:
             found = ", ".join(f"'{c}'" for c in df.columns[:20])
+            if len(df.columns) == 1 and (wrong := _separator_hint(str(df.columns[0]), str(source))):
+                shown = found.replace("\t", "\\t")
+                raise DataError(f"{source}: found only one column ({shown}); {wrong}")
             hint = _column_hint(df, col, option)
             raise DataError(f"{source}: no column '{col}' (found: {found}); {hint}")
+
+
+def _separator_hint(header: str, source: str) -> str | None:
+    """What to do when a one-column header holds another separator: the file is not separated as its name says."""
+    if "\t" in header:
+        return "the file looks tab-separated: give it the .tsv extension"
+    if "," in header and not source.lower().endswith(".csv"):
+        return "the file looks comma-separated: give it the .csv extension"
+    for sep in (";", "|"):
+        if sep in header:
+            return f"the file looks '{sep}'-separated: save it with commas between columns (or tabs, as .tsv)"
+    return None
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
@@ -244,18 +263,30 @@ def check_writable(path: str | Path, suffixes: tuple[str, ...] = ()) -> None:
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes:
         raise DataError(f"{path}: expected a {' or '.join(suffixes)} file name for this output")
-    if not path.parent.is_dir():
-        raise DataError(f"{path}: folder {path.parent} does not exist; create it first")
     if path.is_dir():
         raise DataError(f"{path}: is a folder; give a file name")
+    check_folder_writable(path)
+
+
+def check_folder_writable(path: str | Path) -> None:
+    """Fail when `path` cannot be created because of its folder: missing, a file, or not writable (by trying)."""
+    path = Path(path)
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{path}: {folder} is a file, not a folder; choose another output path")
+    if not folder.is_dir():
+        raise DataError(f"{path}: folder {folder} does not exist; create it first")
+    try:  # os.access says yes to root on read-only or virtual file systems; a nameless file leaves nothing behind
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise DataError(f"{path}: folder {folder} is not writable ({reason}); choose another output path") from None
 
 
 def _read(path: Path, fmt: str) -> pd.DataFrame:
     with read_errors(path, fmt):
         if fmt in ("csv", "tsv"):
-            sep = "," if fmt == "csv" else "\t"
-            # utf-8-sig drops a byte-order mark; the C parser handles CRLF and quoted newlines.
-            return pd.read_csv(path, sep=sep, encoding="utf-8-sig", keep_default_na=False, na_values=[""])
+            return typed_columns(pd.read_csv(path, **_csv_options(path, fmt)))
         if fmt == "jsonl":
             return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
         if fmt == "parquet":
@@ -265,25 +296,81 @@ def _read(path: Path, fmt: str) -> pd.DataFrame:
         return pd.read_excel(path, engine=_openpyxl(), keep_default_na=False, na_values=[""])
 
 
+def _csv_options(path: Path, fmt: str) -> dict[str, object]:
+    """pandas.read_csv settings; also checks the header, which pandas would silently rename ('text', 'text.1').
+
+    utf-8-sig drops a byte-order mark; the C parser handles CRLF and quoted newlines. Every value is read as text
+    and typed afterwards by `typed_columns`, so that "01" does not become the number 1.
+    """
+    sep = SEPARATORS[fmt]
+    header = pd.read_csv(path, sep=sep, encoding="utf-8-sig", header=None, nrows=1, dtype=str, keep_default_na=False)
+    _check_header([str(name) for name in header.iloc[0]] if len(header) else [], path)
+    return dict(sep=sep, encoding="utf-8-sig", keep_default_na=False, na_values=[""], dtype=str)
+
+
+def _check_header(names: list[str], path: Path) -> None:
+    counts = Counter(name for name in names if name.strip())  # blank names become distinct 'Unnamed: N' columns
+    for name, count in counts.items():
+        if count > 1:
+            where = [str(i + 1) for i, n in enumerate(names) if n == name]
+            listed = f"{', '.join(where[:-1])} and {where[-1]}"
+            raise DataError(
+                f"{path}: column '{name}' appears {count} times in the header (columns {listed}); "
+                "rename the duplicates so that each column has its own name"
+            )
+
+
+def typed_columns(df: pd.DataFrame, text_cols: Sequence[str] = ()) -> pd.DataFrame:
+    """Columns read as text, typed as pandas would type them (numbers, True/False), except the text columns and
+    columns with leading zeros ("01", "007"): codes, ids and labels, where "01" and "1" are different values."""
+    if len(df) == 0:
+        return df  # a header alone: pandas leaves the columns untyped too
+    for col in df.columns:
+        if col in text_cols or not pd.api.types.is_string_dtype(df[col]):
+            continue
+        values = df[col].dropna()
+        if values.str.match(_LEADING_ZERO).any():
+            continue
+        if len(values) and values.isin(_BOOLS).all():
+            df[col] = df[col].map(_BOOLS)
+            continue
+        try:
+            df[col] = pd.to_numeric(df[col])
+        except (ValueError, TypeError):
+            pass
+    return df
+
+
+def check_text_file(path: Path, fmt: str) -> None:
+    """Catch a CSV, TSV or JSON Lines file that is not UTF-8 text at all, before a parser calls it a bad line."""
+    if fmt in ("csv", "tsv", "jsonl") and path.suffix.lower() not in COMPRESSIONS:
+        unreadable.check_text(path, fmt)
+
+
 @contextmanager
 def read_errors(path: Path, fmt: str) -> Iterator[None]:
-    """Turn the many ways a reader fails into one DataError naming the file (and line, for bad UTF-8)."""
+    """Turn the many ways a reader fails into one DataError naming the file (and the line, where it can be found)."""
+    plain = path.suffix.lower() not in COMPRESSIONS  # a file that can be read again line by line, to find the line
     try:
         yield
     except UnicodeDecodeError as err:
-        raise DataError(_decode_error_message(path, err)) from None
+        raise DataError(unreadable.not_utf8(path, err)) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file has no header row or data") from None
     except pd.errors.ParserError as err:
-        raise DataError(f"{path}: cannot parse as {fmt.upper()} ({first_line(err)})") from None
+        problem = unreadable.csv_problem(path, SEPARATORS[fmt]) if plain and fmt in SEPARATORS else None
+        raise DataError(f"{path}: {problem or unreadable.cannot_parse(fmt, first_line(err))}") from None
+    except PermissionError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror}); check the file's permissions") from None
     except ValueError as err:  # pyarrow's ArrowInvalid is a ValueError
         if "invalid UTF8" in str(err):
-            raise DataError(_decode_error_message(path, None)) from None
-        raise DataError(f"{path}: cannot read as {fmt.upper()} ({first_line(err)})") from None
+            raise DataError(unreadable.not_utf8(path, None)) from None
+        problem = unreadable.jsonl_problem(path) if plain and fmt == "jsonl" else None
+        raise DataError(f"{path}: {problem or unreadable.cannot_read(fmt, first_line(err))}") from None
     except (OSError, zipfile.BadZipFile, RuntimeError) as err:
         # PyTables raises HDF5ExtError (a RuntimeError) with a multi-line trace; openpyxl raises BadZipFile.
         detail = "not a valid file of this type" if fmt in ("hdf5", "excel") else first_line(err)
-        raise DataError(f"{path}: cannot read as {fmt.upper()} ({detail})") from None
+        raise DataError(f"{path}: {unreadable.cannot_read(fmt, detail)}") from None
 
 
 def _read_hdf(path: Path) -> pd.DataFrame:
@@ -294,7 +381,9 @@ def _read_hdf(path: Path) -> pd.DataFrame:
 def _hdf_key(store: pd.HDFStore, path: Path) -> str:
     keys = store.keys()
     if not keys:
-        raise DataError(f"{path}: HDF5 file holds no table")
+        raise DataError(
+            f"{path}: HDF5 file holds no table that pandas wrote; write one with DataFrame.to_hdf(path, key='data')"
+        )
     if len(keys) > 1 and f"/{HDF_KEY}" not in keys:
         raise DataError(f"{path}: HDF5 file holds several tables ({', '.join(keys)}); keep one, or name it 'data'")
     return f"/{HDF_KEY}" if f"/{HDF_KEY}" in keys else keys[0]
@@ -324,22 +413,6 @@ def _openpyxl() -> str:
     except ImportError:
         raise MissingDependency("openpyxl", "excel", "Reading or writing .xlsx files") from None
     return "openpyxl"
-
-
-def _decode_error_message(path: Path, err: UnicodeDecodeError | None) -> str:
-    """Find the first line that is not UTF-8, so the message can name it."""
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as line_err:
-                bad = raw[line_err.start : line_err.start + 1].hex()
-                return (
-                    f"{path}: line {lineno} is not valid UTF-8 (byte 0x{bad} at character {line_err.start + 1}); "
-                    "re-save the file as UTF-8"
-                )
-    reason = f" ({err.reason})" if err is not None else ""
-    return f"{path}: not valid UTF-8{reason}; re-save the file as UTF-8"
 
 
 def _column_hint(df: pd.DataFrame, missing: str, option: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+from dataclasses import replace
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -62,11 +63,20 @@ def load_model_config(source: str, cfg: ModelConfig) -> PretrainedConfig:
         raise ModelError(_load_error(source, cfg, err)) from None
 
 
-def load_trained(model_dir: str | Path, cfg: ModelConfig | None = None) -> tuple[PreTrainedModel, dict[str, Any]]:
-    """A fine-tuned classifier and its bertfit metadata (derived from config.json for plain HF folders)."""
+def load_trained(
+    model_dir: str | Path, cfg: ModelConfig | None = None, allow_pickle: bool = False
+) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """A fine-tuned classifier and its bertfit metadata (derived from config.json for plain HF folders).
+
+    A folder with only a pickle checkpoint (pytorch_model.bin) is refused unless `allow_pickle` (or
+    `cfg.allow_pickle`): unpickling can run code hidden in the file.
+    """
     model_dir = require_model_dir(model_dir)
     meta = read_meta(model_dir)
-    model = _from_pretrained(str(model_dir), cfg or ModelConfig())
+    cfg = cfg or ModelConfig()
+    if allow_pickle and not cfg.allow_pickle:
+        cfg = replace(cfg, allow_pickle=True)
+    model = _from_pretrained(str(model_dir), cfg)
     if not meta:
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         meta = {"labels": LabelSchema(names).to_dict(), "data": {"text_cols": ["text"], "max_length": 512}}
@@ -114,11 +124,19 @@ def _from_pretrained(source: str, cfg: ModelConfig, **kwargs: Any) -> PreTrained
 def _load_error(source: str, cfg: ModelConfig, err: Exception) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     local = Path(source).is_dir()
-    if local and not cfg.allow_pickle and not list(Path(source).glob("*.safetensors")):
-        return (
-            f"{source}: no *.safetensors weights; pass --allow-pickle to load pickle (.bin) weights "
-            "from a source you trust"
-        )
+    pickles = sorted(p.name for p in Path(source).glob("pytorch_model*.bin")) if local else []
+    if local and not list(Path(source).glob("*.safetensors")):
+        if pickles and not cfg.allow_pickle:
+            return (
+                f"{source}: holds only a pickle checkpoint ({pickles[0]}), no safetensors weights; loading pickle can "
+                "run code hidden in the file, so it is refused: pass --allow-pickle if you trust its source, or "
+                "convert it to safetensors"
+            )
+        if not pickles:
+            return (
+                f"{source}: no model weights (model.safetensors) in the folder; copy the complete model folder "
+                "again, or re-create it with 'bertfit train'"
+            )
     if not local:
         return f"{source}: cannot load from the hub ({text}); check the name, your network, or pass a local folder"
     return f"{source}: cannot load the model ({text})"

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import DataError
-from .io import atomic_path, table_format, write_json, write_table
+from .io import atomic_path, check_folder_writable, table_format, write_json, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +46,12 @@ def is_folder_output(path: Path) -> bool:
 
 def check_output(path: Path) -> None:
     """Fail before any work when the output cannot be written as asked."""
-    if not path.parent.is_dir():
-        raise DataError(f"{path}: folder {path.parent} does not exist; create it first")
+    check_folder_writable(path)
     if is_folder_output(path):
         if path.exists() and any(path.iterdir()):
             raise DataError(f"{path}: folder exists and is not empty; remove it or name a new folder")
     else:
         table_format(path)
-    if not os.access(path.parent, os.W_OK):
-        raise DataError(f"{path}: folder {path.parent} is not writable; choose another output path")
 
 
 class PartWriter:

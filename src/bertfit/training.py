@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from accelerate import PartialState
 from transformers import (
     DataCollatorWithPadding,
@@ -29,14 +28,17 @@ from transformers import (
     set_seed,
 )
 
+from .calibration import Calibration, fit_temperature, softmax
 from .checkpoints import CommitCheckpoints, SaveEvery, complete_checkpoints, prepare_work
 from .checks import DataSource
-from .config import RunConfig, TrainConfig
+from .config import RunConfig, TrainConfig, default_lr
+from .datacheck import checked
 from .dataset import EpochSampler, LengthOrder, TokenizedData, TokenizedRows, split_rows, tokenize_labelled
-from .errors import ConfigError, DataError
+from .errors import DataError
 from .evaluation import classification_report, model_card, trainer_metrics
-from .io import write_json
+from .io import check_folder_writable, write_json
 from .labels import LabelSchema
+from .losses import class_weights, weighted_cross_entropy
 from .modeling import (
     BERTFIT_FILE,
     is_bertfit_model,
@@ -46,12 +48,15 @@ from .modeling import (
     pick_precision,
     resolve_model,
 )
+from .report import ScoredRows, write_report
 from .tokenization import load_tokenizer, usable_max_length
 from .tracking import JsonlLog, plot_training_curve, resolve_report_to, trim_log
 
 LOG_FILE = "training_log.jsonl"
 CURVE_FILE = "training_curve.png"
 TENSORBOARD_DIR = "tensorboard"
+REPORT_DIR = "report"
+CHECKS_FILE = "checks.json"
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +83,7 @@ def train(
     progress: bool | None = None,
     cache_dir: str | Path | None = None,
     resume: bool | None = None,
+    check: bool = True,
     **overrides: Any,
 ) -> TrainResult:
     """Fine-tune a pretrained encoder on labelled texts and write a Hugging Face model folder.
@@ -95,6 +101,8 @@ def train(
         cache_dir: where tokenized data is kept (default: $BERTFIT_CACHE or ~/.cache/bertfit).
         resume: continue an interrupted run into the same output folder: None when possible, True or fail,
             False never (start over).
+        check: run `bertfit.check` on the training and validation data first (cached for unchanged inputs):
+            errors stop the run, warnings are logged and saved with the model as checks.json.
     """
     started = time.time()
     cfg = (config or RunConfig()).override(overrides).validate()
@@ -107,11 +115,16 @@ def train(
     source, base_name = resolve_model(cfg.model.model)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     max_length = usable_max_length(cfg.data.max_length, tokenizer, load_model_config(source, cfg.model))
-    with state.main_process_first():  # one process tokenizes; the others then read its cache
+    with state.main_process_first():  # one process checks and tokenizes; the others then read its caches
+        checks = checked(train_data, validation, cfg, cache_dir, progress and state.is_main_process) if check else None
         train_ds, val_ds, schema = load_train_and_validation(
             train_data, validation, cfg, tokenizer, max_length, cache_dir, progress and state.is_main_process
         )
     model, _, _ = load_pretrained(cfg.model, schema)
+    if cfg.train.lr is None:
+        steps = planned_steps(cfg.train, len(train_ds))
+        cfg.train.lr = default_lr(steps)
+        logger.info("learning rate %g (the default for a run of %d optimizer steps)", cfg.train.lr, steps)
 
     work = output_dir.parent / f".{output_dir.name}.bertfit-work"
     run = _run_identity(cfg, base_name, train_ds, val_ds, state.num_processes)
@@ -124,15 +137,22 @@ def train(
     trainer = _trainer(cfg, model, tokenizer, train_ds, val_ds, schema, work, precision, progress, started)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
-    # Validation rows are visited length-sorted, so labels come from Trainer's output, not val_ds's order.
-    pred = trainer.predict(val_ds)
-    metrics = classification_report(pred.label_ids, np.asarray(pred.predictions).argmax(-1), schema.names)
+    rows = _scored_validation(trainer, val_ds, tokenizer, schema)
+    calibration = fit_temperature(rows.logits, rows.labels)
+    logger.info(
+        "calibration: temperature %.3f, expected calibration error %.4f -> %.4f on the validation rows",
+        calibration.temperature, calibration.ece_before, calibration.ece_after,
+    )  # fmt: skip
+    metrics = classification_report(rows.labels, rows.proba.argmax(-1), schema.names)
     metrics["history"] = [e for e in trainer.state.log_history if "eval_loss" in e]
     trainer.save_model(str(work / "model"))  # model.safetensors, config.json (id2label), tokenizer files
     if state.is_main_process:
         meta = _meta(cfg, schema, base_name, max_length, precision, train_ds, val_ds, output.metrics)
-        meta.update(processes=state.num_processes, resumed_from_step=resumed)
-        _save(work, meta, metrics)
+        meta.update(processes=state.num_processes, resumed_from_step=resumed, calibration=calibration.to_dict())
+        meta["checks"] = {k: checks[k] for k in ("errors", "warnings")} if checks else None
+        if checks:
+            write_json(checks, work / "model" / CHECKS_FILE)
+        _save(work, meta, metrics, rows, calibration)
         _publish(work / "model", output_dir)
         shutil.rmtree(work, ignore_errors=True)
         logger.info("model written to %s", output_dir)
@@ -250,8 +270,7 @@ def training_arguments(
 
     Checkpoints are also asked for by SaveEvery and pruned by CommitCheckpoints, so Trainer keeps all it writes.
     """
-    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    steps_per_epoch = math.ceil(n_train / (cfg.batch_size * cfg.grad_accum * world))
+    steps_per_epoch = epoch_steps(cfg, n_train)
     on_gpu = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(out),
@@ -283,6 +302,17 @@ def training_arguments(
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
     )
+
+
+def epoch_steps(cfg: TrainConfig, n_train: int) -> int:
+    """Optimizer steps per epoch, counting every process of a DDP run."""
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    return max(1, math.ceil(n_train / (cfg.batch_size * cfg.grad_accum * world)))
+
+
+def planned_steps(cfg: TrainConfig, n_train: int) -> int:
+    """Optimizer steps the run will take: --max-steps, or every epoch."""
+    return cfg.max_steps or math.ceil(cfg.epochs * epoch_steps(cfg, n_train))
 
 
 class BertfitTrainer(Trainer):
@@ -343,8 +373,7 @@ def _check_output(output_dir: Path, overwrite: bool) -> None:
         raise DataError(
             f"{output_dir}: folder exists and is not a bertfit model; choose another --output or pass --overwrite"
         )
-    if not output_dir.parent.exists():
-        raise DataError(f"{output_dir}: parent folder {output_dir.parent} does not exist; create it first")
+    check_folder_writable(output_dir)  # missing, a file, or read-only: fail now, not after training
 
 
 def _report_truncation(data: TokenizedData, max_length: int) -> None:
@@ -356,57 +385,6 @@ def _report_truncation(data: TokenizedData, max_length: int) -> None:
             100 * data.truncated / max(1, len(data)),
             max_length,
         )
-
-
-def class_weights(spec: str, labels: np.ndarray, schema: LabelSchema) -> torch.Tensor | None:
-    """Per-class loss weights: none, auto (inverse frequency, averaging 1 over the training rows) or a file."""
-    if spec == "none":
-        return None
-    if spec == "auto":
-        counts = np.bincount(labels, minlength=len(schema)).astype(np.float64)
-        weights = np.where(counts > 0, len(labels) / (len(schema) * np.maximum(counts, 1)), 0.0)
-    else:
-        weights = _weights_file(Path(spec), schema)
-    logger.info("class weights: %s", ", ".join(f"{n} {w:.3g}" for n, w in zip(schema.names, weights)))
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def _weights_file(path: Path, schema: LabelSchema) -> np.ndarray:
-    if not path.is_file():
-        raise ConfigError(f"{path}: class weights file not found; pass auto, none, or a JSON/YAML label: weight file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML also reads JSON
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid JSON or YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f'{path}: expected a mapping of label: weight, e.g. {{"{schema.names[0]}": 2.0}}')
-    raw = {str(k): v for k, v in raw.items()}
-    missing = [n for n in schema.names if n not in raw]
-    unknown = [k for k in raw if k not in schema.label2id]
-    if missing or unknown:
-        what = f"no weight for '{missing[0]}'" if missing else f"unknown label '{unknown[0]}'"
-        raise ConfigError(f"{path}: {what}; give one weight per label: {', '.join(schema.names)}")
-    try:
-        weights = np.array([float(raw[n]) for n in schema.names])
-    except (TypeError, ValueError):
-        raise ConfigError(f"{path}: every weight must be a number") from None
-    if (weights < 0).any() or not weights.any():
-        raise ConfigError(f"{path}: weights must be 0 or more, and not all 0")
-    return weights
-
-
-def weighted_cross_entropy(weights: torch.Tensor) -> Any:
-    """Trainer's compute_loss_func: class-weighted cross-entropy, summed and divided by the rows in the optimizer
-    step (Trainer passes that count across gradient accumulation and processes)."""
-
-    def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        total = torch.nn.functional.cross_entropy(
-            logits.float(), labels, weight=weights.to(logits.device), reduction="sum"
-        )
-        return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
-
-    return loss
 
 
 def _meta(
@@ -435,15 +413,45 @@ def _meta(
     }
 
 
-def _save(work: Path, meta: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """bertfit's files beside the weights Trainer saved in work/model: metrics, card, logs, curve, bertfit.json."""
+def _scored_validation(
+    trainer: Trainer, val_ds: TokenizedRows, tokenizer: PreTrainedTokenizerBase, schema: LabelSchema
+) -> ScoredRows:
+    """The best model's logits on the validation rows, with what the report needs (lengths, texts).
+
+    Trainer visits validation rows longest first (LengthOrder; under DDP the gathered batches keep that order), so
+    the labels come from Trainer's output; texts are shown only when its labels match that order, as decoded tokens.
+    """
+    pred = trainer.predict(val_ds)
+    logits = np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions, np.float64)
+    labels = np.asarray(pred.label_ids, dtype=np.int64)
+    order = LengthOrder(val_ds.lengths).order
+    known = len(order) == len(labels) and np.array_equal(val_ds.labels[order], labels)
+
+    def texts(idx: np.ndarray) -> list[str]:
+        if not known:
+            return ["(text not available)"] * len(idx)
+        ids = [val_ds[int(order[i])]["input_ids"] for i in idx]
+        return tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    lengths = val_ds.lengths[order] if known else np.zeros(len(labels), dtype=np.int32)
+    return ScoredRows(labels, softmax(logits), lengths, texts, list(schema.names), logits)
+
+
+def _save(
+    work: Path, meta: dict[str, Any], metrics: dict[str, Any], rows: ScoredRows, calibration: Calibration
+) -> None:
+    """bertfit's files beside the weights Trainer saved in work/model: metrics, card, logs, curve, the validation
+    report (report/report.html with its plots), bertfit.json."""
     folder = work / "model"
     (folder / "training_args.bin").unlink(missing_ok=True)  # a pickle; bertfit.json records the settings
-    write_json(metrics, folder / "metrics.json")
-    (folder / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
     if (work / LOG_FILE).is_file():
         shutil.copyfile(work / LOG_FILE, folder / LOG_FILE)
         plot_training_curve(folder / LOG_FILE, folder / CURVE_FILE, meta["config"]["train"]["best_metric"])
+    numbers = write_report(folder / REPORT_DIR, rows, calibration, "Validation report", folder / CURVE_FILE)
+    metrics.update({k: v for k, v in numbers.items() if k not in metrics})
+    metrics["report"] = {**numbers["report"], "folder": REPORT_DIR}
+    write_json(metrics, folder / "metrics.json")
+    (folder / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
     if (work / TENSORBOARD_DIR).is_dir():
         shutil.copytree(work / TENSORBOARD_DIR, folder / TENSORBOARD_DIR)
     write_json(meta, folder / BERTFIT_FILE)  # written last: its presence marks a complete model folder

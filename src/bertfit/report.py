@@ -1,0 +1,249 @@
+"""The evaluation report: `report.html` beside its PNGs, and the same numbers as a dict for metrics.json.
+
+Plots: the normalised confusion matrix, per-class precision/recall/F1, a reliability diagram before and after
+calibration, the error rate by text length in tokens, and the training curve when there is one. Tables: the most
+confident errors and the least confident correct predictions.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .calibration import Calibration, expected_calibration_error, reliability_table, rescale
+from .evaluation import HEADLINE, classification_report
+from .io import atomic_path
+
+REPORT_FILE = "report.html"
+EXAMPLES = 10  # rows in each of the two example tables
+LENGTH_EDGES = (0, 8, 16, 32, 64, 128, 256, 512)  # token-length bins for the error rate
+MAX_BARS = 40  # with more labels, the per-class plot shows the lowest-F1 ones (metrics.json has them all)
+MAX_TICKS = 40  # with more labels, the confusion matrix is drawn without label names
+
+
+@dataclass
+class ScoredRows:
+    """What a report is made of: the true label ids, the uncalibrated probabilities and token lengths per row, and
+    a way to fetch the texts of a few rows (only the example tables need them)."""
+
+    labels: np.ndarray  # (rows,) true label ids
+    proba: np.ndarray  # (rows, n_labels) uncalibrated softmax
+    lengths: np.ndarray  # (rows,) tokens, after truncation
+    texts: Callable[[np.ndarray], list[str]]  # row indices -> texts
+    names: list[str]
+    logits: np.ndarray | None = None  # (rows, n_labels), when known: what a temperature is fitted on
+
+
+def write_report(
+    folder: str | Path,
+    rows: ScoredRows,
+    calibration: Calibration | None,
+    title: str,
+    curve_png: Path | None = None,
+) -> dict[str, Any]:
+    """Write report.html and its PNGs into `folder` (created); returns the report's numbers."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    temperature = calibration.temperature if calibration else 1.0
+    calibrated = rescale(rows.proba, temperature)
+    pred = rows.proba.argmax(axis=1)
+    numbers = classification_report(rows.labels, pred, rows.names)
+    numbers["calibration"] = _calibration_numbers(rows, calibrated, calibration)
+    numbers["error_by_length"] = error_by_length(rows.labels, pred, rows.lengths)
+    numbers["confident_errors"], numbers["unsure_correct"] = _examples(rows, calibrated, pred)
+    pngs = {
+        "confusion.png": _plot_confusion(numbers),
+        "per_class.png": _plot_per_class(numbers),
+        "reliability.png": _plot_reliability(numbers["calibration"]),
+        "error_by_length.png": _plot_error_by_length(numbers["error_by_length"]),
+    }
+    for name, fig in pngs.items():
+        with atomic_path(folder / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    if curve_png is not None and Path(curve_png).is_file():
+        shutil.copyfile(curve_png, folder / "training_curve.png")
+        pngs["training_curve.png"] = None
+    with atomic_path(folder / REPORT_FILE) as tmp:
+        tmp.write_text(_html(title, numbers, list(pngs)), encoding="utf-8")
+    numbers["report"] = {"html": REPORT_FILE, "plots": list(pngs)}
+    return numbers
+
+
+def error_by_length(labels: np.ndarray, pred: np.ndarray, lengths: np.ndarray) -> list[dict[str, Any]]:
+    """Rows and error rate per token-length bin (bins without rows are left out)."""
+    edges = [e for e in LENGTH_EDGES if e < max(int(lengths.max(initial=0)), 1)] + [int(lengths.max(initial=0))]
+    out = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        mask = (lengths > low) & (lengths <= high)
+        if mask.any():
+            errors = float((pred[mask] != labels[mask]).mean())
+            out.append({"tokens": f"{low + 1}-{high}", "rows": int(mask.sum()), "error_rate": errors})
+    return out
+
+
+def _calibration_numbers(rows: ScoredRows, calibrated: np.ndarray, calibration: Calibration | None) -> dict[str, Any]:
+    before = expected_calibration_error(rows.proba, rows.labels)
+    after = expected_calibration_error(calibrated, rows.labels)
+    return {
+        **(calibration.to_dict() if calibration else {"temperature": 1.0, "applied": False}),
+        "ece_before_here": before,
+        "ece_after_here": after,
+        "reliability_before": reliability_table(rows.proba, rows.labels),
+        "reliability_after": reliability_table(calibrated, rows.labels),
+    }
+
+
+def _examples(rows: ScoredRows, calibrated: np.ndarray, pred: np.ndarray) -> tuple[list[dict], list[dict]]:
+    score = calibrated.max(axis=1)
+    wrong = np.flatnonzero(pred != rows.labels)
+    right = np.flatnonzero(pred == rows.labels)
+    picks = (wrong[np.argsort(-score[wrong], kind="stable")][:EXAMPLES], right[np.argsort(score[right])][:EXAMPLES])
+    texts = rows.texts(np.concatenate(picks)) if sum(map(len, picks)) else []
+    tables, start = [], 0
+    for pick in picks:
+        tables.append(
+            [
+                {
+                    "text": texts[start + k],
+                    "label": rows.names[rows.labels[i]],
+                    "pred_label": rows.names[pred[i]],
+                    "pred_score": float(score[i]),
+                }  # fmt: skip
+                for k, i in enumerate(pick)
+            ]
+        )
+        start += len(pick)
+    return tables[0], tables[1]
+
+
+# -- plots (matplotlib Figure objects, no pyplot: nothing global is touched) -----------------------------------------
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plot_confusion(numbers: dict[str, Any]) -> Any:
+    names = numbers["labels"]
+    matrix = np.asarray(numbers["confusion_matrix"], dtype=float)
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = min(3 + 0.45 * len(names), 16)
+    fig = _figure(size + 1, size)
+    ax = fig.subplots()
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if len(names) <= MAX_TICKS:
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_yticks(range(len(names)), names)
+    if len(names) <= 20:
+        for (i, j), value in np.ndenumerate(norm):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value > 0.5 else "black")
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title("Confusion matrix (each row sums to 1)")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig
+
+
+def _plot_per_class(numbers: dict[str, Any]) -> Any:
+    names = numbers["labels"]
+    title = "Per-class precision, recall and F1"
+    if len(names) > MAX_BARS:
+        names = sorted(names, key=lambda n: numbers["per_class"][n]["f1"])[:MAX_BARS]
+        title += f" (the {MAX_BARS} labels with the lowest F1 of {len(numbers['labels'])})"
+    fig = _figure(min(4 + 0.6 * len(names), 18), 4)
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    for k, metric in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (k - 1) * 0.27, [numbers["per_class"][n][metric] for n in names], width=0.27, label=metric)
+    ax.set_xticks(x, names, rotation=45 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def _plot_reliability(cal: dict[str, Any]) -> Any:
+    fig = _figure(10, 4.2)
+    for ax, key, ece, when in zip(
+        fig.subplots(1, 2),
+        ("reliability_before", "reliability_after"),
+        (cal["ece_before_here"], cal["ece_after_here"]),
+        ("before calibration", f"after calibration (T = {cal['temperature']:.2f})"),
+    ):
+        table = cal[key]
+        centres = [(b["low"] + b["high"]) / 2 for b in table]
+        ax.bar(centres, [b["accuracy"] for b in table], width=1 / 15, edgecolor="black", alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        ax.plot([b["confidence"] for b in table], [b["accuracy"] for b in table], "o", color="C3", ms=4)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence of the predicted label")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{when}: ECE {ece:.4f}")
+        ax.legend(loc="upper left")
+    return fig
+
+
+def _plot_error_by_length(table: list[dict[str, Any]]) -> Any:
+    fig = _figure(7, 4)
+    ax = fig.subplots()
+    bars = ax.bar([b["tokens"] for b in table], [b["error_rate"] for b in table], color="C1")
+    for bar, b in zip(bars, table):
+        ax.annotate(f"n={b['rows']}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
+    ax.set_xlabel("text length (tokens)")
+    ax.set_ylabel("error rate")
+    ax.set_title("Error rate by text length")
+    return fig
+
+
+# -- html ---------------------------------------------------------------------------------------------------------
+
+
+def _html(title: str, numbers: dict[str, Any], pngs: list[str]) -> str:
+    cal = numbers["calibration"]
+    headline = "".join(f"<tr><td>{k}</td><td>{numbers[k]:.4f}</td></tr>" for k in HEADLINE if k in numbers)
+    calibration = (
+        f"<p>Temperature {cal['temperature']:.3f} ({'applied' if cal['applied'] else 'not applied: it did not lower'}"
+        f" the error{' on the validation split' if cal['applied'] else ''}). Expected calibration error on these "
+        f"rows: {cal['ece_before_here']:.4f} before, {cal['ece_after_here']:.4f} after.</p>"
+    )
+    images = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"></figure>' for p in pngs)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;
+vertical-align:top}}th{{background:#f3f3f3}}img{{max-width:100%}}figure{{margin:1.5em 0}}
+td.text{{max-width:640px;white-space:pre-wrap;word-break:break-word}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{numbers["n"]} rows, {len(numbers["labels"])} labels. Written by bertfit on {when}.</p>
+<h2>Metrics</h2><table>{headline}</table>
+<h2>Calibration</h2>{calibration}
+<h2>Plots</h2>{images}
+<h2>Most confident errors</h2>{_rows_table(numbers["confident_errors"])}
+<h2>Least confident correct predictions</h2>{_rows_table(numbers["unsure_correct"])}
+</body></html>
+"""
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>None.</p>"
+    body = "".join(
+        f"<tr><td class='text'>{html.escape(r['text'])}</td><td>{html.escape(r['label'])}</td>"
+        f"<td>{html.escape(r['pred_label'])}</td><td>{r['pred_score']:.3f}</td></tr>"
+        for r in rows
+    )
+    return f"<table><tr><th>text</th><th>label</th><th>predicted</th><th>score</th></tr>{body}</table>"

@@ -1,0 +1,123 @@
+"""Calibration (temperature scaling, ECE) and the evaluation report: fitted in training, applied by predict."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import bertfit
+from bertfit.calibration import expected_calibration_error, fit_temperature, reliability_table, rescale, softmax
+from bertfit.cli import app
+from bertfit.inference import Classifier
+
+PLOTS = {"confusion.png", "per_class.png", "reliability.png", "error_by_length.png"}
+
+
+def overconfident(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits three times too sharp: the true probabilities are softmax(logits / 3)."""
+    rng = np.random.default_rng(seed)
+    true_logits = rng.normal(0, 1.5, size=(n, 3))
+    labels = np.array([rng.choice(3, p=p) for p in softmax(true_logits)])
+    return 3 * true_logits, labels
+
+
+def test_temperature_undoes_overconfidence():
+    logits, labels = overconfident()
+    cal = fit_temperature(logits, labels)
+    assert cal.applied and 2.5 < cal.temperature < 3.5
+    assert cal.ece_after < cal.ece_before / 2 and cal.nll_after < cal.nll_before
+    assert cal.ece_before == pytest.approx(expected_calibration_error(softmax(logits), labels))
+
+
+def test_temperature_is_kept_at_one_when_it_does_not_lower_the_error():
+    logits, labels = overconfident()
+    calibrated = fit_temperature(logits / 3, labels)  # already calibrated: T near 1
+    assert 0.8 < calibrated.temperature < 1.25
+    assert calibrated.ece_after <= calibrated.ece_before
+    if not calibrated.applied:
+        assert calibrated.temperature == 1.0
+
+
+def test_rescale_equals_softmax_of_scaled_logits():
+    logits, _ = overconfident(50)
+    assert np.allclose(rescale(softmax(logits), 2.5), softmax(logits / 2.5), atol=1e-9)
+    assert rescale(softmax(logits), 1.0) is not None
+
+
+def test_ece_by_hand():
+    # two bins: (0.6, 2/3] holds 2 rows at 0.65 with 1 right; (0.9, 0.9667] holds 2 rows at 0.95, both right
+    proba = np.array([[0.65, 0.35], [0.35, 0.65], [0.95, 0.05], [0.05, 0.95]])
+    labels = np.array([0, 0, 0, 1])
+    table = reliability_table(proba, labels)
+    assert [b["rows"] for b in table] == [2, 2]
+    assert expected_calibration_error(proba, labels) == pytest.approx((2 * 0.15 + 2 * 0.05) / 4)
+
+
+def test_training_writes_calibration_and_a_report_with_every_plot(tiny_trained):
+    meta = json.loads((tiny_trained / "bertfit.json").read_text())
+    cal = meta["calibration"]
+    assert cal["rows"] == 80 and cal["temperature"] > 0 and cal["ece_after"] <= cal["ece_before"]
+    metrics = json.loads((tiny_trained / "metrics.json").read_text())
+    assert metrics["calibration"]["temperature"] == cal["temperature"]
+    assert sum(b["rows"] for b in metrics["error_by_length"]) == 80
+    assert len(metrics["confident_errors"]) + len(metrics["unsure_correct"]) > 0
+    assert all(r["text"] != "(text not available)" for r in metrics["unsure_correct"])
+    assert_report(tiny_trained / "report", PLOTS | {"training_curve.png"})
+    assert "## Calibration" in (tiny_trained / "README.md").read_text()
+
+
+def assert_report(folder: Path, plots: set[str]) -> None:
+    page = (folder / "report.html").read_text()
+    referenced = set(re.findall(r'<img src="([^"]+)"', page))
+    assert referenced == plots
+    for name in referenced:
+        png = (folder / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    assert "Most confident errors" in page and "Expected calibration error" in page
+
+
+def test_predict_applies_the_temperature_unless_told_not_to(tiny_trained, sentiment_data):
+    texts = sentiment_data[1].text.tolist()[:20]
+    temperature = json.loads((tiny_trained / "bertfit.json").read_text())["calibration"]["temperature"]
+    calibrated = Classifier.from_pretrained(tiny_trained, dtype="fp32").predict_proba(texts)
+    plain = Classifier.from_pretrained(tiny_trained, dtype="fp32", calibration=False).predict_proba(texts)
+    assert np.allclose(calibrated, rescale(plain, temperature), atol=1e-5)
+    assert (calibrated.argmax(1) == plain.argmax(1)).all()
+    if abs(temperature - 1) > 0.05:
+        assert not np.allclose(calibrated, plain, atol=1e-4)
+
+
+def test_evaluate_writes_a_report_and_ece_both_ways(tiny_trained, sentiment_data, tmp_path):
+    result = bertfit.evaluate(tiny_trained, sentiment_data[1], report=tmp_path / "rep", dtype="fp32")
+    assert_report(tmp_path / "rep", PLOTS)
+    assert result["calibration"]["ece_before_here"] == pytest.approx(result["ece_uncalibrated"])
+    assert result["calibration"]["ece_after_here"] == pytest.approx(result["ece"])
+    texts = set(sentiment_data[1].text)
+    assert all(r["text"] in texts for r in result["confident_errors"] + result["unsure_correct"])
+    plain = bertfit.evaluate(tiny_trained, sentiment_data[1], dtype="fp32", calibration=False)
+    assert plain["ece"] == pytest.approx(plain["ece_uncalibrated"]) and plain["accuracy"] == result["accuracy"]
+
+
+def test_cli_evaluate_report_and_predict_without_calibration(tiny_trained, sentiment_data, tmp_path):
+    data = tmp_path / "val.csv"
+    sentiment_data[1].to_csv(data, index=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", str(tiny_trained), str(data), "--report", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "expected calibration error" in result.stdout and (tmp_path / "r" / "report.html").is_file()
+    out_cal, out_plain = tmp_path / "a.csv", tmp_path / "b.csv"
+    for out, extra in ((out_cal, []), (out_plain, ["--no-calibration"])):
+        result = runner.invoke(app, ["predict", str(tiny_trained), str(data), str(out), "--dtype", "fp32", *extra])
+        assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    a, b = pd.read_csv(out_cal), pd.read_csv(out_plain)
+    assert (a.pred_label == b.pred_label).all()
+    temperature = json.loads((tiny_trained / "bertfit.json").read_text())["calibration"]["temperature"]
+    if temperature > 1.05:  # a softer temperature lowers every top score
+        assert (a.pred_score <= b.pred_score + 1e-6).all()
