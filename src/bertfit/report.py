@@ -92,7 +92,7 @@ def _calibration_numbers(rows: ScoredRows, calibrated: np.ndarray, calibration: 
     before = expected_calibration_error(rows.proba, rows.labels)
     after = expected_calibration_error(calibrated, rows.labels)
     return {
-        **(calibration.to_dict() if calibration else {"temperature": 1.0, "applied": False}),
+        **(calibration.to_dict() if calibration else {"temperature": 1.0, "applied": False, "off": True}),
         "ece_before_here": before,
         "ece_after_here": after,
         "reliability_before": reliability_table(rows.proba, rows.labels),
@@ -214,10 +214,15 @@ def _plot_error_by_length(table: list[dict[str, Any]]) -> Any:
 def _html(title: str, numbers: dict[str, Any], pngs: list[str]) -> str:
     cal = numbers["calibration"]
     headline = "".join(f"<tr><td>{k}</td><td>{numbers[k]:.4f}</td></tr>" for k in HEADLINE if k in numbers)
+    if cal.get("off"):
+        how = "none: calibration was turned off, or the model has no fitted temperature"
+    elif cal["applied"]:
+        how = "fitted on the validation split at the end of training; it lowered the error there, so scores use it"
+    else:
+        how = "not applied: no temperature lowered the error on the validation split, so scores are the plain softmax"
     calibration = (
-        f"<p>Temperature {cal['temperature']:.3f} ({'applied' if cal['applied'] else 'not applied: it did not lower'}"
-        f" the error{' on the validation split' if cal['applied'] else ''}). Expected calibration error on these "
-        f"rows: {cal['ece_before_here']:.4f} before, {cal['ece_after_here']:.4f} after.</p>"
+        f"<p>Temperature {cal['temperature']:.3f} ({how}). Expected calibration error on these rows: "
+        f"{cal['ece_before_here']:.4f} before, {cal['ece_after_here']:.4f} after.</p>"
     )
     images = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"></figure>' for p in pngs)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
