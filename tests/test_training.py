@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -24,6 +25,9 @@ def test_model_folder_is_complete_and_hugging_face_shaped(tiny_trained):
         "README.md",
     } <= files
     assert "training_args.bin" not in files and not any(n.endswith(".bin") for n in files)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in tiny_trained.rglob("*") if p.is_file())
     config = AutoConfig.from_pretrained(tiny_trained)
     assert config.id2label == {0: "negative", 1: "positive"} and config.label2id["positive"] == 1
     meta = json.loads((tiny_trained / "bertfit.json").read_text())

@@ -245,14 +245,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.is_file():
-            os.chmod(tmp, _file_mode())  # mkstemp makes files private (0600); outputs get the usual permissions
+            os.chmod(tmp, default_file_mode())  # mkstemp makes files private (0600); outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _file_mode() -> int:
+def default_file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask

@@ -36,7 +36,7 @@ from .datacheck import checked
 from .dataset import EpochSampler, LengthOrder, TokenizedData, TokenizedRows, split_rows, tokenize_labelled
 from .errors import DataError
 from .evaluation import classification_report, model_card, trainer_metrics
-from .io import check_folder_writable, write_json
+from .io import check_folder_writable, default_file_mode, write_json
 from .labels import LabelSchema
 from .losses import class_weights, weighted_cross_entropy
 from .modeling import (
@@ -454,6 +454,10 @@ def _save(
     (folder / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
     if (work / TENSORBOARD_DIR).is_dir():
         shutil.copytree(work / TENSORBOARD_DIR, folder / TENSORBOARD_DIR)
+    mode = default_file_mode()  # safetensors writes the weights private (0600); a model folder is meant to be shared
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
     write_json(meta, folder / BERTFIT_FILE)  # written last: its presence marks a complete model folder
 
 
