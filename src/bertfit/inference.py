@@ -170,7 +170,7 @@ class Classifier:
         from .explain import explain_texts
 
         return explain_texts(self.model, self.tokenizer, self.labels, texts, label, n_steps, internal_batch_size,
-                             self.max_length, progress, temperature=getattr(self, "temperature", 1.0))  # fmt: skip
+                             self.max_length, progress, temperature=self.temperature)  # fmt: skip
 
     def predict_stream(
         self,
@@ -290,8 +290,7 @@ class Classifier:
 
 def calibration_temperature(meta: dict[str, Any]) -> float:
     """The temperature a trained model's bertfit.json holds (1.0 when it has none, e.g. a plain HF folder)."""
-    calibration = meta.get("calibration") or {}
-    return float(calibration.get("temperature", 1.0)) if calibration.get("applied", True) else 1.0
+    return float((meta.get("calibration") or {}).get("temperature", 1.0))  # 1.0 also when it was not applied
 
 
 def predict_file(
