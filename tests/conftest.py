@@ -91,6 +91,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         sep_token="[SEP]",
         mask_token="[MASK]",
         model_max_length=128,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # as BERT's own tokenizers declare
     )
     ids = fast("great movie")["input_ids"]
     assert vocab["[UNK]"] not in ids and ids[0] == vocab["[CLS]"], "known words must not encode to [UNK]"

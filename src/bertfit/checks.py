@@ -104,6 +104,9 @@ def load_labelled(
             f"{source}: no rows left after dropping {dropped['empty text']} with empty text and "
             f"{dropped['missing label']} with no label in '{cfg.label_col}'; {no_rows_fix(dropped)}"
         )
+    if schema is not None and schema.multi_label:
+        hot = schema.encode_sets(labels, source, cfg.label_col, known_from)
+        return LabelledData(texts.tolist(), hot, source, {k: v for k, v in dropped.items() if v}), schema
     new_schema = schema is None
     if schema is None:
         schema = LabelSchema.from_labels(labels, cfg.label_map)
@@ -140,12 +143,30 @@ def no_rows_fix(dropped: dict[str, int]) -> str:
 
 def row_parts(df: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
     """Joined texts, raw labels, and the masks of rows with no text and with no label (all rows, in order)."""
-    texts = join_text(df, cfg.text_cols, source)
-    require_text(df, cfg.text_cols, source)
+    texts, no_text = input_texts(df, cfg.text_cols, cfg.pair_col, source)
     require_columns(df, [cfg.label_col], source, "--label-col")
     labels = df[cfg.label_col]
     no_label = labels.isna() | (labels.astype(str).str.strip() == "")
-    return texts, labels, texts.isna(), no_label
+    return texts, labels, no_text, no_label
+
+
+def input_texts(
+    df: pd.DataFrame, text_cols: list[str], pair_col: str | None, source: str
+) -> tuple[pd.Series, pd.Series]:
+    """What the model reads from each row, and the mask of rows with nothing to read. With `pair_col` each row
+    is a (text, second text) tuple for the tokenizer's pair encoding, missing when either side is empty."""
+    texts = join_text(df, text_cols, source)
+    require_text(df, text_cols, source)
+    if pair_col is None:
+        return texts, texts.isna()
+    second = join_text(df, [pair_col], source)
+    missing = texts.isna() | second.isna()
+    return pd.Series(list(zip(texts.tolist(), second.tolist())), index=df.index, dtype=object), missing
+
+
+def shown_text(value: str | tuple[str, str]) -> str:
+    """A model input as one string: a pair's two texts joined by ' [SEP] ' (for hashing, checks and examples)."""
+    return value if isinstance(value, str) else " [SEP] ".join(value)
 
 
 def clean_text(value: object) -> str | None:

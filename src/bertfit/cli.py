@@ -39,6 +39,28 @@ BatchSize = Annotated[int | None, typer.Option(help="At most this many texts per
 AllowPickle = Annotated[
     bool, typer.Option(help="Load pickle weights (pytorch_model.bin) you trust; unpickling can run code.")
 ]
+PairCol = Annotated[
+    str | None, typer.Option(help="Sentence pairs: column of each row's second text (encoded as segment B).")
+]
+Pair = Annotated[bool, typer.Option("--pair", help="Sentence pairs: the two --text-col columns are the two texts.")]
+MultiLabel = Annotated[
+    bool, typer.Option("--multi-label", help="Each row has a set of labels (lists, or strings split on --label-sep).")
+]
+LabelSep = Annotated[
+    str | None, typer.Option(help="Multi-label: the separator between a row's labels ['admiration,joy': ','].")
+]
+Long = Annotated[
+    str | None,
+    typer.Option(help="Texts over max length: truncate | head-tail | sliding (overlapping windows) [truncate]."),
+]
+Stride = Annotated[int | None, typer.Option(help="Sliding windows: tokens shared by neighbours [max length / 4].")]
+Aggregate = Annotated[str | None, typer.Option(help="Sliding windows: mean | max of window logits [mean].")]
+LongOverride = Annotated[str | None, typer.Option("--long", help="truncate | head-tail | sliding [as in training].")]
+StrideOverride = Annotated[int | None, typer.Option("--stride", help="Sliding: tokens shared [as in training].")]
+AggregateOverride = Annotated[str | None, typer.Option("--aggregate", help="Sliding: mean | max [as in training].")]
+Threshold = Annotated[
+    float | None, typer.Option(help="Multi-label: one threshold for every label [the per-label tuned ones].")
+]
 NoCalibration = Annotated[
     bool,
     typer.Option("--no-calibration", help="Plain softmax scores, without the temperature fitted in training."),
@@ -66,6 +88,10 @@ def check(
     text_col: TextCol = None,
     label_col: Annotated[str | None, typer.Option(help="Label column [label].")] = None,
     label_map: Annotated[str | None, typer.Option(help="Rename labels: '1=negative,2=positive'.")] = None,
+    pair_col: PairCol = None,
+    pair: Pair = False,
+    multi_label: MultiLabel = False,
+    label_sep: LabelSep = None,
     model: Annotated[
         str | None, typer.Option(help="Model whose tokenizer measures lengths: hub id or folder [all-MiniLM-L6-v2].")
     ] = None,
@@ -89,8 +115,9 @@ def check(
     def call() -> Any:
         base = load_config(config) if config else RunConfig()
         overrides = dict(
-            text_cols=text_col or None, label_col=label_col, label_map=label_map, model=model, max_length=max_length
-        )
+            label_col=label_col, label_map=label_map, model=model, max_length=max_length,
+            multi_label=multi_label or None, label_sep=label_sep, **_text_settings(text_col, pair_col, pair),
+        )  # fmt: skip
         return run_check(data, validation, test, base, min_class_rows=min_class_rows, progress=_progress(), **overrides)
 
     report = _guard(call)
@@ -121,6 +148,16 @@ def train(
     max_length: Annotated[int | None, typer.Option(help="Max tokens per text [128].")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed [42].")] = None,
     label_map: Annotated[str | None, typer.Option(help="Rename labels: '1=negative,2=positive'.")] = None,
+    pair_col: PairCol = None,
+    pair: Pair = False,
+    multi_label: MultiLabel = False,
+    label_sep: LabelSep = None,
+    thresholds: Annotated[
+        str | None, typer.Option(help="Multi-label: tuned (per label, on validation) | global (0.5) [tuned].")
+    ] = None,
+    long: Long = None,
+    stride: Stride = None,
+    aggregate: Aggregate = None,
     scheduler: Annotated[str | None, typer.Option(help="linear | exponential decay after warmup.")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps [1].")] = None,
     best_metric: Annotated[str | None, typer.Option(help="macro_f1 | micro_f1 | accuracy | mcc | loss.")] = None,
@@ -172,7 +209,13 @@ def train(
         check_folder_writable(output)  # fail now, not after tokenizing and training, when the model is written
         base = load_config(config) if config else RunConfig()
         overrides = dict(
-            text_cols=text_col or None,
+            **_text_settings(text_col, pair_col, pair),
+            multi_label=multi_label or None,
+            label_sep=label_sep,
+            thresholds=thresholds,
+            long=long,
+            stride=stride,
+            aggregate=aggregate,
             label_col=label_col,
             val_fraction=val_fraction,
             model=model,
@@ -220,7 +263,11 @@ def train(
         "train_seconds": round(result.train_seconds, 1),
         "resumed_from_step": result.resumed_from_step,
         "labels": result.labels,
-        **{k: result.metrics[k] for k in ("accuracy", "macro_f1", "micro_f1", "mcc")},
+        **{
+            k: result.metrics[k]
+            for k in ("accuracy", "macro_f1", "micro_f1", "mcc", "samples_f1")
+            if k in result.metrics
+        },
     }
     if as_json:
         out.print_json(json.dumps(summary))
@@ -244,6 +291,10 @@ def evaluate(
     ] = None,
     no_calibration: NoCalibration = False,
     allow_pickle: AllowPickle = False,
+    long: LongOverride = None,
+    stride: StrideOverride = None,
+    aggregate: AggregateOverride = None,
+    threshold: Threshold = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Score a trained model on labelled data: accuracy, F1, MCC, calibration error, per-class report, confusion
@@ -253,18 +304,20 @@ def evaluate(
     report = _guard(
         lambda: run_evaluate(
             model_dir, data_file, text_col or None, label_col, output, batch_tokens, batch_size, dtype, _progress(),
-            report=report_dir, calibration=not no_calibration, allow_pickle=allow_pickle,
+            report=report_dir, calibration=not no_calibration, allow_pickle=allow_pickle, long=long, stride=stride,
+            aggregate=aggregate, threshold=threshold,
         )
     )  # fmt: skip
     if as_json:
         out.print_json(json.dumps(report))
         return
     _metrics_table(report, f"{data_file} ({report['n']} rows)")
-    out.print(
-        f"expected calibration error {report['ece']:.4f} (uncalibrated {report['ece_uncalibrated']:.4f}, "
-        f"temperature {report['temperature']:.3f})",
-        highlight=False,
-    )
+    if "ece" in report:
+        out.print(
+            f"expected calibration error {report['ece']:.4f} (uncalibrated {report['ece_uncalibrated']:.4f}, "
+            f"temperature {report['temperature']:.3f})",
+            highlight=False,
+        )
     if output:
         out.print(f"metrics: {output}")
     if report_dir:
@@ -296,12 +349,19 @@ def predict(
     gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs per replica [0].")] = 0.0,
     no_calibration: NoCalibration = False,
     allow_pickle: AllowPickle = False,
+    long: LongOverride = None,
+    stride: StrideOverride = None,
+    aggregate: AggregateOverride = None,
+    threshold: Threshold = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Label every row of a file; the output keeps all input columns and rows, plus pred_label and pred_score.
+    """Label every row of a file; the output keeps all input columns and rows, plus pred_label and pred_score
+    (multi-label models: pred_labels and a prob_<label> column per label). Long texts give one row each.
 
     Rerunning the same command after a crash continues where it stopped.
     """
+    if engine == "ray" and any(v is not None for v in (long, stride, aggregate, threshold)):
+        _guard(lambda: _refuse("--long, --stride, --aggregate and --threshold work with --engine local only"))
     if engine not in ("local", "ray"):
         _guard(lambda: _bad_choice("engine", engine, "local, ray"))
     if engine == "ray" and allow_pickle:
@@ -323,7 +383,7 @@ def predict(
             lambda: predict_file(
                 model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
                 max_length, window or DEFAULT_WINDOW, compile, _progress(), calibration=not no_calibration,
-                allow_pickle=allow_pickle,
+                allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
             )
         )  # fmt: skip
     if as_json:
@@ -334,6 +394,15 @@ def predict(
     if summary.get("resumed_rows"):
         extra.append(f"resumed after {summary['resumed_rows']} rows")
     out.print(f"wrote {summary['rows']} rows to {summary['output']} ({'; '.join(extra)})", highlight=False)
+
+
+def _text_settings(text_col: list[str] | None, pair_col: str | None, pair: bool) -> dict[str, Any]:
+    """text_cols and pair_col from --text-col, --pair-col and --pair (the two --text-col columns as a pair)."""
+    if not pair:
+        return {"text_cols": text_col or None, "pair_col": pair_col}
+    if pair_col or len(text_col or []) != 2:
+        _guard(lambda: _refuse("--pair takes exactly two --text-col columns (or use --text-col A --pair-col B)"))
+    return {"text_cols": [text_col[0]], "pair_col": text_col[1]}
 
 
 def _bad_choice(option: str, value: str, choices: str) -> None:
@@ -436,14 +505,21 @@ def _progress() -> bool:
     return not state["quiet"] and sys.stderr.isatty()
 
 
+HEADLINE_SHOWN = ("accuracy", "macro_f1", "micro_f1", "mcc")
+
+
 def _metrics_table(report: dict[str, Any], title: str) -> None:
     table = Table(title=title)
-    for col in ("label", "precision", "recall", "f1", "support"):
+    multi = report.get("problem_type") == "multi_label_classification"
+    columns = ("label", "precision", "recall", "f1", "support", *(("threshold",) if multi else ()))
+    for col in columns:
         table.add_column(col, justify="left" if col == "label" else "right")
     for name, c in report["per_class"].items():
-        table.add_row(name, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
+        cells = [f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])]
+        table.add_row(name, *cells, *([f"{c['threshold']:.2f}"] if multi else []))
     out.print(table)
-    out.print("  ".join(f"{k} {report[k]:.4f}" for k in ("accuracy", "macro_f1", "micro_f1", "mcc")))
+    shown = ("micro_f1", "macro_f1", "samples_f1", "accuracy", "hamming_loss") if multi else HEADLINE_SHOWN
+    out.print("  ".join(f"{'subset_accuracy' if multi and k == 'accuracy' else k} {report[k]:.4f}" for k in shown))
 
 
 def _findings_table(report: Any) -> None:

@@ -16,6 +16,9 @@ from .errors import ConfigError
 SCHEDULERS = ("linear", "exponential")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 METRICS = ("macro_f1", "micro_f1", "accuracy", "mcc", "loss")
+LONG_MODES = ("truncate", "head-tail", "sliding")
+AGGREGATES = ("mean", "max")
+THRESHOLDS = ("tuned", "global")
 
 
 @dataclass
@@ -28,16 +31,48 @@ class DataConfig:
     val_max_rows: int = 20_000  # cap on the split-off share, so that big data is not evaluated for hours
     label_map: dict[str, str] | None = None
     max_length: int = 128
+    pair_col: str | None = None  # sentence pairs: the second text of each row (token_type_ids 1)
+    multi_label: bool = False  # each row holds a set of labels; also on for list columns and with label_sep
+    label_sep: str | None = None  # multi-label labels written in one string, e.g. 'admiration,joy' [","]
+    long: str = "truncate"  # texts over max_length: truncate | head-tail | sliding (overlapping windows)
+    stride: int | None = None  # sliding: tokens shared by consecutive windows [max_length // 4]
+    aggregate: str = "mean"  # sliding: how window logits make one document's: mean | max
 
     def validate(self) -> None:
         if not self.text_cols:
             raise ConfigError("text_cols is empty; name at least one text column (--text-col text)")
+        _check_choice("long", self.long, LONG_MODES)
+        _check_choice("aggregate", self.aggregate, AGGREGATES)
+        if self.pair_col is not None and self.long != "truncate":
+            raise ConfigError(f"--pair-col works with --long truncate only (got --long {self.long})")
+        if self.pair_col is not None and self.pair_col in self.text_cols:
+            raise ConfigError(f"--pair-col '{self.pair_col}' is also a --text-col; name the second text's column")
+        if self.label_sep == "":
+            raise ConfigError("label_sep is empty; give the character between labels, e.g. --label-sep ','")
         if not 0.0 < self.val_fraction < 0.9:
             raise ConfigError(f"val_fraction must be between 0 and 0.9 (got {self.val_fraction}); try 0.1")
         if self.val_max_rows < 1:
             raise ConfigError(f"val_max_rows must be at least 1 (got {self.val_max_rows}); try 20000")
         if self.max_length < 8:
             raise ConfigError(f"max_length must be at least 8 tokens (got {self.max_length}); try 128")
+        if self.stride is not None and not 0 <= self.stride <= self.max_length // 2:
+            raise ConfigError(
+                f"stride (tokens shared by neighbouring windows) must be 0 to max_length / 2 = {self.max_length // 2} "
+                f"(got {self.stride}); try {self.max_length // 4}"
+            )
+
+    @property
+    def read_as_text(self) -> list[str]:
+        """Every column the model reads: the text columns and the pair column."""
+        return [*self.text_cols, *([self.pair_col] if self.pair_col else [])]
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self.multi_label or self.label_sep is not None
+
+    @property
+    def window_stride(self) -> int:
+        return self.max_length // 4 if self.stride is None else self.stride
 
 
 @dataclass
@@ -71,6 +106,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept for resuming (the best one is always kept too)
     max_steps: int = 0  # stop after this many optimizer steps (0: train all epochs)
     report_to: str = "auto"  # auto (TensorBoard when installed) | none | tensorboard | other Trainer integrations
+    thresholds: str = "tuned"  # multi-label: per-label thresholds tuned on validation | global (0.5 for all)
 
     def validate(self) -> None:
         if self.epochs <= 0:
@@ -87,6 +123,7 @@ class TrainConfig:
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("best_metric", self.best_metric, METRICS)
+        _check_choice("thresholds", self.thresholds, THRESHOLDS)
 
 
 # The learning rate when none is given, chosen on validation splits only: 2e-4 beat 1e-4 on emotion (1,500 optimizer
@@ -226,6 +263,8 @@ def _coerce(section: Any, key: str, value: Any) -> Any:
     try:
         if key == "lr":
             return float(value)
+        if key == "stride":
+            return int(value)
         if isinstance(default, bool):
             if isinstance(value, str):
                 return value.strip().lower() in ("1", "true", "yes", "on")

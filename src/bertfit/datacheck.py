@@ -35,6 +35,7 @@ from .checks import (
     shard_findings,
     short_name,
     show,
+    shown_text,
     sorted_finding,
     text_hashes,
     text_label_finding,
@@ -43,7 +44,7 @@ from .checks import (
 from .config import DataConfig, RunConfig
 from .errors import DataError
 from .io import data_files, estimate_rows, iter_frames, write_json
-from .labels import label_strings
+from .labels import SET_JOIN, is_list_column, label_sets, label_strings
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class DataChecker:
         self.cfg = cfg or DataConfig()
         self.tokenizer, self.max_length, self.min_class_rows = tokenizer, max_length, min_class_rows
         self.sample_rows, self.seed = sample_rows, seed
-        self.labels = _LabelCodes(self.cfg.label_map)
+        self.labels = _LabelCodes(self.cfg.label_map, self.cfg.is_multi_label, self.cfg.label_sep or ",")
         self.splits: dict[str, _Split] = {}
         self.texts = _TextSample(EXAMPLE_TEXTS)
 
@@ -214,6 +215,8 @@ class DataChecker:
         src.rows += len(frame)
 
     def _add_usable(self, part: _Split, src: _Source, texts: pd.Series, labels: pd.Series, rows: np.ndarray) -> None:
+        if self.cfg.pair_col:  # pairs are checked as one text: 'first [SEP] second'
+            texts = texts.map(shown_text)
         codes = self.labels.add(labels)
         exact, norm = text_hashes(texts)
         chars = texts.str.len().to_numpy(dtype=np.int32)
@@ -233,7 +236,7 @@ class DataChecker:
         stats: dict[str, Any] = {"max_length": self.max_length, "splits": {}}
         for part in self.splits.values():
             arrays = part.arrays()
-            split_stats = stats["splits"][part.name] = _split_stats(part, arrays, names)
+            split_stats = stats["splits"][part.name] = _split_stats(part, arrays, names, self.labels)
             findings += row_findings(part.name, part.columns, part.rows, arrays["label"].size, part.tallies)
             findings += duplicate_findings(part.name, arrays, texts)
             findings += conflict_findings(part.name, arrays, texts, names)
@@ -260,7 +263,7 @@ class DataChecker:
         if ref is None:
             return []
         ref_stats = stats["splits"][ref]
-        distinct, rows = len(self.labels.names), ref_stats["usable_rows"]
+        distinct, rows = len(self.labels.members()), ref_stats["usable_rows"]
         if distinct > max(20, rows // 2):
             return [text_label_finding(ref, self.cfg.label_col, distinct, rows, self.labels.full)]
         counts = ref_stats["label_counts"]
@@ -287,8 +290,10 @@ class DataChecker:
         where = f"a random sample of {len(texts):,} rows" if sampled else f"all {len(texts):,} rows"
         dist = ", ".join(f"{k} {tokens[k]}" for k in ("p50", "p90", "p99", "max"))
         warn = share > TRUNCATED_WARN_SHARE
+        fate = {"truncate": "would be cut", "head-tail": "would lose their middle", "sliding": "become several windows"}
         message = (
-            f"{share:.1%} of texts are longer than {self.max_length} tokens and would be cut ({over:,} of {where}); "
+            f"{share:.1%} of texts are longer than {self.max_length} tokens and {fate[self.cfg.long]} ({over:,} of "
+            f"{where}); "
             f"tokens per text: {dist}" + ("; raise --max-length to keep more of them" if warn else "")
         )
         return tokens, Finding("warning" if warn else "info", "long_texts", message, over, part.name)
@@ -362,18 +367,39 @@ class _LabelCodes:
     get code -1.
     """
 
-    def __init__(self, label_map: dict[str, str] | None) -> None:
+    def __init__(self, label_map: dict[str, str] | None, multi: bool = False, sep: str = ",") -> None:
         self.label_map = label_map or {}
         self.codes: dict[str, int] = {}
         self.full = False
+        self.multi, self.sep = multi, sep
 
     @property
     def names(self) -> list[str]:
-        return list(self.codes)
+        """Each code's label; for multi-label, its label set written as in the data ('joy,love')."""
+        return [v.replace(SET_JOIN, self.sep) for v in self.codes] if self.multi else list(self.codes)
+
+    def members(self, counts: np.ndarray | None = None) -> dict[str, int]:
+        """Single labels and their rows (from per-code row counts); multi-label sets count for each member."""
+        counts = np.ones(len(self.codes), dtype=np.int64) if counts is None else counts
+        found: dict[str, int] = {}
+        for value, n in zip(self.codes, counts.tolist()):
+            for name in value.split(SET_JOIN) if self.multi else [value]:
+                if name:
+                    found[name] = found.get(name, 0) + int(n)
+        return found
 
     def add(self, raw: pd.Series) -> np.ndarray:
-        strings = label_strings(raw)
-        if self.label_map:
+        if not self.codes and is_list_column(raw):
+            self.multi = True
+        if self.multi:
+            strings = label_sets(raw, self.sep)
+            if self.label_map:
+                strings = strings.map(
+                    lambda v: SET_JOIN.join(sorted({self.label_map.get(m, m) for m in v.split(SET_JOIN)}))
+                )
+        else:
+            strings = label_strings(raw)
+        if self.label_map and not self.multi:
             strings = strings.map(lambda v: self.label_map.get(v, v))
         for value in strings.unique().tolist():
             if value not in self.codes:
@@ -427,9 +453,10 @@ class _TextSample:
         return found
 
 
-def _split_stats(part: _Split, arrays: dict[str, np.ndarray], names: list[str]) -> dict[str, Any]:
+def _split_stats(part: _Split, arrays: dict[str, np.ndarray], names: list[str], labels: _LabelCodes) -> dict[str, Any]:
     counts = np.bincount(arrays["label"][arrays["label"] >= 0], minlength=len(names))
-    by_label = {names[i]: int(counts[i]) for i in np.argsort(-counts, kind="stable") if counts[i]}
+    members = labels.members(counts)  # rows per single label (multi-label: a row counts for each of its labels)
+    by_label = {name: n for name, n in sorted(members.items(), key=lambda kv: -kv[1]) if n}
     return {
         "files": len(part.sources),
         "rows": part.rows,
@@ -476,7 +503,7 @@ def _windows(
                 bar.update(min(WINDOW_ROWS, len(source) - start))
             return
         for path in source:
-            for frame in iter_frames(path, WINDOW_ROWS, cfg.text_cols):
+            for frame in iter_frames(path, WINDOW_ROWS, cfg.read_as_text):
                 yield frame, str(path)
                 bar.update(len(frame))
 

@@ -2,9 +2,11 @@
 every epoch, grouped by length.
 
 The cache is an Arrow IPC stream (the format of Hugging Face `datasets` cache files; `datasets.Dataset.from_file`
-opens it) with columns `input_ids`, `length` and `label_code`. It is keyed by a fingerprint of the input files
-(path, size, modification time) or of the DataFrame's contents, the tokenizer, the columns and the max length, so
-a second run on the same data starts training at once and changed data is tokenized again.
+opens it) with columns `input_ids`, `length` and `label_code`, plus `type_start` for sentence pairs (where the
+second segment starts) and `doc` for sliding windows (the document each window row belongs to). It is keyed by a
+fingerprint of the input files (path, size, modification time) or of the DataFrame's contents, the tokenizer, the
+columns, the max length and the label and window settings, so a second run on the same data starts training at
+once and changed data is tokenized again.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from .checks import DataSource, no_rows_fix, usable_rows
 from .config import DataConfig
 from .errors import DataError
 from .io import data_files, estimate_rows, iter_frames, require_columns, write_json
-from .labels import LabelSchema, label_strings
+from .labels import MULTI_LABEL, SET_JOIN, LabelSchema, is_list_column, label_sets, label_strings
 from .parts import input_fingerprint
 from .tokenization import WindowEncoder
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # 2: CSV columns are read as text first (labels '01' and '1' stay apart)
+CACHE_FORMAT = 3  # 2: CSV columns are read as text first (labels '01' and '1' stay apart); 3: pairs, windows, sets
 WINDOW_ROWS = 50_000  # rows read, cleaned and tokenized at a time while building the cache
 TOKENS_FILE = "tokens.arrow"
 META_FILE = "meta.json"
@@ -53,18 +55,25 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 @dataclass
 class TokenizedData:
-    """Every usable row of one labelled source: token ids (memory-mapped), lengths and label ids."""
+    """Every usable row of one labelled source: token ids (memory-mapped), lengths and label ids.
+
+    With sliding windows a row is one window of a document and `docs` names the document of each row."""
 
     source: str
     table: pa.Table  # input_ids: list<int32>, length: int32, label_code: int32 (memory-mapped chunks)
     lengths: np.ndarray  # (rows,) int32
-    labels: np.ndarray  # (rows,) int64 ids in the label schema
+    labels: np.ndarray  # (rows,) int64 ids in the label schema; multi-label: (rows, labels) uint8 multi-hot
     dropped: dict[str, int]
     truncated: int
     folder: Path
+    docs: np.ndarray | None = None  # (rows,) int64 document index, sliding windows only
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self) if self.docs is None else (int(self.docs[-1]) + 1 if len(self.docs) else 0)
 
 
 def tokenize_labelled(
@@ -90,7 +99,8 @@ def tokenize_labelled(
     if (folder / META_FILE).is_file():
         logger.info("%s: using tokenized rows cached in %s", name, folder)
     else:
-        _build(source, name, cfg, WindowEncoder(tokenizer, max_length), folder, progress)
+        encoder = WindowEncoder(tokenizer, max_length, cfg.long, cfg.window_stride)
+        _build(source, name, cfg, encoder, folder, progress)
         release_freed_memory()
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     _report_dropped(name, meta)
@@ -107,7 +117,9 @@ def tokenize_labelled(
     codes = _column(table, "label_code").astype(np.int64)
     labels = _label_ids(meta, schema, cfg, name, known_from)[codes]
     lengths = _column(table, "length")
-    return TokenizedData(name, table, lengths, labels, meta["dropped"], meta["truncated"], folder), schema
+    docs = _column(table, "doc").astype(np.int64) if "doc" in table.column_names else None
+    data = TokenizedData(name, table, lengths, labels, meta["dropped"], meta["truncated"], folder, docs)
+    return data, schema
 
 
 def release_freed_memory() -> None:
@@ -134,6 +146,9 @@ def _fingerprint(
         "text_cols": cfg.text_cols,
         "label_col": cfg.label_col,
         "max_length": max_length,
+        "pair_col": cfg.pair_col,
+        "labels": [cfg.is_multi_label, cfg.label_sep],
+        "long": [cfg.long, cfg.window_stride if cfg.long == "sliding" else None],
         "tokenizer": _tokenizer_hash(tokenizer),
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
@@ -142,8 +157,8 @@ def _fingerprint(
 def input_identity(source: list[Path] | pd.DataFrame, cfg: DataConfig) -> Any:
     """What identifies labelled input for a cache: files' paths, sizes and times, or a DataFrame's contents."""
     if isinstance(source, pd.DataFrame):
-        require_columns(source, [*cfg.text_cols, cfg.label_col], "the DataFrame")
-        columns = source[[*cfg.text_cols, cfg.label_col]].astype(str)
+        require_columns(source, [*cfg.read_as_text, cfg.label_col], "the DataFrame")
+        columns = source[[*cfg.read_as_text, cfg.label_col]].astype(str)
         return hashlib.sha256(pd.util.hash_pandas_object(columns, index=False).to_numpy().tobytes()).hexdigest()
     return input_fingerprint(source)
 
@@ -164,7 +179,7 @@ def _frames(source: list[Path] | pd.DataFrame, cfg: DataConfig) -> Iterator[tupl
             yield source.iloc[start : start + WINDOW_ROWS], "the DataFrame"
         return
     for path in source:
-        for frame in iter_frames(path, WINDOW_ROWS, cfg.text_cols):
+        for frame in iter_frames(path, WINDOW_ROWS, cfg.read_as_text):
             yield frame, str(path)
 
 
@@ -178,14 +193,19 @@ def _build(
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    labels = _LabelCodes(name, cfg.label_col)
-    stats = {"rows": 0, "empty text": 0, "missing label": 0, "truncated": 0}
-    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("length", pa.int32()), ("label_code", pa.int32())])
+    labels = _LabelCodes(name, cfg.label_col, cfg.is_multi_label, cfg.label_sep or ",")
+    stats = {"rows": 0, "empty text": 0, "missing label": 0, "truncated": 0, "docs": 0}
+    fields = [("input_ids", pa.list_(pa.int32())), ("length", pa.int32()), ("label_code", pa.int32())]
+    if cfg.pair_col and encoder.type_ids:
+        fields.append(("type_start", pa.int32()))
+    if cfg.long == "sliding":
+        fields.append(("doc", pa.int64()))
+    schema = pa.schema(fields)
     bar = tqdm(total=total, desc=f"tokenizing {Path(name).name}", unit=" rows", disable=not progress)
     try:
         with pa.OSFile(str(tmp / TOKENS_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
             for frame, path in _frames(source, cfg):
-                batch = _tokenize_window(frame, path, cfg, encoder, labels, stats)
+                batch = _tokenize_window(frame, path, cfg, encoder, labels, stats, schema)
                 if batch is not None:
                     writer.write_batch(batch)
                 bar.update(len(frame))
@@ -194,6 +214,7 @@ def _build(
         raise
     finally:
         bar.close()
+    stats.pop("docs")
     meta = {"format": CACHE_FORMAT, "source": name, **labels.to_meta(), "truncated": stats.pop("truncated")}
     meta.update(rows_read=stats.pop("rows"), dropped=stats)
     write_json(meta, tmp / META_FILE)
@@ -209,6 +230,7 @@ def _tokenize_window(
     encoder: WindowEncoder,
     labels: _LabelCodes,
     stats: dict[str, int],
+    schema: pa.Schema,
 ) -> pa.RecordBatch | None:
     texts, raw, dropped = usable_rows(frame, cfg, path)
     stats["rows"] += len(frame)
@@ -219,31 +241,41 @@ def _tokenize_window(
     codes = labels.add(raw, stats["rows"])
     encoded = encoder(texts.tolist())
     stats["truncated"] += encoded.truncated
-    ids = pa.array(encoded.ids, type=pa.list_(pa.int32()))
-    return pa.RecordBatch.from_arrays(
-        [ids, pa.array(encoded.lengths.astype(np.int32)), pa.array(codes)], names=["input_ids", "length", "label_code"]
-    )
+    columns = {"input_ids": encoded.ids, "length": encoded.lengths, "label_code": codes}
+    if encoded.docs is not None:  # one row per window; each carries its document's label
+        columns["label_code"] = codes[encoded.docs]
+        columns["doc"] = encoded.docs + stats["docs"]
+    if "type_start" in schema.names:
+        columns["type_start"] = encoded.type_starts
+    stats["docs"] += len(texts)
+    return pa.RecordBatch.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
 
 
 class _LabelCodes:
-    """Raw label strings -> small integer codes in order of first appearance, with counts; catches text columns."""
+    """Raw label strings -> small integer codes in order of first appearance, with counts; catches text columns.
 
-    def __init__(self, source: str, column: str) -> None:
+    Multi-label (asked for, or a column of lists): a code stands for one label set, in canonical form."""
+
+    def __init__(self, source: str, column: str, multi: bool = False, sep: str = ",") -> None:
         self.source, self.column = source, column
+        self.multi, self.sep = multi, sep
         self.values: dict[str, int] = {}
         self.counts: list[int] = []
         self.numeric = True
 
     def add(self, raw: pd.Series, rows_so_far: int) -> np.ndarray:
+        if not self.values and is_list_column(raw):
+            self.multi = True
         self.numeric &= pd.api.types.is_numeric_dtype(raw)
-        strings = label_strings(raw)
+        strings = label_sets(raw, self.sep) if self.multi else label_strings(raw)
         for value in strings.unique():
             if value not in self.values:
                 self.values[value] = len(self.values)
                 self.counts.append(0)
-        if len(self.values) > max(20, rows_so_far // 2):
+        distinct = len(self.names()) if self.multi else len(self.values)
+        if distinct > max(20, rows_so_far // 2):
             raise DataError(
-                f"{self.source}: column '{self.column}' has {len(self.values)} distinct values in {rows_so_far} rows; "
+                f"{self.source}: column '{self.column}' has {distinct} distinct values in {rows_so_far} rows; "
                 "it looks like text, not labels; pass --label-col with the label column"
             )
         codes = strings.map(self.values).to_numpy(dtype=np.int32)
@@ -251,15 +283,28 @@ class _LabelCodes:
             self.counts[code] += count
         return codes
 
+    def names(self) -> list[str]:
+        """The single labels seen (for multi-label, the members of every label set)."""
+        if not self.multi:
+            return list(self.values)
+        return list(dict.fromkeys(n for v in self.values for n in v.split(SET_JOIN) if n))
+
     def to_meta(self) -> dict[str, Any]:
-        return {"label_values": list(self.values), "label_counts": self.counts, "labels_numeric": self.numeric}
+        return {"label_values": list(self.values), "label_counts": self.counts, "labels_numeric": self.numeric,
+                "multi_label": self.multi}  # fmt: skip
 
 
 def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSchema:
     values = meta["label_values"]
-    series = pd.Series([float(v) for v in values] if meta["labels_numeric"] else values)
-    schema = LabelSchema.from_labels(series, cfg.label_map)
     rows = pd.Series(meta["label_counts"])
+    if meta.get("multi_label"):
+        values = list(dict.fromkeys(n for v in values for n in v.split(SET_JOIN) if n))
+        rows = None
+    numeric = meta["labels_numeric"] and all(_is_number(v) for v in values)
+    series = pd.Series([float(v) for v in values] if numeric else values)
+    schema = LabelSchema.from_labels(series, cfg.label_map)
+    if meta.get("multi_label"):
+        schema.problem_type, schema.label_sep = MULTI_LABEL, cfg.label_sep or ","
     seen = schema.to_names(pd.Series(values, dtype=object), source, cfg.label_col, rows=rows).unique()
     if len(seen) < 2:
         raise DataError(
@@ -268,9 +313,28 @@ def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSch
     return schema
 
 
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+        return True
+    except ValueError:
+        return False
+
+
 def _label_ids(meta: dict[str, Any], schema: LabelSchema, cfg: DataConfig, source: str, known_from: str) -> np.ndarray:
-    """Label id for each raw label code; labels the schema does not know are an error that counts their rows."""
+    """Label id for each raw label code (multi-label: a multi-hot row per label set); labels the schema does not
+    know are an error that counts their rows."""
     values = pd.Series(meta["label_values"], dtype=object)
+    if schema.multi_label != bool(meta.get("multi_label")):
+        kind = "sets of labels" if meta.get("multi_label") else "one label per row"
+        raise DataError(
+            f"{source}: column '{cfg.label_col}' holds {kind}, but {known_from} "
+            f"{'has one label per row' if meta.get('multi_label') else 'holds sets of labels'}; "
+            "use the same label format (and --multi-label / --label-sep) for both"
+        )
+    if schema.multi_label:
+        sets = values.map(lambda v: v.split(SET_JOIN) if v else [])
+        return schema.encode_sets(sets, source, cfg.label_col, known_from, rows=pd.Series(meta["label_counts"]))
     names = schema.to_names(values, source, cfg.label_col, known_from, rows=pd.Series(meta["label_counts"]))
     return names.map(schema.label2id).to_numpy(dtype=np.int64)
 
@@ -297,6 +361,8 @@ class TokenizedRows(torch.utils.data.Dataset):
         chunks = data.table.column("input_ids").chunks
         self._ids = [(chunk.offsets.to_numpy(), chunk.values.to_numpy()) for chunk in chunks]  # zero-copy views
         self._starts = np.cumsum([0] + [len(chunk) for chunk in chunks])
+        names = data.table.column_names
+        self._type_starts = _column(data.table, "type_start") if "type_start" in names else None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -309,12 +375,22 @@ class TokenizedRows(torch.utils.data.Dataset):
     def labels(self) -> np.ndarray:
         return self.data.labels[self.rows]
 
+    @property
+    def docs(self) -> np.ndarray | None:
+        return None if self.data.docs is None else self.data.docs[self.rows]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = int(self.rows[i])
         chunk = int(np.searchsorted(self._starts, row, side="right")) - 1
         offsets, values = self._ids[chunk]
         j = row - int(self._starts[chunk])
-        return {"input_ids": values[offsets[j] : offsets[j + 1]].tolist(), "labels": int(self.data.labels[row])}
+        ids = values[offsets[j] : offsets[j + 1]].tolist()
+        label = self.data.labels[row]
+        item = {"input_ids": ids, "labels": label.astype(np.float32).tolist() if label.ndim else int(label)}
+        if self._type_starts is not None:
+            start = int(self._type_starts[row])
+            item["token_type_ids"] = [0] * start + [1] * (len(ids) - start)
+        return item
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
@@ -372,21 +448,29 @@ class LengthOrder(torch.utils.data.Sampler[int]):
 
 
 def split_rows(
-    labels: np.ndarray, fraction: float, max_rows: int, seed: int, source: str
+    labels: np.ndarray, fraction: float, max_rows: int, seed: int, source: str, docs: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices for training and validation: a share (at most max_rows) split off, stratified by label when
-    every label has at least two rows."""
+    every label has at least two rows (single-label only; label sets are split at random).
+
+    With `docs` (sliding windows), whole documents are split off, so no document has windows on both sides."""
     from sklearn.model_selection import train_test_split
 
+    if docs is not None:
+        firsts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])  # each document's first window
+        train_docs, val_docs = split_rows(labels[firsts], fraction, max_rows, seed, source)
+        return np.flatnonzero(np.isin(docs, train_docs)), np.flatnonzero(np.isin(docs, val_docs))
     n_val = min(int(np.ceil(len(labels) * fraction)), max_rows)
     if len(labels) - n_val < 2:
         raise DataError(f"{source}: only {len(labels)} usable rows; too few to split off validation rows")
     if n_val < int(np.ceil(len(labels) * fraction)):
         logger.info("%s: validating on %d split-off rows (val_max_rows)", source, n_val)
-    counts = np.bincount(labels)
-    stratify = labels if counts[counts > 0].min() >= 2 and n_val >= len(np.unique(labels)) else None
-    if stratify is None:
-        logger.warning("%s: some labels are too rare to stratify the validation split; splitting at random", source)
+    stratify = None
+    if labels.ndim == 1:
+        counts = np.bincount(labels)
+        stratify = labels if counts[counts > 0].min() >= 2 and n_val >= len(np.unique(labels)) else None
+        if stratify is None:
+            logger.warning("%s: some labels are too rare to stratify the validation split; splitting at random", source)
     rows = np.arange(len(labels))
     train_rows, val_rows = train_test_split(rows, test_size=n_val, random_state=seed, stratify=stratify)
     return np.sort(train_rows), np.sort(val_rows)

@@ -93,8 +93,9 @@ def predict_with_ray(
     _check_numbers({"batch_tokens": (batch_tokens, 1), "batch_size": (batch_size, 1), "max_length": (max_length, 2),
                     "num_workers": (num_workers, 1), "cpus_per_worker": (cpus_per_worker, 1), "window": (window, 1),
                     "gpus_per_worker": (gpus_per_worker, 0)})  # fmt: skip
-    cols = text_cols or read_meta(model_dir).get("data", {}).get("text_cols", ["text"])
-    _check_columns(files, cols, str(input_path))
+    trained = read_meta(model_dir).get("data", {})
+    cols = text_cols or trained.get("text_cols", ["text"])
+    _check_columns(files, [*cols, *([trained["pair_col"]] if trained.get("pair_col") else [])], str(input_path))
     ray = _import_ray()
     labeller = {"model_dir": str(Path(model_dir).resolve()), "device": "cuda" if gpus_per_worker else "cpu",
                 "dtype": dtype, "max_length": max_length, "compile": compile, "calibration": calibration,
@@ -319,7 +320,8 @@ class _Labeller:
         if self.error is not None:
             raise self.error
         if self.retype:
-            batch = typed_columns(batch, self.stream_args.get("text_cols") or self.clf.text_cols)
+            as_text = [*(self.stream_args.get("text_cols") or self.clf.text_cols), *filter(None, [self.clf.pair_col])]
+            batch = typed_columns(batch, as_text)
         with closing(self.clf.predict_stream([batch], **self.stream_args)) as stream:
             out = next(stream)
         # Ray Data drops DataFrame.attrs: the window's counts travel in one cell of a column dropped on writing.

@@ -55,14 +55,36 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, names: list[st
     }
 
 
-def trainer_metrics(n_labels: int) -> Callable[[Any], dict[str, float]]:
-    """compute_metrics for transformers.Trainer: logits -> headline metrics."""
+def trainer_metrics(
+    n_labels: int, multi_label: bool = False, docs: np.ndarray | None = None, aggregate: str = "mean"
+) -> Callable[[Any], dict[str, float]]:
+    """compute_metrics for transformers.Trainer: logits -> headline metrics (multi-label: at thresholds of 0.5).
+
+    With `docs` (the document of each evaluation row, in the order Trainer visits them) the windows of a
+    document are first aggregated into one prediction, so the metrics count documents."""
 
     def compute(eval_pred: Any) -> dict[str, float]:
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-        return headline_metrics(eval_pred.label_ids, np.asarray(logits).argmax(-1), n_labels)
+        logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(eval_pred.label_ids)
+        if docs is not None and len(docs) == len(logits):
+            logits, labels = per_document(logits, labels, docs, aggregate)
+        if multi_label:
+            from .multilabel import headline, sigmoid
+
+            return headline(labels > 0.5, sigmoid(logits) >= 0.5)
+        return headline_metrics(labels, logits.argmax(-1), n_labels)
 
     return compute
+
+
+def per_document(
+    logits: np.ndarray, labels: np.ndarray, docs: np.ndarray, aggregate: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window rows -> one row per document (in order of document id): aggregated logits, the document's label."""
+    from .tokenization import aggregate_windows
+
+    ids, first, index = np.unique(docs, return_index=True, return_inverse=True)
+    return aggregate_windows(logits, index, len(ids), aggregate), labels[first]
 
 
 def evaluate(
@@ -78,8 +100,16 @@ def evaluate(
     report: str | Path | None = None,
     calibration: bool = True,
     allow_pickle: bool = False,
+    long: str | None = None,
+    stride: int | None = None,
+    aggregate: str | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Score a trained model on labelled data; returns (and optionally writes as JSON) the full report.
+
+    Multi-label models are scored at their stored per-label thresholds (or `threshold` for every label): micro,
+    macro, samples and weighted F1, subset accuracy, Hamming loss and per-label precision/recall/F1. Pair models
+    read the pair column they were trained with; `long`, `stride` and `aggregate` override the model's own.
 
     Args:
         report: a folder to write report.html and its plots into (see `bertfit.report`).
@@ -95,33 +125,65 @@ def evaluate(
         check_writable(output, suffixes=(".json",))
     if report is not None:
         _check_report_folder(Path(report))
-    clf = Classifier.from_pretrained(model_dir, dtype=dtype, calibration=calibration, allow_pickle=allow_pickle)
+    clf = Classifier.from_pretrained(
+        model_dir, dtype=dtype, calibration=calibration, allow_pickle=allow_pickle, long=long, stride=stride,
+        aggregate=aggregate, threshold=threshold,
+    )  # fmt: skip
     clf.check_batching(batch_tokens, batch_size)  # bad settings fail before the data is read
     cfg = DataConfig(
         text_cols=text_cols or clf.text_cols,
         label_col=label_col or clf.meta.get("data", {}).get("label_col", "label"),
         label_map=clf.schema.raw_map or None,
+        pair_col=clf.pair_col,
     )
     labelled, _ = load_labelled(data, cfg, schema=clf.schema, role="evaluation")
     temperature, clf.temperature = clf.temperature, 1.0  # score once, uncalibrated; rescaling is exact
     raw = clf.predict_proba(labelled.texts, batch_tokens=batch_tokens, batch_size=batch_size, progress=progress)
+    if clf.schema.multi_label:
+        results = _multilabel_results(clf, labelled, raw, report, model_dir)
+        if output is not None:
+            write_json(results, output)
+        return results
     results = classification_report(labelled.labels, raw.argmax(-1), clf.schema.names)
     results["ece"] = expected_calibration_error(rescale(raw, temperature), labelled.labels)
     results["ece_uncalibrated"] = expected_calibration_error(raw, labelled.labels)
     results["temperature"] = temperature
     results["dropped"] = labelled.dropped
     if report is not None:
+        from .checks import shown_text
         from .report import ScoredRows, write_report
 
-        texts = list(labelled.texts)
-        rows = ScoredRows(labelled.labels, raw, clf.encoder(texts).lengths, lambda idx: [texts[i] for i in idx],
-                          clf.schema.names)  # fmt: skip
+        encoded = clf.encoder(list(labelled.texts))
+        lengths = encoded.lengths  # tokens per text; with sliding windows, summed over its windows
+        if encoded.docs is not None:
+            lengths = np.bincount(encoded.docs, weights=lengths, minlength=len(labelled.texts)).astype(np.int64)
+        texts = [shown_text(t) for t in labelled.texts]
+        rows = ScoredRows(labelled.labels, raw, lengths, lambda idx: [texts[i] for i in idx], clf.schema.names)
         fitted = Calibration(**clf.meta["calibration"]) if clf.meta.get("calibration") else None
         numbers = write_report(report, rows, fitted if calibration else None, f"Evaluation of {Path(model_dir).name}")
         results.update({k: numbers[k] for k in ("calibration", "error_by_length", "confident_errors", "report")})
         results["unsure_correct"] = numbers["unsure_correct"]
     if output is not None:
         write_json(results, output)
+    return results
+
+
+def _multilabel_results(
+    clf: Any, labelled: Any, proba: np.ndarray, report: str | Path | None, model_dir: str | Path
+) -> dict[str, Any]:
+    from .multilabel import report as multilabel_report
+
+    results = multilabel_report(labelled.labels, proba, clf.thresholds, clf.schema.names)
+    results["dropped"] = labelled.dropped
+    if report is not None:
+        from .checks import shown_text
+        from .report import ScoredRows, write_multilabel_report
+
+        texts = [shown_text(t) for t in labelled.texts]
+        rows = ScoredRows(labelled.labels, proba, np.zeros(len(texts), np.int64), lambda idx: [texts[i] for i in idx],
+                          clf.schema.names)  # fmt: skip
+        numbers = write_multilabel_report(report, rows, clf.thresholds, f"Evaluation of {Path(model_dir).name}")
+        results.update({k: numbers[k] for k in ("worst_rows", "report")})
     return results
 
 
@@ -149,19 +211,15 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"Base model: `{meta.get('base_model')}`. Labels ({len(names)}): {', '.join(f'`{n}`' for n in names)}.",
         f"Trained on {meta.get('train_rows')} rows, validated on {metrics.get('n')} rows; text from column(s) "
         f"{', '.join(data.get('text_cols', []))}, at most {data.get('max_length')} tokens.",
+        *_task_lines(meta),
         "",
         "## Validation metrics",
         "",
         "| metric | value |",
         "|---|---|",
-        *(f"| {k} | {metrics[k]:.4f} |" for k in HEADLINE if k in metrics),
+        *(f"| {k} | {metrics[k]:.4f} |" for k in (*HEADLINE, "samples_f1", "hamming_loss") if k in metrics),
         "",
-        "| label | precision | recall | f1 | support |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
-            for name, c in metrics.get("per_class", {}).items()
-        ),
+        *_per_class_lines(metrics),
         "",
         *_calibration_lines(meta.get("calibration")),
         "## Training",
@@ -182,6 +240,41 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _task_lines(meta: dict[str, Any]) -> list[str]:
+    """What kind of task: multi-label with its thresholds, sentence pairs, long-document handling."""
+    data, labels = meta.get("data", {}), meta.get("labels", {})
+    lines = []
+    if labels.get("problem_type") == "multi_label_classification":
+        how = (meta.get("thresholds") or {}).get("how", "global")
+        lines.append(
+            "Multi-label: one sigmoid per label; a label is predicted when its score reaches its threshold "
+            f"({'tuned per label on the validation rows' if how == 'tuned' else '0.5 for every label'}). With the "
+            "transformers pipeline use `top_k=None` and apply the thresholds in bertfit.json yourself."
+        )
+    if data.get("pair_col"):
+        lines.append(f"Sentence pairs: the second text comes from column {data['pair_col']} (segment B).")
+    if data.get("long", "truncate") == "sliding":
+        lines.append(
+            f"Long texts: windows of {data.get('max_length')} tokens sharing {data.get('stride')}, their logits "
+            f"aggregated by {data.get('aggregate')} (bertfit predict does this; the pipeline truncates)."
+        )
+    elif data.get("long") == "head-tail":
+        lines.append("Long texts: the first quarter and the last three quarters of the tokens are kept (head-tail).")
+    return ["", *lines] if lines else []
+
+
+def _per_class_lines(metrics: dict[str, Any]) -> list[str]:
+    per_class = metrics.get("per_class", {})
+    multi = any("threshold" in c for c in per_class.values())
+    head = "| label | precision | recall | f1 | support |" + (" threshold |" if multi else "")
+    rows = [
+        f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
+        + (f" {c['threshold']:.2f} |" if multi else "")
+        for name, c in per_class.items()
+    ]
+    return [head, "|---|---|---|---|---|" + ("---|" if multi else ""), *rows]
 
 
 def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:

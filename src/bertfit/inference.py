@@ -22,14 +22,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .checks import clean_text, join_text, require_text
-from .config import ModelConfig
+from .checks import clean_text, input_texts
+from .config import AGGREGATES, LONG_MODES, ModelConfig
 from .errors import BertfitError, ConfigError, DataError
 from .io import count_rows, data_files, estimate_rows, iter_frames
 from .labels import LabelSchema
 from .modeling import load_trained, pick_precision
 from .parts import PartWriter, check_output, input_fingerprint
-from .tokenization import Encoded, WindowEncoder, load_tokenizer, token_budget_batches, usable_max_length
+from .tokenization import (
+    Encoded,
+    WindowEncoder,
+    aggregate_windows,
+    load_tokenizer,
+    token_budget_batches,
+    usable_max_length,
+)
 
 if TYPE_CHECKING:
     from .explain import Explanation
@@ -40,6 +47,7 @@ DEFAULT_WINDOW = 50_000  # rows sorted together: long enough that neighbours in 
 CPU_BATCH_TOKENS = 4096  # best of 1024-16384 on 2 Xeon cores with AMX, by a few %; see docs/benchmarks.md
 GPU_BATCH_TOKENS = 65536
 OUTPUT_COLUMNS = ("pred_label", "pred_score")
+MULTI_COLUMNS = ("pred_labels",)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -53,21 +61,40 @@ class Classifier:
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, meta: dict[str, Any], device: str, dtype: str, max_length: int | None = None
+        self,
+        model: Any,
+        tokenizer: Any,
+        meta: dict[str, Any],
+        device: str,
+        dtype: str,
+        max_length: int | None = None,
+        long: str | None = None,
+        stride: int | None = None,
+        aggregate: str | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.meta = meta
         self.schema = LabelSchema.from_dict(meta["labels"])
-        self.text_cols: list[str] = list(meta.get("data", {}).get("text_cols", ["text"]))
-        trained_length = int(meta.get("data", {}).get("max_length", 512))
+        data = meta.get("data", {})
+        self.text_cols: list[str] = list(data.get("text_cols", ["text"]))
+        self.pair_col: str | None = data.get("pair_col")
+        trained_length = int(data.get("max_length", 512))
         self.max_length = usable_max_length(max_length or trained_length, tokenizer, model.config)
+        self.long = _choice("long", long or data.get("long", "truncate"), LONG_MODES)
+        self.aggregate = _choice("aggregate", aggregate or data.get("aggregate", "mean"), AGGREGATES)
+        if stride is None:
+            stride = self.max_length // 4 if long or data.get("stride") is None else int(data["stride"])
+        self.stride = stride
+        if self.long == "sliding" and not 0 <= self.stride <= self.max_length // 2:
+            raise ConfigError(f"stride must be 0 to max_length / 2 = {self.max_length // 2} (got {self.stride})")
         self.device = device
         self.dtype = dtype
-        self.encoder = WindowEncoder(tokenizer, self.max_length)
+        self.encoder = WindowEncoder(tokenizer, self.max_length, self.long, self.stride)
         self.forward: Callable[..., Any] = model
         self.model_dir: Path | None = None
         self.temperature = calibration_temperature(meta)  # 1.0: scores are the plain softmax
+        self.thresholds = stored_thresholds(meta, self.schema)  # multi-label: a label is on from its threshold
 
     @classmethod
     def from_pretrained(
@@ -80,6 +107,10 @@ class Classifier:
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
         calibration: bool = True,
+        long: str | None = None,
+        stride: int | None = None,
+        aggregate: str | None = None,
+        threshold: float | None = None,
     ) -> Classifier:
         """Load a folder written by `bertfit train` (or any Hugging Face sequence-classification folder).
 
@@ -92,6 +123,11 @@ class Classifier:
                 pickle can run code hidden in the file, so only for files from a source you trust.
             calibration: divide the logits by the temperature fitted on the validation split at the end of
                 training (stored in bertfit.json), so scores are calibrated probabilities; False: plain softmax.
+            long: texts over max_length: "truncate", "head-tail" or "sliding" (default: as in training).
+            stride: sliding windows: tokens shared by neighbouring windows (default: as in training, or
+                max_length // 4 when `long` is given here).
+            aggregate: sliding windows: "mean" or "max" of the windows' logits (default: as in training).
+            threshold: multi-label: one threshold for every label in place of the tuned ones.
         """
         if max_length is not None and max_length < 2:
             raise ConfigError(f"max_length must be at least 2 (got {max_length}); try 128")
@@ -102,10 +138,15 @@ class Classifier:
         dtype = pick_precision(dtype, device)
         if dtype == "fp16" and device == "cpu":
             raise ConfigError("fp16 is for GPUs; on a CPU use --dtype bf16 or fp32")
-        clf = cls(model.to(device=device, dtype=_DTYPES[dtype]), tokenizer, meta, device, dtype, max_length)
+        model = model.to(device=device, dtype=_DTYPES[dtype])
+        clf = cls(model, tokenizer, meta, device, dtype, max_length, long, stride, aggregate)
         clf.model_dir = Path(model_dir).resolve()
         if not calibration:
             clf.temperature = 1.0
+        if threshold is not None:
+            if not 0 < threshold < 1:
+                raise ConfigError(f"threshold must be between 0 and 1 (got {threshold}); try 0.5")
+            clf.thresholds = np.full(len(clf.schema), float(threshold))
         if compile:
             clf.forward = torch.compile(model, dynamic=True)
         return clf
@@ -124,8 +165,19 @@ class Classifier:
         batch_size: int | None = None,
         progress: bool = False,
     ) -> list[dict[str, Any]]:
-        """The most likely label and its probability for each text; empty texts get label None and score NaN."""
+        """The most likely label and its probability for each text; empty texts get label None and score NaN.
+
+        Multi-label models give each text's labels (those at or above their thresholds) and every label's score:
+        `{"labels": ["joy", "love"], "scores": {"joy": 0.91, ...}}`. Pair models take (text, second text) tuples.
+        """
         proba = self.predict_proba(texts, batch_tokens=batch_tokens, batch_size=batch_size, progress=progress)
+        if self.schema.multi_label:
+            from .multilabel import label_lists
+
+            return [
+                {"labels": labels, "scores": None if labels is None else dict(zip(self.labels, map(float, row)))}
+                for labels, row in zip(label_lists(proba, self.thresholds, self.labels), proba)
+            ]
         return [
             {"label": None, "score": float("nan")}
             if np.isnan(row[0])
@@ -141,6 +193,7 @@ class Classifier:
         progress: bool = False,
     ) -> np.ndarray:
         """Class probabilities, shape (n_texts, n_labels), columns in `self.labels` order; NaN rows for empty texts.
+        Multi-label models give each label's sigmoid score. Long texts give one row each, however many windows.
 
         Args:
             batch_tokens: padded tokens per batch (default 4096 on CPU, 65536 on GPU).
@@ -151,7 +204,7 @@ class Classifier:
         proba = np.empty((len(texts), len(self.schema)), dtype=np.float32)
         with _progress_bar(len(texts), progress) as bar:
             for start in range(0, len(texts), DEFAULT_WINDOW):
-                window = [clean_text(t) for t in texts[start : start + DEFAULT_WINDOW]]
+                window = [clean_input(t) for t in texts[start : start + DEFAULT_WINDOW]]
                 encoded = self._encode_present(window)
                 proba[start : start + len(window)] = self._score_encoded(window, encoded, batch_tokens, batch_size)
                 bar.update(len(window))
@@ -169,6 +222,9 @@ class Classifier:
         Gradients in fp32; needs `pip install 'bertfit[explain]'`. See `bertfit.explain` for the method."""
         from .explain import explain_texts
 
+        if self.schema.multi_label or self.pair_col or self.long == "sliding":
+            kind = "multi-label" if self.schema.multi_label else "pair" if self.pair_col else "sliding-window"
+            raise ConfigError(f"explain works with single-label, single-text models; this is a {kind} model")
         return explain_texts(self.model, self.tokenizer, self.labels, texts, label, n_steps, internal_batch_size,
                              self.max_length, progress, temperature=self.temperature)  # fmt: skip
 
@@ -219,7 +275,8 @@ class Classifier:
         started, resumed = time.perf_counter(), writer.rows_done
         with _progress_bar(estimate_rows(files) if progress else None, progress, initial=resumed) as bar:
             try:
-                frames = _remaining_frames(files, window, writer.parts, text_cols or self.text_cols)
+                as_text = [*(text_cols or self.text_cols), *([self.pair_col] if self.pair_col else [])]
+                frames = _remaining_frames(files, window, writer.parts, as_text)
                 for frame in self.predict_stream(frames, text_cols, probs, batch_tokens, batch_size, str(input_path)):
                     writer.commit(frame, frame.attrs["source"], frame.attrs["empty_text"], frame.attrs["truncated"])
                     bar.update(len(frame))
@@ -244,8 +301,8 @@ class Classifier:
         return batch_tokens or self.default_batch_tokens(), batch_size
 
     def _prepare(self, frame: pd.DataFrame, cols: list[str], source: str) -> tuple[pd.DataFrame, list, Encoded]:
-        texts = join_text(frame, cols, source).tolist()
-        require_text(frame, cols, source)
+        texts, missing = input_texts(frame, cols, self.pair_col, source)
+        texts = [None if m else t for t, m in zip(texts.tolist(), missing.tolist())]
         return frame, texts, self._encode_present(texts)
 
     def _encode_present(self, texts: list[str | None]) -> Encoded:
@@ -255,28 +312,47 @@ class Classifier:
     def _score_encoded(
         self, texts: list[str | None], encoded: Encoded, batch_tokens: int, batch_size: int | None
     ) -> np.ndarray:
-        """Probabilities for every text of a window (NaN rows where the text is empty), in the window's order."""
+        """Probabilities for every text of a window (NaN rows where the text is empty), in the window's order.
+
+        Sliding windows of all texts are scored together in the same length-sorted batches, then each text's
+        window logits are aggregated (mean or max) before the softmax (or the sigmoids, for multi-label)."""
         proba = np.full((len(texts), len(self.schema)), np.nan, dtype=np.float32)
         present = np.fromiter((t is not None for t in texts), dtype=bool, count=len(texts))
-        scored = np.empty((int(present.sum()), len(self.schema)), dtype=np.float32)
+        logits = np.empty((len(encoded.lengths), len(self.schema)), dtype=np.float32)
         with torch.inference_mode():
             for idx in token_budget_batches(encoded.lengths, batch_tokens, batch_size):
-                batch = self.encoder.pad([encoded.ids[i] for i in idx], encoded.lengths[idx])
-                logits = self.forward(**{k: v.to(self.device) for k, v in batch.items()}).logits
-                scored[idx] = torch.softmax(logits.float() / self.temperature, dim=-1).cpu().numpy()
-        proba[present] = scored
+                starts = None if encoded.type_starts is None else encoded.type_starts[idx]
+                batch = self.encoder.pad([encoded.ids[i] for i in idx], encoded.lengths[idx], starts)
+                logits[idx] = self.forward(**{k: v.to(self.device) for k, v in batch.items()}).logits.float().cpu()
+        if encoded.docs is not None:
+            logits = aggregate_windows(logits, encoded.docs, int(present.sum()), self.aggregate)
+        if self.schema.multi_label:
+            proba[present] = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+        else:
+            proba[present] = torch.softmax(torch.from_numpy(np.asarray(logits, np.float32)) / self.temperature, -1)
         return proba
 
     def _with_predictions(self, frame: pd.DataFrame, proba: np.ndarray, probs: bool, source: str) -> pd.DataFrame:
-        prob_cols = [f"prob_{name}" for name in self.labels] if probs else []
-        clash = [c for c in (*OUTPUT_COLUMNS, *prob_cols) if c in frame.columns]
+        multi = self.schema.multi_label
+        prob_cols = [f"prob_{name}" for name in self.labels] if probs or multi else []
+        clash = [c for c in (*(MULTI_COLUMNS if multi else OUTPUT_COLUMNS), *prob_cols) if c in frame.columns]
         if clash:
             raise DataError(f"{source}: already has a column '{clash[0]}'; rename or drop it before predicting")
         scored = ~np.isnan(proba[:, 0])
         names = np.asarray(self.labels, dtype=object)
         out = frame.copy()
-        out["pred_label"] = pd.Series(np.where(scored, names[np.nan_to_num(proba).argmax(-1)], None), dtype=object)
-        out["pred_score"] = np.where(scored, np.nan_to_num(proba).max(axis=1), np.nan).astype(float)
+        if multi:
+            from .multilabel import label_lists
+
+            sep = self.schema.label_sep
+            joined = [
+                None if labels is None else sep.join(labels)
+                for labels in label_lists(proba, self.thresholds, self.labels)
+            ]
+            out["pred_labels"] = pd.Series(joined, dtype=object, index=out.index)
+        else:
+            out["pred_label"] = pd.Series(np.where(scored, names[np.nan_to_num(proba).argmax(-1)], None), dtype=object)
+            out["pred_score"] = np.where(scored, np.nan_to_num(proba).max(axis=1), np.nan).astype(float)
         for col, values in zip(prob_cols, proba.T):
             out[col] = values.astype(float)
         return out
@@ -285,7 +361,28 @@ class Classifier:
         """What identifies the weights for resuming: the model folder's files with their sizes and times."""
         folder = str(self.model_dir) if self.model_dir else None
         return {"labels": self.labels, "folder": folder, "weights": _weights_stamp(self.model_dir),
-                "temperature": self.temperature}  # fmt: skip
+                "temperature": self.temperature, "long": [self.long, self.stride, self.aggregate],
+                "thresholds": self.thresholds.tolist()}  # fmt: skip
+
+
+def stored_thresholds(meta: dict[str, Any], schema: LabelSchema) -> np.ndarray:
+    """A multi-label model's per-label thresholds from bertfit.json (0.5 for any it does not name)."""
+    values = (meta.get("thresholds") or {}).get("values", {})
+    return np.array([float(values.get(name, 0.5)) for name in schema.names])
+
+
+def clean_input(value: Any) -> str | tuple[str, str] | None:
+    """A text, or a (text, second text) pair, stripped; None when it (or either side of the pair) is empty."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        first, second = clean_text(value[0]), clean_text(value[1])
+        return None if first is None or second is None else (first, second)
+    return clean_text(value)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)} (got '{value}')")
+    return value
 
 
 def calibration_temperature(meta: dict[str, Any]) -> float:
@@ -308,6 +405,10 @@ def predict_file(
     progress: bool = False,
     calibration: bool = True,
     allow_pickle: bool = False,
+    long: str | None = None,
+    stride: int | None = None,
+    aggregate: str | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Label every row of a table, or of a folder of shards, without holding it in memory.
 
@@ -317,12 +418,16 @@ def predict_file(
     run. The output appears under its name only when complete. An output path with no extension is a folder
     that receives Parquet shards. `allow_pickle` loads a model folder that has only a pickle checkpoint
     (pytorch_model.bin): loading one can run code hidden in it, so only for files from a source you trust.
+
+    Multi-label models write `pred_labels` (the labels at or above their thresholds, joined by the training
+    separator) and a prob_<label> column per label. `long`, `stride`, `aggregate` and `threshold` override what
+    the model was trained with (see `Classifier.from_pretrained`); every input row gets exactly one output row.
     """
     check_output(Path(output_path))
     data_files(input_path)  # a missing input fails before the model is loaded
     clf = Classifier.from_pretrained(
         model_dir, dtype=dtype, max_length=max_length, compile=compile, calibration=calibration,
-        allow_pickle=allow_pickle,
+        allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
     )  # fmt: skip
     return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window, progress)
 

@@ -10,14 +10,23 @@ import pandas as pd
 
 from .errors import DataError
 
+MULTI_LABEL = "multi_label_classification"
+SINGLE_LABEL = "single_label_classification"
+SET_JOIN = "\x1f"  # joins the names of one row's label set inside bertfit (caches, codes); never shown
+
 
 @dataclass
 class LabelSchema:
     """The classes a model predicts, in id order."""
 
     names: list[str]
-    problem_type: str = "single_label_classification"
+    problem_type: str = SINGLE_LABEL
     raw_map: dict[str, str] = field(default_factory=dict)  # --label-map used at training time
+    label_sep: str = ","  # multi-label: what separates the labels of a row in a text column (and in predictions)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.problem_type == MULTI_LABEL
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -81,25 +90,72 @@ class LabelSchema:
         lookup = self.label2id
         return self.to_names(labels, source, column, known_from).map(lookup).to_numpy(dtype=np.int64)
 
+    def encode_sets(
+        self,
+        labels: pd.Series,
+        source: str,
+        column: str,
+        known_from: str = "the model's training data",
+        rows: pd.Series | None = None,
+    ) -> np.ndarray:
+        """Multi-label: raw label sets (lists, or strings split on `label_sep`) -> multi-hot rows (n, labels) uint8."""
+        sets = label_sets(labels, self.label_sep).tolist()
+        members = [s.split(SET_JOIN) if s else [] for s in sets]
+        flat = pd.Series([m for ms in members for m in ms], dtype=object)
+        counts = None
+        if rows is not None:
+            counts = pd.Series([int(n) for ms, n in zip(members, np.asarray(rows)) for _ in ms], dtype=np.int64)
+        names = self.to_names(flat, source, column, known_from, rows=counts).map(self.label2id).to_numpy()
+        hot = np.zeros((len(sets), len(self.names)), dtype=np.uint8)
+        hot[np.repeat(np.arange(len(sets)), [len(m) for m in members]), names.astype(np.int64)] = 1
+        return hot
+
     def to_dict(self) -> dict[str, Any]:
-        return {"names": self.names, "problem_type": self.problem_type, "label_map": self.raw_map}
+        out = {"names": self.names, "problem_type": self.problem_type, "label_map": self.raw_map}
+        if self.multi_label:
+            out["label_sep"] = self.label_sep
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabelSchema:
         return cls(
             names=list(data["names"]),
-            problem_type=data.get("problem_type", "single_label_classification"),
+            problem_type=data.get("problem_type", SINGLE_LABEL),
             raw_map=dict(data.get("label_map") or {}),
+            label_sep=data.get("label_sep", ","),
         )
 
 
 def label_strings(labels: pd.Series) -> pd.Series:
     """Labels as stripped strings; whole-number floats (1.0, from a column with gaps) read as '1'."""
 
+    return labels.map(_label_string).astype(object)
+
+
+def _label_string(value: Any) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def is_list_column(labels: pd.Series) -> bool:
+    """Whether a label column holds lists (Parquet list columns, JSON arrays): then each row is a set of labels."""
+    first = labels.dropna().head(1).tolist()
+    return bool(first) and isinstance(first[0], (list, tuple, np.ndarray))
+
+
+def label_sets(labels: pd.Series, sep: str = ",") -> pd.Series:
+    """Each row's labels as one canonical string: names stripped, deduplicated, sorted, joined by SET_JOIN.
+
+    A row holds a list of labels, or a string of labels separated by `sep` ('admiration,joy'); an empty list is
+    a row with none of the labels."""
+
     def one(value: Any) -> str:
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            return str(int(value))
-        return str(value).strip()
+        if isinstance(value, (list, tuple, np.ndarray)):
+            parts = [_label_string(v) for v in value]
+        else:
+            parts = _label_string(value).split(sep)
+        return SET_JOIN.join(sorted({p.strip() for p in parts if p.strip()}))
 
     return labels.map(one).astype(object)
 

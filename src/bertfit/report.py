@@ -76,6 +76,43 @@ def write_report(
     return numbers
 
 
+def write_multilabel_report(
+    folder: str | Path, rows: ScoredRows, thresholds: np.ndarray, title: str, curve_png: Path | None = None
+) -> dict[str, Any]:
+    """The multi-label report: metrics at the stored thresholds, per-label precision/recall/F1 with each
+    label's threshold, and the rows with the most wrong labels. `rows.labels` is multi-hot, `rows.proba` sigmoid."""
+    from .multilabel import report
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = report(rows.labels, rows.proba, thresholds, rows.names)
+    pred = rows.proba >= thresholds[None, :]
+    wrong = (pred != rows.labels.astype(bool)).sum(axis=1)
+    worst = np.argsort(-wrong, kind="stable")[: EXAMPLES if wrong.any() else 0]
+    worst = worst[wrong[worst] > 0]
+    texts = rows.texts(worst) if len(worst) else []
+    names = np.asarray(rows.names, dtype=object)
+
+    def joined(mask: np.ndarray) -> str:
+        return ", ".join(names[mask]) or "(none)"
+
+    numbers["worst_rows"] = [
+        {"text": t, "label": joined(rows.labels[i].astype(bool)), "pred_label": joined(pred[i]), "wrong": int(wrong[i])}
+        for t, i in zip(texts, worst)
+    ]
+    pngs = {"per_class.png": _plot_per_class(numbers)}
+    for name, fig in pngs.items():
+        with atomic_path(folder / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    if curve_png is not None and Path(curve_png).is_file():
+        shutil.copyfile(curve_png, folder / "training_curve.png")
+        pngs["training_curve.png"] = None
+    with atomic_path(folder / REPORT_FILE) as tmp:
+        tmp.write_text(_multilabel_html(title, numbers, list(pngs)), encoding="utf-8")
+    numbers["report"] = {"html": REPORT_FILE, "plots": list(pngs)}
+    return numbers
+
+
 def error_by_length(labels: np.ndarray, pred: np.ndarray, lengths: np.ndarray) -> list[dict[str, Any]]:
     """Rows and error rate per token-length bin (bins without rows are left out)."""
     edges = [e for e in LENGTH_EDGES if e < max(int(lengths.max(initial=0)), 1)] + [int(lengths.max(initial=0))]
@@ -239,6 +276,44 @@ td.text{{max-width:640px;white-space:pre-wrap;word-break:break-word}}</style></h
 <h2>Plots</h2>{images}
 <h2>Most confident errors</h2>{_rows_table(numbers["confident_errors"])}
 <h2>Least confident correct predictions</h2>{_rows_table(numbers["unsure_correct"])}
+</body></html>
+"""
+
+
+MULTI_HEADLINE = ("micro_f1", "macro_f1", "samples_f1", "weighted_f1", "accuracy", "hamming_loss")
+
+
+def _multilabel_html(title: str, numbers: dict[str, Any], pngs: list[str]) -> str:
+    headline = "".join(f"<tr><td>{k}</td><td>{numbers[k]:.4f}</td></tr>" for k in MULTI_HEADLINE)
+    per_label = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{c['threshold']:.2f}</td><td>{c['precision']:.3f}</td>"
+        f"<td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td><td>{c['support']}</td></tr>"
+        for n, c in numbers["per_class"].items()
+    )
+    worst = "".join(
+        f"<tr><td class='text'>{html.escape(r['text'])}</td><td>{html.escape(r['label'])}</td>"
+        f"<td>{html.escape(r['pred_label'])}</td><td>{r['wrong']}</td></tr>"
+        for r in numbers["worst_rows"]
+    )
+    images = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"></figure>' for p in pngs)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    per_text = numbers["labels_per_text"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;
+vertical-align:top}}th{{background:#f3f3f3}}img{{max-width:100%}}td.text{{max-width:640px;white-space:pre-wrap}}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{numbers["n"]} rows, {len(numbers["labels"])} labels (multi-label: a label is predicted when its sigmoid score
+reaches its threshold). Labels per text: {per_text["true"]:.2f} true, {per_text["predicted"]:.2f} predicted.
+Written by bertfit on {when}.</p>
+<h2>Metrics</h2><p>accuracy is subset accuracy: every label of the row right.</p><table>{headline}</table>
+<h2>Per label</h2><table><tr><th>label</th><th>threshold</th><th>precision</th><th>recall</th><th>f1</th>
+<th>support</th></tr>{per_label}</table>
+<h2>Plots</h2>{images}
+<h2>Rows with the most wrong labels</h2><table><tr><th>text</th><th>labels</th><th>predicted</th><th>wrong</th></tr>
+{worst}</table>
 </body></html>
 """
 

@@ -28,14 +28,15 @@ from transformers import (
     set_seed,
 )
 
+from . import multilabel
 from .calibration import Calibration, fit_temperature, softmax
 from .checkpoints import CommitCheckpoints, SaveEvery, complete_checkpoints, prepare_work
 from .checks import DataSource
 from .config import RunConfig, TrainConfig, default_lr
 from .datacheck import checked
 from .dataset import EpochSampler, LengthOrder, TokenizedData, TokenizedRows, split_rows, tokenize_labelled
-from .errors import DataError
-from .evaluation import classification_report, model_card, trainer_metrics
+from .errors import ConfigError, DataError
+from .evaluation import classification_report, model_card, per_document, trainer_metrics
 from .io import check_folder_writable, default_file_mode, write_json
 from .labels import LabelSchema
 from .losses import class_weights, weighted_cross_entropy
@@ -48,7 +49,7 @@ from .modeling import (
     pick_precision,
     resolve_model,
 )
-from .report import ScoredRows, write_report
+from .report import ScoredRows, write_multilabel_report, write_report
 from .tokenization import load_tokenizer, usable_max_length
 from .tracking import JsonlLog, plot_training_curve, resolve_report_to, trim_log
 
@@ -121,6 +122,8 @@ def train(
             train_data, validation, cfg, tokenizer, max_length, cache_dir, progress and state.is_main_process
         )
     model, _, _ = load_pretrained(cfg.model, schema)
+    if schema.multi_label:
+        multilabel.start_at_base_rates(model, train_ds.labels)
     if cfg.train.lr is None:
         steps = planned_steps(cfg.train, len(train_ds))
         cfg.train.lr = default_lr(steps)
@@ -137,22 +140,30 @@ def train(
     trainer = _trainer(cfg, model, tokenizer, train_ds, val_ds, schema, work, precision, progress, started)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
-    rows = _scored_validation(trainer, val_ds, tokenizer, schema)
-    calibration = fit_temperature(rows.logits, rows.labels)
-    logger.info(
-        "calibration: temperature %.3f, expected calibration error %.4f -> %.4f on the validation rows",
-        calibration.temperature, calibration.ece_before, calibration.ece_after,
-    )  # fmt: skip
-    metrics = classification_report(rows.labels, rows.proba.argmax(-1), schema.names)
+    rows = _scored_validation(trainer, val_ds, tokenizer, schema, cfg.data.aggregate)
+    calibration, thresholds = None, None
+    if schema.multi_label:
+        thresholds = _thresholds(cfg.train.thresholds, rows)
+        metrics = multilabel.report(rows.labels, rows.proba, thresholds, schema.names)
+    else:
+        calibration = fit_temperature(rows.logits, rows.labels)
+        logger.info(
+            "calibration: temperature %.3f, expected calibration error %.4f -> %.4f on the validation rows",
+            calibration.temperature, calibration.ece_before, calibration.ece_after,
+        )  # fmt: skip
+        metrics = classification_report(rows.labels, rows.proba.argmax(-1), schema.names)
     metrics["history"] = [e for e in trainer.state.log_history if "eval_loss" in e]
     trainer.save_model(str(work / "model"))  # model.safetensors, config.json (id2label), tokenizer files
     if state.is_main_process:
         meta = _meta(cfg, schema, base_name, max_length, precision, train_ds, val_ds, output.metrics)
-        meta.update(processes=state.num_processes, resumed_from_step=resumed, calibration=calibration.to_dict())
+        meta.update(processes=state.num_processes, resumed_from_step=resumed)
+        meta["calibration"] = calibration.to_dict() if calibration else None
+        if thresholds is not None:
+            meta["thresholds"] = {"how": cfg.train.thresholds, "values": dict(zip(schema.names, thresholds.tolist()))}
         meta["checks"] = {k: checks[k] for k in ("errors", "warnings")} if checks else None
         if checks:
             write_json(checks, work / "model" / CHECKS_FILE)
-        _save(work, meta, metrics, rows, calibration)
+        _save(work, meta, metrics, rows, calibration, thresholds)
         _publish(work / "model", output_dir)
         shutil.rmtree(work, ignore_errors=True)
         logger.info("model written to %s", output_dir)
@@ -181,6 +192,11 @@ def load_train_and_validation(
     train_data, schema = tokenize_labelled(
         train_data, cfg.data, tokenizer, max_length, cache_dir, role="training", progress=progress
     )
+    if schema.multi_label and not cfg.data.multi_label:  # a column of lists: validation data is read the same way
+        cfg.data.multi_label = True
+        logger.info("%s: the label column holds sets of labels; training a multi-label model", train_data.source)
+    if schema.multi_label and cfg.train.best_metric == "mcc":
+        raise ConfigError("best_metric mcc is for one label per text; for multi-label use macro_f1 or micro_f1")
     if validation is not None:
         known = f"the training data ({train_data.source})"
         val_data, _ = tokenize_labelled(
@@ -189,10 +205,18 @@ def load_train_and_validation(
         train_ds, val_ds = TokenizedRows(train_data), TokenizedRows(val_data)
     else:
         train_rows, val_rows = split_rows(
-            train_data.labels, cfg.data.val_fraction, cfg.data.val_max_rows, cfg.train.seed, train_data.source
+            train_data.labels,
+            cfg.data.val_fraction,
+            cfg.data.val_max_rows,
+            cfg.train.seed,
+            train_data.source,
+            train_data.docs,
         )
         train_ds, val_ds = TokenizedRows(train_data, train_rows), TokenizedRows(train_data, val_rows)
     _report_truncation(train_data, max_length)
+    if train_data.docs is not None:
+        logger.info("%s: %d documents make %d windows of up to %d tokens (stride %d)", train_data.source,
+                    train_data.n_docs, len(train_data), max_length, cfg.data.window_stride)  # fmt: skip
     logger.info("training on %d rows, validating on %d rows, %d labels", len(train_ds), len(val_ds), len(schema))
     return train_ds, val_ds, schema
 
@@ -224,7 +248,13 @@ def _trainer(
         callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(work / TENSORBOARD_DIR))))
     if cfg.train.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.patience))
-    weights = class_weights(cfg.train.class_weights, train_ds.labels, schema)
+    if schema.multi_label:
+        weights = multilabel.pos_weights(cfg.train.class_weights, train_ds.labels, schema.names)
+        loss = None if weights is None else multilabel.weighted_bce(weights)
+    else:
+        weights = class_weights(cfg.train.class_weights, train_ds.labels, schema)
+        loss = None if weights is None else weighted_cross_entropy(weights)
+    val_docs = val_ds.docs[LengthOrder(val_ds.lengths).order] if val_ds.docs is not None else None
     trainer = BertfitTrainer(
         scheduler=cfg.train.scheduler,
         group_by_length=cfg.train.group_by_length,
@@ -234,8 +264,8 @@ def _trainer(
         eval_dataset=val_ds,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
-        compute_metrics=trainer_metrics(len(schema)),
-        compute_loss_func=None if weights is None else weighted_cross_entropy(weights),
+        compute_metrics=trainer_metrics(len(schema), schema.multi_label, val_docs, cfg.data.aggregate),
+        compute_loss_func=loss,
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # raw metric dicts; EpochLogger prints readable lines instead
@@ -401,7 +431,15 @@ def _meta(
         "format": 1,
         "base_model": base_name,
         "labels": schema.to_dict(),
-        "data": {"text_cols": cfg.data.text_cols, "label_col": cfg.data.label_col, "max_length": max_length},
+        "data": {
+            "text_cols": cfg.data.text_cols,
+            "label_col": cfg.data.label_col,
+            "max_length": max_length,
+            "pair_col": cfg.data.pair_col,
+            "long": cfg.data.long,
+            "stride": cfg.data.window_stride,
+            "aggregate": cfg.data.aggregate,
+        },
         "config": cfg.to_dict(),
         "precision": precision,
         "train_rows": len(train_ds),
@@ -414,18 +452,31 @@ def _meta(
 
 
 def _scored_validation(
-    trainer: Trainer, val_ds: TokenizedRows, tokenizer: PreTrainedTokenizerBase, schema: LabelSchema
+    trainer: Trainer,
+    val_ds: TokenizedRows,
+    tokenizer: PreTrainedTokenizerBase,
+    schema: LabelSchema,
+    aggregate: str = "mean",
 ) -> ScoredRows:
     """The best model's logits on the validation rows, with what the report needs (lengths, texts).
 
     Trainer visits validation rows longest first (LengthOrder; under DDP the gathered batches keep that order), so
     the labels come from Trainer's output; texts are shown only when its labels match that order, as decoded tokens.
+    Sliding windows are aggregated into one row per document.
     """
     pred = trainer.predict(val_ds)
     logits = np.asarray(pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions, np.float64)
-    labels = np.asarray(pred.label_ids, dtype=np.int64)
+    labels = np.asarray(pred.label_ids)
     order = LengthOrder(val_ds.lengths).order
     known = len(order) == len(labels) and np.array_equal(val_ds.labels[order], labels)
+    lengths = val_ds.lengths[order] if known else np.zeros(len(labels), dtype=np.int32)
+    if known and val_ds.docs is not None:  # rows are windows: one row per document, shown by its first window
+        docs = val_ds.docs[order]
+        _, first = np.unique(docs, return_index=True)
+        logits, labels = per_document(logits, labels, docs, aggregate)
+        lengths = np.bincount(np.unique(docs, return_inverse=True)[1], weights=lengths).astype(np.int64)
+        order = order[first]
+    labels = labels.astype(np.int64)
 
     def texts(idx: np.ndarray) -> list[str]:
         if not known:
@@ -433,12 +484,27 @@ def _scored_validation(
         ids = [val_ds[int(order[i])]["input_ids"] for i in idx]
         return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
-    lengths = val_ds.lengths[order] if known else np.zeros(len(labels), dtype=np.int32)
-    return ScoredRows(labels, softmax(logits), lengths, texts, list(schema.names), logits)
+    proba = multilabel.sigmoid(logits) if schema.multi_label else softmax(logits)
+    return ScoredRows(labels, proba, lengths, texts, list(schema.names), logits)
+
+
+def _thresholds(how: str, rows: ScoredRows) -> np.ndarray:
+    """Multi-label decision thresholds: tuned per label on the validation rows, or 0.5 for every label."""
+    if how == "global":
+        return np.full(len(rows.names), multilabel.DEFAULT_THRESHOLD)
+    thresholds = multilabel.tune_thresholds(rows.labels, rows.proba)
+    logger.info("thresholds tuned on %d validation rows: %s", len(rows.labels),
+                ", ".join(f"{n} {t:.2f}" for n, t in zip(rows.names, thresholds)))  # fmt: skip
+    return thresholds
 
 
 def _save(
-    work: Path, meta: dict[str, Any], metrics: dict[str, Any], rows: ScoredRows, calibration: Calibration
+    work: Path,
+    meta: dict[str, Any],
+    metrics: dict[str, Any],
+    rows: ScoredRows,
+    calibration: Calibration | None,
+    thresholds: np.ndarray | None = None,
 ) -> None:
     """bertfit's files beside the weights Trainer saved in work/model: metrics, card, logs, curve, the validation
     report (report/report.html with its plots), bertfit.json."""
@@ -447,7 +513,12 @@ def _save(
     if (work / LOG_FILE).is_file():
         shutil.copyfile(work / LOG_FILE, folder / LOG_FILE)
         plot_training_curve(folder / LOG_FILE, folder / CURVE_FILE, meta["config"]["train"]["best_metric"])
-    numbers = write_report(folder / REPORT_DIR, rows, calibration, "Validation report", folder / CURVE_FILE)
+    if thresholds is not None:
+        numbers = write_multilabel_report(
+            folder / REPORT_DIR, rows, thresholds, "Validation report", folder / CURVE_FILE
+        )
+    else:
+        numbers = write_report(folder / REPORT_DIR, rows, calibration, "Validation report", folder / CURVE_FILE)
     metrics.update({k: v for k, v in numbers.items() if k not in metrics})
     metrics["report"] = {**numbers["report"], "folder": REPORT_DIR}
     write_json(metrics, folder / "metrics.json")

@@ -1,0 +1,127 @@
+"""Multi-label classification: each text carries a set of labels, scored one sigmoid per label.
+
+Training uses the model's own BCE-with-logits loss (`problem_type="multi_label_classification"`), or a
+`pos_weight` BCE when class weights are asked for. After training, one threshold per label is tuned on the
+validation rows (the F1-best cut of that label's scores) and stored with the model; prediction marks a label when
+its score reaches its threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score, hamming_loss, precision_recall_fscore_support
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
+GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)  # candidate thresholds
+MIN_POSITIVES = 5  # labels with fewer validation positives keep DEFAULT_THRESHOLD: too few to tune on
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+
+
+def headline(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Scalar metrics over multi-hot rows (n, labels); `accuracy` is subset accuracy (every label right)."""
+    y_true, y_pred = np.asarray(y_true).astype(np.int64), np.asarray(y_pred).astype(np.int64)
+    return {
+        "accuracy": float((y_true == y_pred).all(axis=1).mean()),
+        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        # a row with no labels, rightly predicted with none, counts as right (zero_division=1 for that row)
+        "samples_f1": float(f1_score(y_true, y_pred, average="samples", zero_division=1.0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "hamming_loss": float(hamming_loss(y_true, y_pred)),
+    }
+
+
+def report(y_true: np.ndarray, proba: np.ndarray, thresholds: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Headline metrics at the given thresholds, per-label precision/recall/F1/support and each label's threshold."""
+    y_pred = proba >= thresholds[None, :]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, average=None, labels=list(range(len(names))), zero_division=0
+    )
+    per_class = {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s), "threshold": float(t)}
+        for name, p, r, f, s, t in zip(names, precision, recall, f1, support, thresholds)
+    }
+    return {
+        **headline(y_true, y_pred),
+        "per_class": per_class,
+        "labels": list(names),
+        "n": int(len(y_true)),
+        "problem_type": "multi_label_classification",
+        "labels_per_text": {"true": float(y_true.sum(1).mean()), "predicted": float(y_pred.sum(1).mean())},
+    }
+
+
+def tune_thresholds(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Per label, the grid threshold with the best F1 on these rows (ties: the one nearest 0.5); labels with
+    fewer than MIN_POSITIVES positive rows keep 0.5."""
+    y_true = np.asarray(y_true).astype(bool)
+    thresholds = np.full(y_true.shape[1], DEFAULT_THRESHOLD)
+    for label in np.flatnonzero(y_true.sum(0) >= MIN_POSITIVES):
+        truth = y_true[:, label, None]
+        predicted = proba[:, label, None] >= GRID[None, :]  # (rows, grid)
+        tp = (predicted & truth).sum(0)
+        f1 = 2 * tp / np.maximum(predicted.sum(0) + truth.sum(), 1)  # 2tp / (2tp + fp + fn)
+        best = np.flatnonzero(f1 == f1.max())
+        thresholds[label] = GRID[best[np.argmin(np.abs(GRID[best] - DEFAULT_THRESHOLD))]]
+    return thresholds
+
+
+def start_at_base_rates(model: torch.nn.Module, labels: np.ndarray) -> None:
+    """Set the classification head's bias to each label's log-odds in the training rows, so the untrained model
+    scores every label at its base rate instead of 0.5: the first steps then learn features, not the priors.
+
+    Without it, all-MiniLM-L6-v2 on 10,000 GoEmotions rows stayed at the all-labels-off plateau for two epochs
+    (validation loss 0.150, macro-F1 0.04 at lr 1e-4 and 3e-4); with it the loss fell to 0.10 (macro-F1 0.37-0.39)."""
+    n_labels = labels.shape[1]
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == n_labels]
+    if not heads or heads[-1].bias is None:
+        return
+    rate = np.clip(labels.mean(axis=0), 1e-4, 1 - 1e-4)
+    with torch.no_grad():
+        heads[-1].bias.copy_(torch.from_numpy(np.log(rate / (1 - rate))).to(heads[-1].bias))
+
+
+def pos_weights(spec: str, labels: np.ndarray, names: list[str]) -> torch.Tensor | None:
+    """BCE pos_weight per label: none, auto (negatives / positives in the training rows), or a label: weight file."""
+    from .losses import _weights_file
+
+    if spec == "none":
+        return None
+    if spec == "auto":
+        positives = labels.sum(0).astype(np.float64)
+        weights = np.where(positives > 0, (len(labels) - positives) / np.maximum(positives, 1), 1.0)
+    else:
+        from pathlib import Path
+
+        from .labels import LabelSchema
+
+        weights = _weights_file(Path(spec), LabelSchema(names))
+    logger.info("positive-class weights: %s", ", ".join(f"{n} {w:.3g}" for n, w in zip(names, weights)))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def weighted_bce(pos_weight: torch.Tensor) -> Any:
+    """Trainer's compute_loss_func: BCE with logits and a per-label pos_weight, averaged over rows and labels."""
+
+    def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), labels.float(), pos_weight=pos_weight.to(logits.device)
+        )
+
+    return loss
+
+
+def label_lists(proba: np.ndarray, thresholds: np.ndarray, names: list[str]) -> list[list[str] | None]:
+    """Each row's labels at or above their thresholds (None for NaN rows: empty texts)."""
+    hot = proba >= thresholds[None, :]
+    return [None if np.isnan(row[0]) else [names[j] for j in np.flatnonzero(h)] for row, h in zip(proba, hot)]

@@ -1,0 +1,220 @@
+"""Multi-label: label sets in, sigmoid/BCE training, per-label thresholds, list predictions, the multi-label metrics."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import FILLER, NEGATIVE, POSITIVE, TINY_TRAIN
+from sklearn.metrics import f1_score, hamming_loss
+from transformers import BertConfig, BertModel
+from typer.testing import CliRunner
+
+import bertfit
+from bertfit.cli import app
+from bertfit.errors import ConfigError, DataError
+from bertfit.inference import Classifier
+from bertfit.labels import SET_JOIN, LabelSchema, label_sets
+from bertfit.multilabel import DEFAULT_THRESHOLD, headline, tune_thresholds
+
+MULTI_TRAIN = {**TINY_TRAIN, "epochs": 10}  # one sigmoid per label learns more slowly than a softmax
+
+
+def multilabel_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """Texts with a positive word, a negative word, both or neither; the label set names which are there."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        labels = [["positive"], ["positive", "negative"], ["negative"], []][i % 4]
+        words = rng.sample(FILLER, rng.randint(3, 7))
+        for label in labels:
+            words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "positive" else NEGATIVE))
+        rows.append({"text": " ".join(words), "labels": labels})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def small_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny BERT at hidden size 64: at 32, the two sigmoids of this task reliably learned only one label
+    (one detector stayed at 0.5 through 10 epochs, whatever the learning rate or seed); at 64 both are learned."""
+    folder = tmp_path_factory.mktemp("small-bert")
+    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
+    config = BertConfig.from_pretrained(tiny_model_dir)
+    config.hidden_size, config.intermediate_size, config.num_attention_heads = 64, 128, 4
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def multi_model(small_model_dir, tmp_path_factory):
+    train, val = multilabel_frame(480, seed=1), multilabel_frame(120, seed=2)
+    out = tmp_path_factory.mktemp("multi") / "model"
+    result = bertfit.train(
+        train, out, validation=val, model=str(small_model_dir), label_col="labels", progress=False, **MULTI_TRAIN
+    )
+    return result
+
+
+def test_label_sets_are_canonical_for_lists_and_separated_strings():
+    raw = pd.Series([["joy", "love"], "love, joy", np.array(["joy"]), [], "joy,joy"], dtype=object)
+    assert label_sets(raw).tolist() == [f"joy{SET_JOIN}love", f"joy{SET_JOIN}love", "joy", "", "joy"]
+    assert label_sets(pd.Series(["a|b"]), "|").tolist() == [f"a{SET_JOIN}b"]
+
+
+def test_encode_sets_gives_multi_hot_rows_and_names_unknown_labels():
+    schema = LabelSchema(["anger", "joy", "love"], problem_type="multi_label_classification")
+    hot = schema.encode_sets(pd.Series([["joy", "love"], [], ["anger"]], dtype=object), "f.csv", "labels")
+    assert hot.tolist() == [[0, 1, 1], [0, 0, 0], [1, 0, 0]]
+    with pytest.raises(DataError, match=r"f\.csv: column 'labels' has labels .* never saw: 'fear' \(1 rows\)"):
+        schema.encode_sets(pd.Series(["joy,fear"]), "f.csv", "labels")
+
+
+def test_tuned_thresholds_maximise_each_labels_f1_and_rare_labels_keep_the_default():
+    rng = np.random.default_rng(0)
+    truth = np.zeros((200, 3), dtype=np.uint8)
+    truth[:100, 0] = 1
+    truth[:2, 2] = 1  # too few positives to tune on
+    proba = rng.uniform(0, 0.3, size=(200, 3))
+    proba[:100, 0] = rng.uniform(0.2, 0.3, size=100)  # label 0: positives score 0.2-0.3, negatives 0-0.3
+    proba[100:, 0] = rng.uniform(0.0, 0.2, size=100)
+    thresholds = tune_thresholds(truth, proba)
+    assert 0.15 <= thresholds[0] <= 0.2  # separates the two score ranges (0.5 would predict nothing)
+    assert thresholds[2] == DEFAULT_THRESHOLD
+    tuned = f1_score(truth[:, 0], proba[:, 0] >= thresholds[0])
+    assert tuned == 1.0 > f1_score(truth[:, 0], proba[:, 0] >= 0.5, zero_division=0)
+
+
+def test_headline_metrics_match_scikit_learn_and_subset_accuracy_counts_whole_rows():
+    truth = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
+    pred = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 0], [0, 0, 1]])
+    m = headline(truth, pred)
+    assert m["accuracy"] == 0.5  # rows 0 and 3 have every label right
+    assert m["micro_f1"] == pytest.approx(f1_score(truth, pred, average="micro"))
+    assert m["macro_f1"] == pytest.approx(f1_score(truth, pred, average="macro"))
+    assert m["samples_f1"] == pytest.approx(f1_score(truth, pred, average="samples"))
+    assert m["hamming_loss"] == pytest.approx(hamming_loss(truth, pred)) == pytest.approx(2 / 12)
+    none = np.zeros((2, 3), dtype=int)
+    assert headline(none, none)["samples_f1"] == 1.0  # no labels, rightly none predicted
+    assert headline(none, np.array([[0, 1, 0], [0, 0, 0]]))["samples_f1"] == 0.5
+
+
+def test_a_list_column_trains_a_multi_label_model_with_stored_thresholds(multi_model):
+    meta = json.loads((multi_model.model_dir / "bertfit.json").read_text())
+    config = json.loads((multi_model.model_dir / "config.json").read_text())
+    assert meta["labels"]["problem_type"] == config["problem_type"] == "multi_label_classification"
+    assert sorted(meta["thresholds"]["values"]) == ["negative", "positive"]
+    assert meta["calibration"] is None  # temperature scaling is for softmax models
+    assert multi_model.metrics["micro_f1"] > 0.9 and multi_model.metrics["samples_f1"] > 0.9
+    assert {"hamming_loss", "samples_f1", "per_class"} <= set(multi_model.metrics)
+    assert multi_model.metrics["per_class"]["positive"]["threshold"] == meta["thresholds"]["values"]["positive"]
+    html = (multi_model.model_dir / "report" / "report.html").read_text()
+    assert "subset accuracy" in html and "threshold" in html
+    assert "samples_f1" in (multi_model.model_dir / "README.md").read_text()
+
+
+def test_predict_gives_label_lists_and_every_labels_score(multi_model):
+    clf = Classifier.from_pretrained(multi_model.model_dir, dtype="fp32")
+    out = clf.predict(["great fun movie", "awful boring plot", "the great and the awful", "the film", ""])
+    assert out[0]["labels"] == ["positive"] and out[1]["labels"] == ["negative"]
+    assert sorted(out[2]["labels"]) == ["negative", "positive"] and out[3]["labels"] == []
+    assert set(out[0]["scores"]) == {"negative", "positive"} and out[0]["scores"]["positive"] > 0.5
+    assert out[4] == {"labels": None, "scores": None}
+    low = Classifier.from_pretrained(multi_model.model_dir, dtype="fp32", threshold=0.001)
+    assert sorted(low.predict(["the film"])[0]["labels"]) == ["negative", "positive"]
+
+
+def test_predict_file_writes_pred_labels_and_prob_columns_one_row_per_input(multi_model, tmp_path):
+    frame = multilabel_frame(40, seed=5)
+    frame.loc[3, "text"] = ""
+    frame[["text"]].to_csv(tmp_path / "in.csv", index=False)
+    bertfit.predict_file(multi_model.model_dir, tmp_path / "in.csv", tmp_path / "out.csv", dtype="fp32")
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert len(out) == 40 and {"pred_labels", "prob_negative", "prob_positive"} <= set(out.columns)
+    assert out.loc[3, "pred_labels"] == ""
+    hits = [set(filter(None, p.split(","))) == set(t) for p, t in zip(out["pred_labels"], frame["labels"])]
+    assert np.mean(hits) > 0.8
+
+
+def test_evaluate_reads_comma_separated_labels_against_a_list_trained_model(multi_model, tmp_path):
+    frame = multilabel_frame(80, seed=6)
+    frame["label"] = frame["labels"].map(",".join)
+    frame[["text", "label"]].to_csv(tmp_path / "test.csv", index=False)
+    report = bertfit.evaluate(multi_model.model_dir, tmp_path / "test.csv", label_col="label", report=tmp_path / "r")
+    assert report["problem_type"] == "multi_label_classification" and report["n"] == 60
+    assert report["micro_f1"] > 0.8 and 0 <= report["hamming_loss"] < 0.2
+    assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "per_class.png").is_file()
+    assert report["dropped"] == {"missing label": 20}  # rows with no labels are written as an empty string
+
+
+def test_explain_refuses_multi_label_models_in_one_line(multi_model):
+    clf = Classifier.from_pretrained(multi_model.model_dir)
+    with pytest.raises(ConfigError, match="explain works with single-label, single-text models; this is a multi-label"):
+        clf.explain(["great fun"])
+
+
+def test_a_model_starts_at_each_labels_base_rate():
+    from bertfit.multilabel import sigmoid, start_at_base_rates
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
+    labels = np.array([[1, 0, 0]] * 1 + [[0, 1, 0]] * 3 + [[0, 0, 0]] * 6, dtype=np.uint8)
+    start_at_base_rates(model, labels)
+    assert sigmoid(model[1].bias.detach().numpy()) == pytest.approx([0.1, 0.3, 1e-4], rel=1e-3)
+
+
+def test_transformers_pipeline_loads_it_with_sigmoid_scores(multi_model):
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(multi_model.model_dir), top_k=None, device="cpu")
+    clf = Classifier.from_pretrained(multi_model.model_dir, dtype="fp32")
+    texts = ["great fun movie", "awful boring plot", "the great and the awful"]
+    theirs = [{d["label"]: d["score"] for d in row} for row in pipe(texts)]
+    ours = clf.predict_proba(texts)
+    for row, probs in zip(theirs, ours):
+        assert [row[name] for name in clf.labels] == pytest.approx(probs.tolist(), abs=1e-5)
+
+
+def test_cli_label_sep_trains_multi_label_and_rejects_mcc(tiny_model_dir, tmp_path, restore_cli_state):
+    frame = multilabel_frame(160, seed=3)
+    frame["label"] = frame["labels"].map("|".join).replace("", "none")
+    frame[["text", "label"]].to_csv(tmp_path / "train.csv", index=False)
+    base = ["train", str(tmp_path / "train.csv"), "--model", str(tiny_model_dir), "--label-sep", "|", "--epochs", "1"]
+    bad = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "bad"), "--best-metric", "mcc"])
+    assert bad.exit_code == 2 and "best_metric mcc is for one label per text" in bad.output
+    assert not (tmp_path / "bad").exists()
+    done = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "m"), "--json", "--thresholds", "global"])
+    assert done.exit_code == 0, done.output
+    meta = json.loads((tmp_path / "m" / "bertfit.json").read_text())
+    assert meta["labels"]["names"] == ["negative", "none", "positive"] and meta["labels"]["label_sep"] == "|"
+    assert set(meta["thresholds"]["values"].values()) == {0.5} and meta["thresholds"]["how"] == "global"
+
+
+def test_label_sets_in_validation_for_a_single_label_run_are_a_clear_error(tiny_model_dir, tmp_path):
+    train = pd.DataFrame({"text": ["great", "awful"] * 20, "labels": ["positive", "negative"] * 20})
+    val = multilabel_frame(8, seed=1)
+    with pytest.raises(DataError, match="holds sets of labels, but the training data .* has one label per row"):
+        bertfit.train(train, tmp_path / "m", validation=val, model=str(tiny_model_dir), label_col="labels",
+                      progress=False, epochs=1)  # fmt: skip
+    assert not (tmp_path / "m").exists()
+
+
+def test_class_weights_auto_trains_with_a_positive_weight_per_label(small_model_dir, tmp_path, caplog):
+    caplog.set_level("INFO", logger="bertfit")
+    train, val = multilabel_frame(480, seed=1), multilabel_frame(120, seed=2)
+    result = bertfit.train(train, tmp_path / "m", validation=val, model=str(small_model_dir), label_col="labels",
+                           class_weights="auto", progress=False, **MULTI_TRAIN)  # fmt: skip
+    assert "positive-class weights: negative 1, positive 1" in caplog.text  # half the rows have each label
+    assert result.metrics["micro_f1"] > 0.8
+
+
+def test_check_counts_rows_per_single_label(tmp_path):
+    frame = multilabel_frame(40, seed=1)
+    report = bertfit.check(frame, label_col="labels")
+    counts = report.stats["splits"]["train"]["label_counts"]
+    assert counts == {"positive": 20, "negative": 20}
+    assert not report.errors
