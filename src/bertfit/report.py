@@ -64,6 +64,11 @@ def write_report(
         "reliability.png": _plot_reliability(numbers["calibration"]),
         "error_by_length.png": _plot_error_by_length(numbers["error_by_length"]),
     }
+    return _write(folder, numbers, pngs, curve_png, lambda plots: _html(title, numbers, plots))
+
+
+def _write(folder: Path, numbers: dict, pngs: dict, curve_png: Path | None, html_of: Callable) -> dict[str, Any]:
+    """The PNGs, a copy of the training curve when there is one, then report.html (each written whole)."""
     for name, fig in pngs.items():
         with atomic_path(folder / name) as tmp:
             fig.savefig(tmp, format="png", dpi=110)
@@ -71,7 +76,7 @@ def write_report(
         shutil.copyfile(curve_png, folder / "training_curve.png")
         pngs["training_curve.png"] = None
     with atomic_path(folder / REPORT_FILE) as tmp:
-        tmp.write_text(_html(title, numbers, list(pngs)), encoding="utf-8")
+        tmp.write_text(html_of(list(pngs)), encoding="utf-8")
     numbers["report"] = {"html": REPORT_FILE, "plots": list(pngs)}
     return numbers
 
@@ -101,16 +106,7 @@ def write_multilabel_report(
         for t, i in zip(texts, worst)
     ]
     pngs = {"per_class.png": _plot_per_class(numbers)}
-    for name, fig in pngs.items():
-        with atomic_path(folder / name) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    if curve_png is not None and Path(curve_png).is_file():
-        shutil.copyfile(curve_png, folder / "training_curve.png")
-        pngs["training_curve.png"] = None
-    with atomic_path(folder / REPORT_FILE) as tmp:
-        tmp.write_text(_multilabel_html(title, numbers, list(pngs)), encoding="utf-8")
-    numbers["report"] = {"html": REPORT_FILE, "plots": list(pngs)}
-    return numbers
+    return _write(folder, numbers, pngs, curve_png, lambda plots: _multilabel_html(title, numbers, plots))
 
 
 def error_by_length(labels: np.ndarray, pred: np.ndarray, lengths: np.ndarray) -> list[dict[str, Any]]:
