@@ -41,8 +41,8 @@ class DataConfig:
     def validate(self) -> None:
         if not self.text_cols:
             raise ConfigError("text_cols is empty; name at least one text column (--text-col text)")
-        _check_choice("long", self.long, LONG_MODES)
-        _check_choice("aggregate", self.aggregate, AGGREGATES)
+        check_choice("long", self.long, LONG_MODES)
+        check_choice("aggregate", self.aggregate, AGGREGATES)
         if self.pair_col is not None and self.long != "truncate":
             raise ConfigError(f"--pair-col works with --long truncate only (got --long {self.long})")
         if self.pair_col is not None and self.pair_col in self.text_cols:
@@ -120,10 +120,10 @@ class TrainConfig:
         if self.patience < 0 or self.keep_checkpoints < 1 or self.max_steps < 0:
             raise ConfigError("patience and max_steps must be 0 or more, keep_checkpoints at least 1")
         parse_save_every(self.save_every)
-        _check_choice("scheduler", self.scheduler, SCHEDULERS)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("best_metric", self.best_metric, METRICS)
-        _check_choice("thresholds", self.thresholds, THRESHOLDS)
+        check_choice("scheduler", self.scheduler, SCHEDULERS)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("best_metric", self.best_metric, METRICS)
+        check_choice("thresholds", self.thresholds, THRESHOLDS)
 
 
 # The learning rate when none is given, chosen on validation splits only: 2e-4 beat 1e-4 on emotion (1,500 optimizer
@@ -240,9 +240,11 @@ def parse_save_every(value: str) -> tuple[str, float]:
     return ("seconds", float(number) * units[unit]) if unit else ("steps", int(number))
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """The value, when it is one of the choices; else a one-line ConfigError listing them."""
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)} (got '{value}')")
+    return value
 
 
 def _section_of(config: RunConfig, key: str) -> Any:

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checks import clean_text, input_texts
-from .config import AGGREGATES, LONG_MODES, ModelConfig
+from .config import AGGREGATES, LONG_MODES, ModelConfig, check_choice
 from .errors import BertfitError, ConfigError, DataError
 from .io import count_rows, data_files, estimate_rows, iter_frames
 from .labels import LabelSchema
@@ -81,8 +81,8 @@ class Classifier:
         self.pair_col: str | None = data.get("pair_col")
         trained_length = int(data.get("max_length", 512))
         self.max_length = usable_max_length(max_length or trained_length, tokenizer, model.config)
-        self.long = _choice("long", long or data.get("long", "truncate"), LONG_MODES)
-        self.aggregate = _choice("aggregate", aggregate or data.get("aggregate", "mean"), AGGREGATES)
+        self.long = check_choice("long", long or data.get("long", "truncate"), LONG_MODES)
+        self.aggregate = check_choice("aggregate", aggregate or data.get("aggregate", "mean"), AGGREGATES)
         if stride is None:
             stride = self.max_length // 4 if long or data.get("stride") is None else int(data["stride"])
         self.stride = stride
@@ -327,7 +327,9 @@ class Classifier:
         if encoded.docs is not None:
             logits = aggregate_windows(logits, encoded.docs, int(present.sum()), self.aggregate)
         if self.schema.multi_label:
-            proba[present] = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+            from .multilabel import sigmoid
+
+            proba[present] = sigmoid(logits)
         else:
             proba[present] = torch.softmax(torch.from_numpy(np.asarray(logits, np.float32)) / self.temperature, -1)
         return proba
@@ -377,12 +379,6 @@ def clean_input(value: Any) -> str | tuple[str, str] | None:
         first, second = clean_text(value[0]), clean_text(value[1])
         return None if first is None or second is None else (first, second)
     return clean_text(value)
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)} (got '{value}')")
-    return value
 
 
 def calibration_temperature(meta: dict[str, Any]) -> float:
