@@ -41,8 +41,6 @@ class DataConfig:
     def validate(self) -> None:
         if not self.text_cols:
             raise ConfigError("text_cols is empty; name at least one text column (--text-col text)")
-        check_choice("long", self.long, LONG_MODES)
-        check_choice("aggregate", self.aggregate, AGGREGATES)
         if self.pair_col is not None and self.long != "truncate":
             raise ConfigError(f"--pair-col works with --long truncate only (got --long {self.long})")
         if self.pair_col is not None and self.pair_col in self.text_cols:
@@ -55,11 +53,7 @@ class DataConfig:
             raise ConfigError(f"val_max_rows must be at least 1 (got {self.val_max_rows}); try 20000")
         if self.max_length < 8:
             raise ConfigError(f"max_length must be at least 8 tokens (got {self.max_length}); try 128")
-        if self.stride is not None and not 0 <= self.stride <= self.max_length // 2:
-            raise ConfigError(
-                f"stride (tokens shared by neighbouring windows) must be 0 to max_length / 2 = {self.max_length // 2} "
-                f"(got {self.stride}); try {self.max_length // 4}"
-            )
+        check_windows(self.long, self.window_stride, self.aggregate, self.max_length)
 
     @property
     def read_as_text(self) -> list[str]:
@@ -238,6 +232,17 @@ def parse_save_every(value: str) -> tuple[str, float]:
             f"save_every must be 'epoch', a number of steps ('500') or a time ('30m', '2h') (got '{value}')"
         )
     return ("seconds", float(number) * units[unit]) if unit else ("steps", int(number))
+
+
+def check_windows(long: str, stride: int, aggregate: str, max_length: int) -> None:
+    """The long-text settings: a known mode and aggregate, and a stride of 0 to half the window."""
+    check_choice("long", long, LONG_MODES)
+    check_choice("aggregate", aggregate, AGGREGATES)
+    if not 0 <= stride <= max_length // 2:
+        raise ConfigError(
+            f"stride (tokens shared by neighbouring windows) must be 0 to max_length / 2 = {max_length // 2} "
+            f"(got {stride}); try {max_length // 4}"
+        )
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:

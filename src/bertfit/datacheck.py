@@ -391,16 +391,10 @@ class _LabelCodes:
     def add(self, raw: pd.Series) -> np.ndarray:
         if not self.codes and is_list_column(raw):
             self.multi = True
-        if self.multi:
-            strings = label_sets(raw, self.sep)
-            if self.label_map:
-                strings = strings.map(
-                    lambda v: SET_JOIN.join(sorted({self.label_map.get(m, m) for m in v.split(SET_JOIN)}))
-                )
-        else:
-            strings = label_strings(raw)
-        if self.label_map and not self.multi:
-            strings = strings.map(lambda v: self.label_map.get(v, v))
+        strings = label_sets(raw, self.sep) if self.multi else label_strings(raw)
+        if self.label_map:  # each member of a label set is renamed on its own
+            rename = self.label_map.get
+            strings = strings.map(lambda v: SET_JOIN.join(sorted({rename(m, m) for m in v.split(SET_JOIN)})))
         for value in strings.unique().tolist():
             if value not in self.codes:
                 if len(self.codes) >= LABEL_CAP:

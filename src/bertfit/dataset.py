@@ -31,7 +31,7 @@ from .checks import DataSource, no_rows_fix, usable_rows
 from .config import DataConfig
 from .errors import DataError
 from .io import data_files, estimate_rows, iter_frames, require_columns, write_json
-from .labels import MULTI_LABEL, SET_JOIN, LabelSchema, is_list_column, label_sets, label_strings
+from .labels import MULTI_LABEL, SET_JOIN, LabelSchema, is_list_column, label_sets, label_strings, set_members
 from .parts import input_fingerprint
 from .tokenization import WindowEncoder
 
@@ -285,9 +285,7 @@ class _LabelCodes:
 
     def names(self) -> list[str]:
         """The single labels seen (for multi-label, the members of every label set)."""
-        if not self.multi:
-            return list(self.values)
-        return list(dict.fromkeys(n for v in self.values for n in v.split(SET_JOIN) if n))
+        return set_members(self.values) if self.multi else list(self.values)
 
     def to_meta(self) -> dict[str, Any]:
         return {"label_values": list(self.values), "label_counts": self.counts, "labels_numeric": self.numeric,
@@ -298,7 +296,7 @@ def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSch
     values = meta["label_values"]
     rows = pd.Series(meta["label_counts"])
     if meta.get("multi_label"):
-        values = list(dict.fromkeys(n for v in values for n in v.split(SET_JOIN) if n))
+        values = set_members(values)
         rows = None
     numeric = meta["labels_numeric"] and all(_is_number(v) for v in values)
     series = pd.Series([float(v) for v in values] if numeric else values)
@@ -326,10 +324,10 @@ def _label_ids(meta: dict[str, Any], schema: LabelSchema, cfg: DataConfig, sourc
     know are an error that counts their rows."""
     values = pd.Series(meta["label_values"], dtype=object)
     if schema.multi_label != bool(meta.get("multi_label")):
-        kind = "sets of labels" if meta.get("multi_label") else "one label per row"
+        kinds = ["one label per row", "sets of labels"]
+        found, trained = kinds[bool(meta.get("multi_label"))], kinds[schema.multi_label]
         raise DataError(
-            f"{source}: column '{cfg.label_col}' holds {kind}, but {known_from} "
-            f"{'has one label per row' if meta.get('multi_label') else 'holds sets of labels'}; "
+            f"{source}: column '{cfg.label_col}' holds {found}, but {known_from} has {trained}; "
             "use the same label format (and --multi-label / --label-sep) for both"
         )
     if schema.multi_label:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from .checks import join_text
+from .config import DataConfig
 from .errors import BertfitError, ConfigError, DataError, MissingDependency
 from .inference import log_counts
 from .io import COMPRESSIONS, data_files, estimate_rows, first_line, iter_frames, table_format, typed_columns
@@ -95,7 +96,7 @@ def predict_with_ray(
                     "gpus_per_worker": (gpus_per_worker, 0)})  # fmt: skip
     trained = read_meta(model_dir).get("data", {})
     cols = text_cols or trained.get("text_cols", ["text"])
-    _check_columns(files, [*cols, *([trained["pair_col"]] if trained.get("pair_col") else [])], str(input_path))
+    _check_columns(files, DataConfig(text_cols=cols, pair_col=trained.get("pair_col")).read_as_text, str(input_path))
     ray = _import_ray()
     labeller = {"model_dir": str(Path(model_dir).resolve()), "device": "cuda" if gpus_per_worker else "cpu",
                 "dtype": dtype, "max_length": max_length, "compile": compile, "calibration": calibration,
@@ -320,8 +321,7 @@ class _Labeller:
         if self.error is not None:
             raise self.error
         if self.retype:
-            as_text = [*(self.stream_args.get("text_cols") or self.clf.text_cols), *filter(None, [self.clf.pair_col])]
-            batch = typed_columns(batch, as_text)
+            batch = typed_columns(batch, self.clf.columns_read(self.stream_args.get("text_cols")))
         with closing(self.clf.predict_stream([batch], **self.stream_args)) as stream:
             out = next(stream)
         # Ray Data drops DataFrame.attrs: the window's counts travel in one cell of a column dropped on writing.

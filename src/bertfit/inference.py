@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checks import clean_text, input_texts
-from .config import AGGREGATES, LONG_MODES, ModelConfig, check_choice
+from .config import DataConfig, ModelConfig, check_windows
 from .errors import BertfitError, ConfigError, DataError
 from .io import count_rows, data_files, estimate_rows, iter_frames
 from .labels import LabelSchema
@@ -81,13 +81,12 @@ class Classifier:
         self.pair_col: str | None = data.get("pair_col")
         trained_length = int(data.get("max_length", 512))
         self.max_length = usable_max_length(max_length or trained_length, tokenizer, model.config)
-        self.long = check_choice("long", long or data.get("long", "truncate"), LONG_MODES)
-        self.aggregate = check_choice("aggregate", aggregate or data.get("aggregate", "mean"), AGGREGATES)
+        self.long = long or data.get("long", "truncate")
+        self.aggregate = aggregate or data.get("aggregate", "mean")
         if stride is None:
             stride = self.max_length // 4 if long or data.get("stride") is None else int(data["stride"])
         self.stride = stride
-        if self.long == "sliding" and not 0 <= self.stride <= self.max_length // 2:
-            raise ConfigError(f"stride must be 0 to max_length / 2 = {self.max_length // 2} (got {self.stride})")
+        check_windows(self.long, self.stride if self.long == "sliding" else 0, self.aggregate, self.max_length)
         self.device = device
         self.dtype = dtype
         self.encoder = WindowEncoder(tokenizer, self.max_length, self.long, self.stride)
@@ -275,8 +274,7 @@ class Classifier:
         started, resumed = time.perf_counter(), writer.rows_done
         with _progress_bar(estimate_rows(files) if progress else None, progress, initial=resumed) as bar:
             try:
-                as_text = [*(text_cols or self.text_cols), *([self.pair_col] if self.pair_col else [])]
-                frames = _remaining_frames(files, window, writer.parts, as_text)
+                frames = _remaining_frames(files, window, writer.parts, self.columns_read(text_cols))
                 for frame in self.predict_stream(frames, text_cols, probs, batch_tokens, batch_size, str(input_path)):
                     writer.commit(frame, frame.attrs["source"], frame.attrs["empty_text"], frame.attrs["truncated"])
                     bar.update(len(frame))
@@ -292,6 +290,10 @@ class Classifier:
                 "dtype": self.dtype}  # fmt: skip
 
     # -- internals -----------------------------------------------------------------------------------------------
+
+    def columns_read(self, text_cols: list[str] | None = None) -> list[str]:
+        """The input columns the model reads (read as text from CSV): the text columns, then the pair column."""
+        return DataConfig(text_cols=text_cols or self.text_cols, pair_col=self.pair_col).read_as_text
 
     def check_batching(self, batch_tokens: int | None, batch_size: int | None) -> tuple[int, int | None]:
         if batch_tokens is not None and batch_tokens < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +129,6 @@ class LabelSchema:
 
 def label_strings(labels: pd.Series) -> pd.Series:
     """Labels as stripped strings; whole-number floats (1.0, from a column with gaps) read as '1'."""
-
     return labels.map(_label_string).astype(object)
 
 
@@ -158,6 +158,11 @@ def label_sets(labels: pd.Series, sep: str = ",") -> pd.Series:
         return SET_JOIN.join(sorted({p.strip() for p in parts if p.strip()}))
 
     return labels.map(one).astype(object)
+
+
+def set_members(sets: Iterable[str]) -> list[str]:
+    """The single labels of canonical label sets (see `label_sets`), in order of first appearance."""
+    return list(dict.fromkeys(name for s in sets for name in s.split(SET_JOIN) if name))
 
 
 def _numeric_key(value: str) -> tuple[int, float, str]:

@@ -17,16 +17,26 @@ logger = logging.getLogger(__name__)
 
 
 def class_weights(spec: str, labels: np.ndarray, schema: LabelSchema) -> torch.Tensor | None:
-    """Per-class loss weights: none, auto (inverse frequency, averaging 1 over the training rows) or a file."""
+    """Per-class loss weights: none, auto or a file. Auto: inverse class frequency averaging 1 over the training
+    rows; for multi-label (`labels` multi-hot), BCE's pos_weight, each label's negatives / positives."""
     if spec == "none":
         return None
-    if spec == "auto":
+    if spec == "auto" and schema.multi_label:
+        positives = labels.sum(0).astype(np.float64)
+        weights = np.where(positives > 0, (len(labels) - positives) / np.maximum(positives, 1), 1.0)
+    elif spec == "auto":
         counts = np.bincount(labels, minlength=len(schema)).astype(np.float64)
         weights = np.where(counts > 0, len(labels) / (len(schema) * np.maximum(counts, 1)), 0.0)
     else:
         weights = _weights_file(Path(spec), schema)
-    logger.info("class weights: %s", ", ".join(f"{n} {w:.3g}" for n, w in zip(schema.names, weights)))
+    what = "positive-class weights" if schema.multi_label else "class weights"
+    logger.info("%s: %s", what, ", ".join(f"{n} {w:.3g}" for n, w in zip(schema.names, weights)))
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def weighted_loss(weights: torch.Tensor, schema: LabelSchema) -> Any:
+    """Trainer's compute_loss_func for these weights: BCE with pos_weight for multi-label, else weighted CE."""
+    return weighted_bce(weights) if schema.multi_label else weighted_cross_entropy(weights)
 
 
 def _weights_file(path: Path, schema: LabelSchema) -> np.ndarray:
@@ -63,5 +73,18 @@ def weighted_cross_entropy(weights: torch.Tensor) -> Any:
             logits.float(), labels, weight=weights.to(logits.device), reduction="sum"
         )
         return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+
+    return loss
+
+
+def weighted_bce(pos_weight: torch.Tensor) -> Any:
+    """Trainer's compute_loss_func for multi-label: BCE with logits and a per-label pos_weight, averaged over rows
+    and labels."""
+
+    def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), labels.float(), pos_weight=pos_weight.to(logits.device)
+        )
 
     return loss

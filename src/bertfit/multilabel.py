@@ -1,21 +1,18 @@
 """Multi-label classification: each text carries a set of labels, scored one sigmoid per label.
 
 Training uses the model's own BCE-with-logits loss (`problem_type="multi_label_classification"`), or a
-`pos_weight` BCE when class weights are asked for. After training, one threshold per label is tuned on the
-validation rows (the F1-best cut of that label's scores) and stored with the model; prediction marks a label when
-its score reaches its threshold.
+`pos_weight` BCE when class weights are asked for (`losses.class_weights`). After training, one threshold per
+label is tuned on the validation rows (the F1-best cut of that label's scores) and stored with the model;
+prediction marks a label when its score reaches its threshold.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import f1_score, hamming_loss, precision_recall_fscore_support
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.5
 GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)  # candidate thresholds
@@ -88,37 +85,6 @@ def start_at_base_rates(model: torch.nn.Module, labels: np.ndarray) -> None:
     rate = np.clip(labels.mean(axis=0), 1e-4, 1 - 1e-4)
     with torch.no_grad():
         heads[-1].bias.copy_(torch.from_numpy(np.log(rate / (1 - rate))).to(heads[-1].bias))
-
-
-def pos_weights(spec: str, labels: np.ndarray, names: list[str]) -> torch.Tensor | None:
-    """BCE pos_weight per label: none, auto (negatives / positives in the training rows), or a label: weight file."""
-    from .losses import _weights_file
-
-    if spec == "none":
-        return None
-    if spec == "auto":
-        positives = labels.sum(0).astype(np.float64)
-        weights = np.where(positives > 0, (len(labels) - positives) / np.maximum(positives, 1), 1.0)
-    else:
-        from pathlib import Path
-
-        from .labels import LabelSchema
-
-        weights = _weights_file(Path(spec), LabelSchema(names))
-    logger.info("positive-class weights: %s", ", ".join(f"{n} {w:.3g}" for n, w in zip(names, weights)))
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def weighted_bce(pos_weight: torch.Tensor) -> Any:
-    """Trainer's compute_loss_func: BCE with logits and a per-label pos_weight, averaged over rows and labels."""
-
-    def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        return torch.nn.functional.binary_cross_entropy_with_logits(
-            logits.float(), labels.float(), pos_weight=pos_weight.to(logits.device)
-        )
-
-    return loss
 
 
 def label_lists(proba: np.ndarray, thresholds: np.ndarray, names: list[str]) -> list[list[str] | None]:

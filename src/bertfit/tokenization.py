@@ -100,7 +100,7 @@ class WindowEncoder:
         texts = list(texts)
         pairs = bool(texts) and isinstance(texts[0], tuple)
         if self.backend is None:
-            return self._encode_slow(texts)
+            return self._encode_slow(texts, pairs)
         encodings = self.backend.encode_batch_fast(texts)
         docs = None
         if self.long == "sliding":
@@ -131,9 +131,8 @@ class WindowEncoder:
         ids = encoding.ids
         return ids[: front + head] + ids[len(ids) - back - (room - head) :]
 
-    def _encode_slow(self, texts: list[Any]) -> Encoded:
+    def _encode_slow(self, texts: list[Any], pairs: bool) -> Encoded:
         """Slow (Python) tokenizers: rare; a second untruncated pass counts what was cut."""
-        pairs = bool(texts) and isinstance(texts[0], tuple)
         first = [t[0] for t in texts] if pairs else texts
         second = [t[1] for t in texts] if pairs else None
         out = self.tokenizer(first, second, truncation=True, max_length=self.max_length)

@@ -36,10 +36,10 @@ from .config import RunConfig, TrainConfig, default_lr
 from .datacheck import checked
 from .dataset import EpochSampler, LengthOrder, TokenizedData, TokenizedRows, split_rows, tokenize_labelled
 from .errors import ConfigError, DataError
-from .evaluation import classification_report, model_card, per_document, trainer_metrics
+from .evaluation import classification_report, model_card, trainer_metrics
 from .io import check_folder_writable, default_file_mode, write_json
 from .labels import LabelSchema
-from .losses import class_weights, weighted_cross_entropy
+from .losses import class_weights, weighted_loss
 from .modeling import (
     BERTFIT_FILE,
     is_bertfit_model,
@@ -50,7 +50,7 @@ from .modeling import (
     resolve_model,
 )
 from .report import ScoredRows, write_multilabel_report, write_report
-from .tokenization import load_tokenizer, usable_max_length
+from .tokenization import aggregate_windows, load_tokenizer, usable_max_length
 from .tracking import JsonlLog, plot_training_curve, resolve_report_to, trim_log
 
 LOG_FILE = "training_log.jsonl"
@@ -248,12 +248,7 @@ def _trainer(
         callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(work / TENSORBOARD_DIR))))
     if cfg.train.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.patience))
-    if schema.multi_label:
-        weights = multilabel.pos_weights(cfg.train.class_weights, train_ds.labels, schema.names)
-        loss = None if weights is None else multilabel.weighted_bce(weights)
-    else:
-        weights = class_weights(cfg.train.class_weights, train_ds.labels, schema)
-        loss = None if weights is None else weighted_cross_entropy(weights)
+    weights = class_weights(cfg.train.class_weights, train_ds.labels, schema)
     val_docs = val_ds.docs[LengthOrder(val_ds.lengths).order] if val_ds.docs is not None else None
     trainer = BertfitTrainer(
         scheduler=cfg.train.scheduler,
@@ -265,7 +260,7 @@ def _trainer(
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
         compute_metrics=trainer_metrics(len(schema), schema.multi_label, val_docs, cfg.data.aggregate),
-        compute_loss_func=loss,
+        compute_loss_func=None if weights is None else weighted_loss(weights, schema),
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # raw metric dicts; EpochLogger prints readable lines instead
@@ -471,10 +466,9 @@ def _scored_validation(
     known = len(order) == len(labels) and np.array_equal(val_ds.labels[order], labels)
     lengths = val_ds.lengths[order] if known else np.zeros(len(labels), dtype=np.int32)
     if known and val_ds.docs is not None:  # rows are windows: one row per document, shown by its first window
-        docs = val_ds.docs[order]
-        _, first = np.unique(docs, return_index=True)
-        logits, labels = per_document(logits, labels, docs, aggregate)
-        lengths = np.bincount(np.unique(docs, return_inverse=True)[1], weights=lengths).astype(np.int64)
+        _, first, index = np.unique(val_ds.docs[order], return_index=True, return_inverse=True)
+        logits, labels = aggregate_windows(logits, index, len(first), aggregate), labels[first]
+        lengths = np.bincount(index, weights=lengths).astype(np.int64)
         order = order[first]
     labels = labels.astype(np.int64)
 
