@@ -17,6 +17,7 @@ import bertfit
 from bertfit.checks import normalise, text_hashes
 from bertfit.cli import app
 from bertfit.datacheck import CheckReport, DataChecker, _TextSample
+from bertfit.io import read_table
 from bertfit.tokenization import load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("restore_cli_state")
@@ -127,7 +128,7 @@ def test_windows_of_any_size_give_the_same_report(tmp_path: Path) -> None:
     checker = DataChecker()
     for split, source in (("train", sorted(train.iterdir())), ("test", [test])):
         for path in source:
-            df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+            df = read_table(path)
             for start in range(0, len(df), 7):
                 checker.add(df.iloc[start : start + 7].reset_index(drop=True), path, split)
     streamed = checker.finish()

@@ -337,14 +337,15 @@ def assert_predictions(out: pd.DataFrame, inp: pd.DataFrame, labels: list[str], 
     prob_cols = [f"prob_{name}" for name in labels] if probs else []
     assert list(out.columns) == [*inp.columns, *PRED_COLUMNS, *prob_cols]
     assert len(out) == len(inp)
-    assert out["id"].tolist() == inp["id"].tolist()
+    assert [str(i) for i in out["id"]] == [str(i) for i in inp["id"]]  # CSV/TSV give every value back as text
     assert out["text"].tolist() == inp["text"].tolist()
     assert set(out["pred_label"]) <= set(labels) and out["pred_label"].notna().all()
-    assert ((out["pred_score"] >= 1 / len(labels) - 1e-6) & (out["pred_score"] <= 1 + 1e-6)).all()
+    score = out["pred_score"].astype(float)
+    assert ((score >= 1 / len(labels) - 1e-6) & (score <= 1 + 1e-6)).all()
     if probs:
         p = out[prob_cols].to_numpy(dtype=float)
         np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
-        np.testing.assert_allclose(out["pred_score"], p.max(axis=1), atol=1e-6)
+        np.testing.assert_allclose(score, p.max(axis=1), atol=1e-6)
         assert out["pred_label"].tolist() == [labels[i] for i in p.argmax(axis=1)]
 
 
@@ -423,7 +424,7 @@ def test_several_text_columns(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     out = read_table(tmp_path / "out.csv")
     assert list(out.columns) == [*inp.columns, *PRED_COLUMNS]
-    assert out["id"].tolist() == inp["id"].tolist()
+    assert out["id"].tolist() == [str(i) for i in inp["id"]]
     assert out["pred_label"].notna().all() and set(out["pred_label"]) <= set(LABELS)
 
     no_body = csv_file(tmp_path, "no_body.csv", inp.drop(columns="body"))

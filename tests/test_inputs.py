@@ -409,7 +409,7 @@ def test_five_hundred_classes(tmp_path, tiny_model_dir) -> None:
     pd.DataFrame({"text": ["great story", "bad plot", "nice"]}).to_csv(inp, index=False)
     result = invoke("predict", tmp_path / "model", inp, tmp_path / "out.csv", "--probs")
     assert result.exit_code == 0, result.output
-    out = read_table(tmp_path / "out.csv")
+    out = pd.read_csv(tmp_path / "out.csv")
     probs = out[[f"prob_{n}" for n in names]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert out["pred_label"].isin(names).all()

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from .config import DataConfig
 from .errors import DataError
-from .io import read_table, require_columns
+from .io import PLAIN, ReadOptions, read_table, require_columns
 from .labels import LabelSchema
 
 logger = logging.getLogger(__name__)
@@ -36,12 +36,12 @@ class LabelledData:
         return len(self.texts)
 
 
-def load_frame(data: DataSource, name: str = "data") -> tuple[pd.DataFrame, str]:
+def load_frame(data: DataSource, name: str = "data", opts: ReadOptions = PLAIN) -> tuple[pd.DataFrame, str]:
     """A DataFrame and a name for messages, from a path or a DataFrame."""
     if isinstance(data, pd.DataFrame):
         return data, name
     if isinstance(data, (str, Path)):
-        return read_table(data), str(data)
+        return read_table(data, opts=opts), str(data)
     raise DataError(f"{name}: expected a file path or a pandas DataFrame, got {type(data).__name__}")
 
 
@@ -92,7 +92,7 @@ def load_labelled(
     known_from: str = "the model's training data",
 ) -> tuple[LabelledData, LabelSchema]:
     """Read texts and labels; drop (and report) rows with no text or no label; build or apply the schema."""
-    df, source = load_frame(data, role)
+    df, source = load_frame(data, role, cfg.read_options)
     if len(df) == 0:
         raise DataError(f"{source}: no rows; expected a header row and at least one labelled row")
     texts, labels, dropped = usable_rows(df, cfg, source)

@@ -61,6 +61,15 @@ AggregateOverride = Annotated[str | None, typer.Option("--aggregate", help="Slid
 Threshold = Annotated[
     float | None, typer.Option(help="Multi-label: one threshold for every label [the per-label tuned ones].")
 ]
+Columns = Annotated[
+    str | None,
+    typer.Option("--columns", help="A CSV/TSV without a header row: its column names in order, e.g. 'label,text'."),
+]
+Quoting = Annotated[
+    str | None,
+    typer.Option(help="CSV/TSV quoting: auto | csv | none [auto: CSV quotes; TSV only if the file shows quoting]."),
+]
+Encoding = Annotated[str | None, typer.Option(help="Text encoding of CSV/TSV/JSON Lines input [utf-8].")]
 NoCalibration = Annotated[
     bool,
     typer.Option("--no-calibration", help="Plain softmax scores, without the temperature fitted in training."),
@@ -97,6 +106,10 @@ def check(
     ] = None,
     max_length: Annotated[int | None, typer.Option(help="Max tokens per text, as in training [128].")] = None,
     min_class_rows: Annotated[int, typer.Option(help="Report classes with fewer training rows than this.")] = 10,
+    columns: Columns = None,
+    quoting: Quoting = None,
+    encoding: Encoding = None,
+    allow_pickle: Annotated[bool, typer.Option(help="Read HDF5 files with pickled columns you trust.")] = False,
     config: Annotated[Path | None, typer.Option(help="YAML or JSON file of settings; options override it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -117,6 +130,7 @@ def check(
         overrides = dict(
             label_col=label_col, label_map=label_map, model=model, max_length=max_length,
             multi_label=multi_label or None, label_sep=label_sep, **_text_settings(text_col, pair_col, pair),
+            columns=columns, quoting=quoting, encoding=encoding, allow_pickle=allow_pickle or None,
         )  # fmt: skip
         return run_check(data, validation, test, base, min_class_rows=min_class_rows, progress=_progress(), **overrides)
 
@@ -187,8 +201,13 @@ def train(
         str | None,
         typer.Option(help="auto | none | tensorboard | other Trainer loggers [auto: TensorBoard if installed]."),
     ] = None,
+    columns: Columns = None,
+    quoting: Quoting = None,
+    encoding: Encoding = None,
     config: Annotated[Path | None, typer.Option(help="YAML or JSON file of settings; options override it.")] = None,
-    allow_pickle: Annotated[bool, typer.Option(help="Allow loading pickle (.bin) weights you trust.")] = False,
+    allow_pickle: Annotated[
+        bool, typer.Option(help="Allow pickle (.bin) weights and pickled HDF5 columns you trust.")
+    ] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub (only if trusted).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing folder that is not a bertfit model.")] = False,
     no_check: Annotated[
@@ -237,6 +256,9 @@ def train(
             save_every=save_every,
             keep_checkpoints=keep_checkpoints,
             report_to=report_to,
+            columns=columns,
+            quoting=quoting,
+            encoding=encoding,
             allow_pickle=allow_pickle or None,
             trust_remote_code=trust_remote_code or None,
         )
@@ -295,6 +317,9 @@ def evaluate(
     stride: StrideOverride = None,
     aggregate: AggregateOverride = None,
     threshold: Threshold = None,
+    columns: Columns = None,
+    quoting: Quoting = None,
+    encoding: Encoding = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Score a trained model on labelled data: accuracy, F1, MCC, calibration error, per-class report, confusion
@@ -305,7 +330,7 @@ def evaluate(
         lambda: run_evaluate(
             model_dir, data_file, text_col or None, label_col, output, batch_tokens, batch_size, dtype, _progress(),
             report=report_dir, calibration=not no_calibration, allow_pickle=allow_pickle, long=long, stride=stride,
-            aggregate=aggregate, threshold=threshold,
+            aggregate=aggregate, threshold=threshold, read=_read_options(columns, quoting, encoding, allow_pickle),
         )
     )  # fmt: skip
     if as_json:
@@ -353,6 +378,9 @@ def predict(
     stride: StrideOverride = None,
     aggregate: AggregateOverride = None,
     threshold: Threshold = None,
+    columns: Columns = None,
+    quoting: Quoting = None,
+    encoding: Encoding = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Label every row of a file; the output keeps all input columns and rows, plus pred_label and pred_score
@@ -373,7 +401,7 @@ def predict(
             lambda: predict_with_ray(
                 model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
                 max_length, address, num_workers, gpus_per_worker, _progress(), window=window, compile=compile,
-                calibration=not no_calibration,
+                calibration=not no_calibration, read=_read_options(columns, quoting, encoding),
             )
         )  # fmt: skip
     else:
@@ -384,6 +412,7 @@ def predict(
                 model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
                 max_length, window or DEFAULT_WINDOW, compile, _progress(), calibration=not no_calibration,
                 allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
+                read=_read_options(columns, quoting, encoding, allow_pickle),
             )
         )  # fmt: skip
     if as_json:
@@ -394,6 +423,13 @@ def predict(
     if summary.get("resumed_rows"):
         extra.append(f"resumed after {summary['resumed_rows']} rows")
     out.print(f"wrote {summary['rows']} rows to {summary['output']} ({'; '.join(extra)})", highlight=False)
+
+
+def _read_options(columns: str | None, quoting: str | None, encoding: str | None, allow_pickle: bool = False) -> Any:
+    """--columns, --quoting, --encoding and --allow-pickle as io.ReadOptions (defaults where not given)."""
+    from .io import ReadOptions, parse_columns
+
+    return ReadOptions(parse_columns(columns), quoting or "auto", encoding or "utf-8", allow_pickle)
 
 
 def _text_settings(text_col: list[str] | None, pair_col: str | None, pair: bool) -> dict[str, Any]:
@@ -446,6 +482,9 @@ def explain(
     ] = None,
     label: Annotated[str | None, typer.Option(help="Label to explain [each text's predicted label].")] = None,
     steps: Annotated[int, typer.Option(help="Integration steps: more make the sums closer, and take longer.")] = 50,
+    columns: Columns = None,
+    quoting: Quoting = None,
+    encoding: Encoding = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the explanations as JSON.")] = False,
 ) -> None:
     """Show which words pushed each text towards its label (Integrated Gradients; needs bertfit[explain]).
@@ -456,7 +495,15 @@ def explain(
 
     explanations = _guard(
         lambda: run_explain(
-            model_dir, texts or None, input_file, text_col or None, label, steps, output, progress=_progress()
+            model_dir,
+            texts or None,
+            input_file,
+            text_col or None,
+            label,
+            steps,
+            output,
+            progress=_progress(),
+            read=_read_options(columns, quoting, encoding),
         )
     )
     if as_json:

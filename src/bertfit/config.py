@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .textfiles import ReadOptions, parse_columns
 
 SCHEDULERS = ("linear", "exponential")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -37,6 +38,10 @@ class DataConfig:
     long: str = "truncate"  # texts over max_length: truncate | head-tail | sliding (overlapping windows)
     stride: int | None = None  # sliding: tokens shared by consecutive windows [max_length // 4]
     aggregate: str = "mean"  # sliding: how window logits make one document's: mean | max
+    columns: list[str] | None = None  # a CSV/TSV without a header row: its column names, e.g. [label, text]
+    quoting: str = "auto"  # CSV/TSV quoting: auto (CSV quotes; TSV only if the file shows it) | csv | none
+    encoding: str = "utf-8"  # text encoding of CSV/TSV/JSON Lines files (a UTF-8 byte-order mark is handled)
+    allow_pickle: bool = False  # read HDF5 files whose columns are pickled (unpickling can run code)
 
     def validate(self) -> None:
         if not self.text_cols:
@@ -54,6 +59,13 @@ class DataConfig:
         if self.max_length < 8:
             raise ConfigError(f"max_length must be at least 8 tokens (got {self.max_length}); try 128")
         check_windows(self.long, self.window_stride, self.aggregate, self.max_length)
+        self.read_options  # noqa: B018 - checks quoting, encoding and columns
+
+    @property
+    def read_options(self) -> ReadOptions:
+        """How to read the data files (headerless columns, quoting, encoding, pickled HDF5)."""
+        columns = tuple(self.columns) if self.columns is not None else None
+        return ReadOptions(columns, self.quoting, self.encoding, self.allow_pickle)
 
     @property
     def read_as_text(self) -> list[str]:
@@ -158,8 +170,8 @@ class RunConfig:
         for key, value in values.items():
             if value is None:
                 continue
-            section = _section_of(new, key)
-            setattr(section, key, _coerce(section, key, value))
+            for section in _sections_of(new, key):  # allow_pickle is both the model's and the data's
+                setattr(section, key, _coerce(section, key, value))
         return new
 
     @classmethod
@@ -252,10 +264,10 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _section_of(config: RunConfig, key: str) -> Any:
-    for section in (config.data, config.model, config.train):
-        if key in {f.name for f in fields(section)}:
-            return section
+def _sections_of(config: RunConfig, key: str) -> list[Any]:
+    found = [s for s in (config.data, config.model, config.train) if key in {f.name for f in fields(s)}]
+    if found:
+        return found
     known = sorted(f.name for s in (config.data, config.model, config.train) for f in fields(s))
     raise ConfigError(f"unknown setting '{key}'; known settings: {', '.join(known)}")
 
@@ -267,6 +279,8 @@ def _coerce(section: Any, key: str, value: Any) -> Any:
         return parse_label_map(value)
     if key == "text_cols":
         return [value] if isinstance(value, str) else [str(v) for v in value]
+    if key == "columns":
+        return list(parse_columns(value) or ())
     try:
         if key == "lr":
             return float(value)

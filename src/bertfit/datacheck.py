@@ -145,7 +145,7 @@ def checked(
 
     sources = {"train": data, "validation": validation}
     identity = {split: input_identity(src, cfg.data) for split, src in _inputs(sources).items()}
-    spec = {"format": 1, "inputs": identity, "data": dataclasses.asdict(cfg.data)}
+    spec = {"format": 2, "inputs": identity, "data": dataclasses.asdict(cfg.data)}  # 2: CSV values never typed
     key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
     path = cache_root(cache_dir) / "checks" / f"{key}.json"
     if path.is_file():
@@ -497,7 +497,7 @@ def _windows(
                 bar.update(min(WINDOW_ROWS, len(source) - start))
             return
         for path in source:
-            for frame in iter_frames(path, WINDOW_ROWS, cfg.read_as_text):
+            for frame in iter_frames(path, WINDOW_ROWS, cfg.read_as_text, cfg.read_options):
                 yield frame, str(path)
                 bar.update(len(frame))
 

@@ -37,7 +37,7 @@ from .tokenization import WindowEncoder
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 3  # 2: CSV columns are read as text first (labels '01' and '1' stay apart); 3: pairs, windows, sets
+CACHE_FORMAT = 4  # 2: CSV columns read as text; 3: pairs, windows, sets; 4: CSV values never typed, read options
 WINDOW_ROWS = 50_000  # rows read, cleaned and tokenized at a time while building the cache
 TOKENS_FILE = "tokens.arrow"
 META_FILE = "meta.json"
@@ -150,6 +150,7 @@ def _fingerprint(
         "labels": [cfg.is_multi_label, cfg.label_sep],
         "long": [cfg.long, cfg.window_stride if cfg.long == "sliding" else None],
         "tokenizer": _tokenizer_hash(tokenizer),
+        "read": [cfg.columns, cfg.quoting, cfg.encoding],
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -179,7 +180,7 @@ def _frames(source: list[Path] | pd.DataFrame, cfg: DataConfig) -> Iterator[tupl
             yield source.iloc[start : start + WINDOW_ROWS], "the DataFrame"
         return
     for path in source:
-        for frame in iter_frames(path, WINDOW_ROWS, cfg.read_as_text):
+        for frame in iter_frames(path, WINDOW_ROWS, cfg.read_as_text, cfg.read_options):
             yield frame, str(path)
 
 

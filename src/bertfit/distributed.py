@@ -33,9 +33,22 @@ from .checks import join_text
 from .config import DataConfig
 from .errors import BertfitError, ConfigError, DataError, MissingDependency
 from .inference import log_counts
-from .io import COMPRESSIONS, data_files, estimate_rows, first_line, iter_frames, table_format, typed_columns
+from .io import (
+    COMPRESSIONS,
+    PLAIN,
+    RAW_JSON,
+    ReadOptions,
+    arrow_to_pandas,
+    data_files,
+    display_raw_json,
+    estimate_rows,
+    first_line,
+    iter_frames,
+    table_format,
+)
 from .modeling import pick_precision, read_meta, require_model_dir
 from .parts import PartWriter, check_output, is_folder_output
+from .textfiles import raw_members, resolve_quoting
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +79,7 @@ def predict_with_ray(
     window: int | None = None,
     compile: bool = False,
     calibration: bool = True,
+    read: ReadOptions | None = None,
 ) -> dict[str, Any]:
     """Label every row of a table, or of a folder of shards, with model replicas on a Ray cluster.
 
@@ -83,6 +97,8 @@ def predict_with_ray(
         window: rows labelled together by a replica (default 10,000); texts are length-sorted within a window.
         compile: torch.compile the model in every replica.
         calibration: apply the model's fitted temperature to the scores (see `Classifier.from_pretrained`).
+        read: how to read CSV/TSV/JSON Lines input (headerless columns, quoting, encoding); see `io.ReadOptions`.
+            Every input value comes back as the local engine gives it back: text files' values as their text.
 
     Returns:
         The local engine's summary (rows, empty_text, truncated, resumed_rows, output, labels, seconds, rows_per_s,
@@ -96,18 +112,21 @@ def predict_with_ray(
                     "gpus_per_worker": (gpus_per_worker, 0)})  # fmt: skip
     trained = read_meta(model_dir).get("data", {})
     cols = text_cols or trained.get("text_cols", ["text"])
-    _check_columns(files, DataConfig(text_cols=cols, pair_col=trained.get("pair_col")).read_as_text, str(input_path))
+    read = read or PLAIN
+    read_cols = DataConfig(text_cols=cols, pair_col=trained.get("pair_col")).read_as_text
+    _check_input(files, fmt, read_cols, read, str(input_path))
     ray = _import_ray()
     labeller = {"model_dir": str(Path(model_dir).resolve()), "device": "cuda" if gpus_per_worker else "cpu",
                 "dtype": dtype, "max_length": max_length, "compile": compile, "calibration": calibration,
-                "retype": fmt in ("csv", "tsv"),
+                "raw_json": fmt == "jsonl", "keep_json": not is_folder_output(output_path)
+                and table_format(output_path) == "jsonl",
                 "text_cols": text_cols, "probs": probs,
                 "batch_tokens": batch_tokens, "batch_size": batch_size, "source": str(input_path)}  # fmt: skip
     try:
         with _ray_session(ray, address), _data_context(ray, progress and is_folder_output(output_path)):
             plan = _plan(ray, num_workers, gpus_per_worker, cpus_per_worker, window)
             started = time.perf_counter()
-            chunks = _run(ray, files, fmt, cols, plan, labeller, output_path, progress)
+            chunks = _run(ray, files, fmt, read_cols, read, plan, labeller, output_path, progress)
             seconds = time.perf_counter() - started
     except Exception as error:
         user_error = _user_error(error, input_path)
@@ -154,12 +173,18 @@ def _check_numbers(settings: dict[str, tuple[float | None, int]]) -> None:
             raise ConfigError(f"{name} must be at least {minimum} (got {value}); leave it out for the default")
 
 
-def _check_columns(files: list[Path], cols: list[str], source: str) -> None:
-    """Read the first rows, so that a missing text column fails before the cluster starts."""
-    with closing(iter_frames(files[0], 100, cols)) as frames:
+def _check_input(files: list[Path], fmt: str, cols: list[str], read: ReadOptions, source: str) -> None:
+    """Fail before the cluster starts on a missing text column, and on CSV/TSV/JSON Lines input that the local
+    engine would refuse (lines merged by a quote, ragged rows, lines that are not JSON objects): the whole file
+    is read once here, in windows, with the local reader, since Ray Data's readers do not count lines."""
+    with closing(iter_frames(files[0], 100, cols, read, passthrough=True)) as frames:
         head = next(frames, None)
     if head is not None:
         join_text(head, cols, source)
+    if fmt in ("csv", "tsv", "jsonl"):
+        for path in files:
+            for _ in iter_frames(path, 100_000, cols, read, passthrough=True):
+                pass
 
 
 def _import_ray() -> Any:
@@ -244,34 +269,58 @@ def _plan(
 # -- the pipeline ---------------------------------------------------------------------------------------------
 
 
-def _read(ray: Any, files: list[Path], fmt: str, text_cols: list[str]) -> Any:
-    """A dataset over the input files, in their order; text columns read as text, as the local engine reads them."""
+def _read(ray: Any, files: list[Path], fmt: str, text_cols: list[str], read: ReadOptions) -> Any:
+    """A dataset over the input files, in their order, each value as the local engine reads it: CSV/TSV fields as
+    their text ("" when empty), JSON Lines values decoded for the text columns and raw JSON text for the others."""
     import pyarrow.csv as pa_csv
 
     paths = [str(f) for f in files]
     if fmt == "parquet":
         return ray.data.read_parquet(paths, file_extensions=None)
     if fmt in ("csv", "tsv"):
-        # Every column as text ("01" stays "01"; empty cells are null), typed per window by the labeller as the
-        # local engine types them (io.typed_columns): numbers become numbers, codes with leading zeros stay text.
-        header = pd.read_csv(files[0], nrows=0, sep="," if fmt == "csv" else "\t").columns
-        text = {c: pa.string() for c in header}
+        header = list(iter_frames(files[0], 1, (), read))[0].columns.tolist() if read.columns is None else None
+        names = list(read.columns or header or [])
+        quoted = resolve_quoting(files[0], fmt, read) == "csv"
         return ray.data.read_csv(
             paths,
-            parse_options=pa_csv.ParseOptions(delimiter="," if fmt == "csv" else "\t", newlines_in_values=True),
-            convert_options=pa_csv.ConvertOptions(column_types=text, null_values=[""], strings_can_be_null=True),
+            read_options=pa_csv.ReadOptions(
+                column_names=names, skip_rows=0 if read.columns else 1, encoding=read.encoding
+            ),  # fmt: skip
+            parse_options=pa_csv.ParseOptions(
+                delimiter="," if fmt == "csv" else "\t",
+                quote_char='"' if quoted else False,
+                newlines_in_values=quoted,
+            ),  # fmt: skip
+            convert_options=pa_csv.ConvertOptions(
+                column_types={c: pa.string() for c in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),  # fmt: skip
+            file_extensions=None,
         )
-    # pyarrow's reader, not pandas' (lines=True), which would turn "007" into 7 in any column. JSON strings stay
-    # strings; an explicit schema for the text columns would move them first.
-    return ray.data.read_json(paths, file_extensions=None)
+    lines = ray.data.read_text(paths, encoding=read.encoding, drop_empty_lines=True, file_extensions=None)
+    return lines.map_batches(_JsonLines, fn_kwargs={"decoded": text_cols}, batch_format="pyarrow", batch_size=4096)
+
+
+def _JsonLines(batch: pa.Table, decoded: list[str]) -> pa.Table:  # noqa: N802 - a Ray Data map function
+    """JSON Lines rows (checked on the driver): decoded values for the columns the model reads, raw JSON text for
+    the others (None where a line lacks the key)."""
+    rows = [raw_members(line.lstrip("\ufeff")) for line in batch.column("text").to_pylist()]
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    columns = {
+        name: [(row[name][0] if name in decoded else row[name][1]) if name in row else None for row in rows]
+        for name in names
+    }
+    return pa.table({name: pa.array(values, type=None if name in decoded else pa.string())
+                     for name, values in columns.items()})  # fmt: skip
 
 
 def _run(
-    ray: Any, files: list[Path], fmt: str, cols: list[str], plan: dict[str, Any], labeller: dict[str, Any],
-    output: Path, progress: bool,
+    ray: Any, files: list[Path], fmt: str, cols: list[str], read: ReadOptions, plan: dict[str, Any],
+    labeller: dict[str, Any], output: Path, progress: bool,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Read, label and write; the counts of each written piece, in order."""
-    ds = _label(ray, _read(ray, files, fmt, cols), plan, labeller)
+    ds = _label(ray, _read(ray, files, fmt, cols, read), plan, labeller)
     if is_folder_output(output):
         return _write_shards(ds, output)
     return _write_file(ds, output, estimate_rows(files) if progress else None, progress)
@@ -282,7 +331,7 @@ def _label(ray: Any, ds: Any, plan: dict[str, Any], labeller: dict[str, Any]) ->
     return ds.repartition(target_num_rows_per_block=plan["window"]).map_batches(
         _Labeller,
         fn_constructor_kwargs={**labeller, "threads": plan["threads"]},
-        batch_format="pandas",
+        batch_format="pyarrow",  # converted by the labeller: integers with gaps stay integers
         batch_size=plan["window"],
         compute=ray.data.ActorPoolStrategy(size=plan["workers"]),
         num_cpus=plan["num_cpus"],
@@ -294,14 +343,15 @@ class _Labeller:
     """A Ray Data actor: loads the model once, then labels one window of rows per call."""
 
     def __init__(self, model_dir: str, device: str, dtype: str, max_length: int | None, compile: bool,
-                 calibration: bool, threads: int, retype: bool = False, **stream_args: Any) -> None:  # fmt: skip
+                 calibration: bool, threads: int, raw_json: bool = False, keep_json: bool = False,
+                 **stream_args: Any) -> None:  # fmt: skip
         import torch
 
         from .inference import Classifier
 
         torch.set_num_threads(threads)
         self.stream_args = stream_args
-        self.retype = retype
+        self.raw_json, self.keep_json = raw_json, keep_json
         self.error: BertfitError | None = None
         try:
             self.clf = Classifier.from_pretrained(
@@ -317,18 +367,24 @@ class _Labeller:
             # would come back as an ActorDiedError holding only a traceback text.
             self.error = error
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+    def __call__(self, table: pa.Table) -> pd.DataFrame:
         if self.error is not None:
             raise self.error
-        if self.retype:
-            batch = typed_columns(batch, self.clf.columns_read(self.stream_args.get("text_cols")))
+        batch = arrow_to_pandas(table)
+        raw: list[str] = []
+        if self.raw_json:
+            read = self.clf.columns_read(self.stream_args.get("text_cols"))
+            batch.attrs[RAW_JSON] = [c for c in batch.columns if c not in read]
+            if not self.keep_json:  # a CSV/Parquet output gets the texts the JSON values stand for
+                batch = display_raw_json(batch)
+            raw = batch.attrs.get(RAW_JSON, [])
         with closing(self.clf.predict_stream([batch], **self.stream_args)) as stream:
             out = next(stream)
         # Ray Data drops DataFrame.attrs: the window's counts travel in one cell of a column dropped on writing.
         notes = [None] * len(out)
         if notes:
             notes[0] = json.dumps(
-                {"truncated": out.attrs["truncated"], "dtype": self.clf.dtype, "labels": self.clf.labels}
+                {"truncated": out.attrs["truncated"], "dtype": self.clf.dtype, "labels": self.clf.labels, "raw": raw}
             )
         out[NOTES] = pd.Series(notes, index=out.index, dtype=object)
         return out
@@ -343,7 +399,8 @@ def _write_file(ds: Any, output: Path, total: int | None, progress: bool) -> lis
         with bar:
             for frame in ds.iter_batches(batch_format="pandas", batch_size=None):
                 if len(frame):
-                    chunk = _chunk(len(frame), int(frame["pred_label"].isna().sum()), frame.pop(NOTES).tolist())
+                    chunk = _chunk(len(frame), _unscored(frame), frame.pop(NOTES).tolist())
+                    frame.attrs[RAW_JSON] = chunk["raw"]
                     writer.commit(frame, 0, chunk["empty_text"], chunk["truncated"])
                     chunks.append(chunk)
                     bar.update(len(frame))
@@ -399,8 +456,9 @@ def _shard_sink(folder: Path) -> Any:
             name = f"task-{ctx.task_idx:09d}.parquet"
             pq.write_table(table.drop_columns([NOTES]), folder / name)
             notes = table[NOTES].drop_null().to_pylist()
+            predicted = "pred_label" if "pred_label" in table.column_names else "pred_labels"  # multi-label
             return {"task": ctx.task_idx, "file": name, "rows": table.num_rows,
-                    "empty_text": table["pred_label"].null_count, "notes": notes}  # fmt: skip
+                    "empty_text": table[predicted].null_count, "notes": notes}  # fmt: skip
 
         def on_write_complete(self, write_result: Any) -> None:
             # Task indexes follow the order in which windows reach the write (input order, with preserve_order).
@@ -412,12 +470,18 @@ def _shard_sink(folder: Path) -> Any:
 # -- results --------------------------------------------------------------------------------------------------
 
 
+def _unscored(frame: pd.DataFrame) -> int:
+    """Rows left without a prediction (empty text): pred_label, or a multi-label model's pred_labels, is null."""
+    return int(frame["pred_label" if "pred_label" in frame.columns else "pred_labels"].isna().sum())
+
+
 def _chunk(rows: int, empty_text: int, notes: list[Any]) -> dict[str, Any]:
     """Counts for some labelled rows, from their pred_label and the per-window notes among them."""
     parsed = [json.loads(n) for n in notes if isinstance(n, str)]
     labels = parsed[0]["labels"] if parsed else None
     return {"rows": rows, "empty_text": empty_text, "truncated": sum(p["truncated"] for p in parsed),
-            "dtypes": sorted({p["dtype"] for p in parsed}), "labels": labels}  # fmt: skip
+            "dtypes": sorted({p["dtype"] for p in parsed}), "labels": labels,
+            "raw": parsed[0].get("raw", []) if parsed else []}  # fmt: skip
 
 
 def _summary(

@@ -19,7 +19,7 @@ from sklearn.metrics import (
 from .checks import DataSource, load_labelled
 from .config import DataConfig
 from .errors import DataError
-from .io import check_folder_writable, check_writable, write_json
+from .io import ReadOptions, check_folder_writable, check_writable, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ def evaluate(
     stride: int | None = None,
     aggregate: str | None = None,
     threshold: float | None = None,
+    read: ReadOptions | None = None,
 ) -> dict[str, Any]:
     """Score a trained model on labelled data; returns (and optionally writes as JSON) the full report.
 
@@ -115,8 +116,9 @@ def evaluate(
         report: a folder to write report.html and its plots into (see `bertfit.report`).
         calibration: score with the model's fitted temperature (the expected calibration error is reported both
             with and without it either way).
-        allow_pickle: load a model folder that has only a pickle checkpoint (pytorch_model.bin); unpickling can
-            run code hidden in the file, so only for files from a source you trust.
+        allow_pickle: load a model folder that has only a pickle checkpoint (pytorch_model.bin), or an HDF5 data
+            file with pickled columns; unpickling can run code hidden in the file, so only for files you trust.
+        read: how to read the data file (a headerless CSV/TSV's columns, quoting, encoding); see `io.ReadOptions`.
     """
     from .calibration import Calibration, expected_calibration_error, rescale
     from .inference import Classifier
@@ -136,6 +138,10 @@ def evaluate(
         label_map=clf.schema.raw_map or None,
         pair_col=clf.pair_col,
     )
+    if read is not None:
+        cfg.columns = list(read.columns) if read.columns else None
+        cfg.quoting, cfg.encoding = read.quoting, read.encoding
+    cfg.allow_pickle = allow_pickle
     labelled, _ = load_labelled(data, cfg, schema=clf.schema, role="evaluation")
     temperature, clf.temperature = clf.temperature, 1.0  # score once, uncalibrated; rescaling is exact
     raw = clf.predict_proba(labelled.texts, batch_tokens=batch_tokens, batch_size=batch_size, progress=progress)

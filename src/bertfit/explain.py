@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .checks import clean_text, join_text
 from .errors import ConfigError, DataError, MissingDependency, ModelError
-from .io import atomic_path, check_writable, read_table
+from .io import PLAIN, ReadOptions, atomic_path, check_writable, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ def explain(
     output: str | Path | None = None,
     device: str | None = None,
     progress: bool = False,
+    read: ReadOptions | None = None,
 ) -> list[Explanation]:
     """Explain the texts given, or every non-empty row of a table, with a model folder loaded in fp32.
 
@@ -102,6 +103,7 @@ def explain(
         texts: texts to explain; or give `input_path` (a table) and optionally `text_cols`.
         label: the label to explain (default: each text's predicted label).
         output: also write the explanations as one self-contained HTML file (complete, or not at all).
+        read: how to read `input_path` (headerless columns, quoting, encoding); see `io.ReadOptions`.
     """
     from .inference import Classifier
 
@@ -109,7 +111,8 @@ def explain(
         raise ConfigError("give texts to explain or an input file (--input), not both and not neither")
     if output is not None:
         check_writable(output, (".html", ".htm"))
-    frame = read_table(input_path) if input_path is not None else None  # a bad input fails before the model loads
+    # A bad input fails before the model loads.
+    frame = read_table(input_path, opts=read or PLAIN) if input_path is not None else None
     load_captum()
     clf = Classifier.from_pretrained(model_dir, device=device, dtype="fp32")
     if frame is not None:

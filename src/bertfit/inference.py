@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .checks import clean_text, input_texts
 from .config import DataConfig, ModelConfig, check_windows
 from .errors import BertfitError, ConfigError, DataError
-from .io import count_rows, data_files, estimate_rows, iter_frames
+from .io import PLAIN, ReadOptions, count_rows, data_files, estimate_rows, iter_frames
 from .labels import LabelSchema
 from .modeling import load_trained, pick_precision
 from .parts import PartWriter, check_output, input_fingerprint
@@ -259,6 +259,7 @@ class Classifier:
         batch_size: int | None = None,
         window: int = DEFAULT_WINDOW,
         progress: bool = False,
+        read: ReadOptions | None = None,
     ) -> dict[str, Any]:
         """Label every row of a file or folder of shards, resumably; see `predict_file` for the details."""
         if window < 1:
@@ -269,12 +270,13 @@ class Classifier:
         files = data_files(input_path)
         settings = {"model": self._identity(), "dtype": self.dtype, "max_length": self.max_length,
                     "text_cols": text_cols or self.text_cols, "probs": probs, "window": window,
-                    "batch_tokens": batch_tokens, "batch_size": batch_size}  # fmt: skip
+                    "batch_tokens": batch_tokens, "batch_size": batch_size,
+                    "read": [read.columns, read.quoting, read.encoding] if read else None}  # fmt: skip
         writer = PartWriter(output_path, {"input": input_fingerprint(files), "settings": settings})
         started, resumed = time.perf_counter(), writer.rows_done
         with _progress_bar(estimate_rows(files) if progress else None, progress, initial=resumed) as bar:
             try:
-                frames = _remaining_frames(files, window, writer.parts, self.columns_read(text_cols))
+                frames = _remaining_frames(files, window, writer.parts, self.columns_read(text_cols), read or PLAIN)
                 for frame in self.predict_stream(frames, text_cols, probs, batch_tokens, batch_size, str(input_path)):
                     writer.commit(frame, frame.attrs["source"], frame.attrs["empty_text"], frame.attrs["truncated"])
                     bar.update(len(frame))
@@ -407,6 +409,7 @@ def predict_file(
     stride: int | None = None,
     aggregate: str | None = None,
     threshold: float | None = None,
+    read: ReadOptions | None = None,
 ) -> dict[str, Any]:
     """Label every row of a table, or of a folder of shards, without holding it in memory.
 
@@ -420,6 +423,10 @@ def predict_file(
     Multi-label models write `pred_labels` (the labels at or above their thresholds, joined by the training
     separator) and a prob_<label> column per label. `long`, `stride`, `aggregate` and `threshold` override what
     the model was trained with (see `Classifier.from_pretrained`); every input row gets exactly one output row.
+
+    Every input column comes back as it was read: CSV/TSV/JSON Lines values as their text in the file (JSON Lines
+    to JSON Lines as the same JSON), Parquet/HDF5/Excel values with their stored types. `read` says how to read
+    the input (a headerless CSV/TSV's column names, quoting, text encoding, pickled HDF5); see `io.ReadOptions`.
     """
     check_output(Path(output_path))
     data_files(input_path)  # a missing input fails before the model is loaded
@@ -427,18 +434,19 @@ def predict_file(
         model_dir, dtype=dtype, max_length=max_length, compile=compile, calibration=calibration,
         allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
     )  # fmt: skip
-    return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window, progress)
+    return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window, progress,
+                            read)  # fmt: skip
 
 
 def _remaining_frames(
-    files: list[Path], window: int, done: list[dict[str, Any]], text_cols: list[str]
+    files: list[Path], window: int, done: list[dict[str, Any]], text_cols: list[str], read: ReadOptions
 ) -> Iterator[pd.DataFrame]:
     """Windows of every file in order, after the `done` ones; each frame's attrs name its source file index."""
     for source, path in enumerate(files):
         parts_done = [p for p in done if p["source"] == source]
         if parts_done and count_rows([path]) == sum(p["rows"] for p in parts_done):
             continue  # a finished shard is not read again
-        for i, frame in enumerate(iter_frames(path, window, text_cols)):
+        for i, frame in enumerate(iter_frames(path, window, text_cols, read, passthrough=True)):
             if i >= len(parts_done):
                 frame.attrs["source"] = source
                 yield frame

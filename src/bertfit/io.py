@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import json
+import logging
+import lzma
 import os
 import tempfile
-import warnings
 import zipfile
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import unreadable
-from .errors import DataError, MissingDependency
+from .errors import BertfitError, DataError, MissingDependency
+from .textfiles import RAW_JSON, ReadOptions, TextWriter, delimited_frames, header_frame, json_display, jsonl_frames
+from .textfiles import cell_text as cell_text
+from .textfiles import check_header as check_header
+from .textfiles import open_text as open_text
+from .textfiles import parse_columns as parse_columns
+
+logger = logging.getLogger(__name__)
 
 FORMATS = {
     ".csv": "csv",
@@ -35,8 +46,7 @@ FORMATS = {
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
 HDF_KEY = "data"
 SEPARATORS = {"csv": ",", "tsv": "\t"}
-_LEADING_ZERO = r"\s*[+-]?0\d"  # "01", "-007": codes and ids, which must stay text
-_BOOLS = {"True": True, "TRUE": True, "true": True, "False": False, "FALSE": False, "false": False}
+PLAIN = ReadOptions()
 
 
 def table_format(path: str | Path) -> str:
@@ -51,18 +61,18 @@ def table_format(path: str | Path) -> str:
     return fmt
 
 
-def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read a whole table; `columns` (if given) must all exist, and only those are returned."""
+def read_table(path: str | Path, columns: Sequence[str] | None = None, opts: ReadOptions = PLAIN) -> pd.DataFrame:
+    """Read a whole table; `columns` (if given) must all exist, and only those are returned.
+
+    CSV/TSV values are the texts in the file ("" when empty), never typed; JSON Lines values are decoded JSON."""
     path = Path(path)
-    fmt = table_format(path)
+    table_format(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():
         raise DataError(f"{path}: is a folder, expected a data file; point at a file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty; expected a table with a header row")
-    check_text_file(path, fmt)
-    df = _read(path, fmt)
+    frames = list(iter_frames(path, 1 << 62, (), opts))
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     if columns is not None:
         require_columns(df, columns, path)
         df = df[list(dict.fromkeys(columns))]
@@ -70,16 +80,25 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.Dat
 
 
 def data_files(path: str | Path) -> list[Path]:
-    """The files behind an input: the file itself, or every data file in a folder of shards, in name order."""
+    """The files behind an input: the file itself, or every data file in a folder of shards, in name order.
+
+    Files in a folder that are not data files (other extensions) are named in a warning, never skipped silently;
+    hidden files and names starting with '_' (e.g. _SUCCESS) are left out as the tools that write shards mean."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if not path.is_dir():
         table_format(path)
         return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")) and _known(p))
+    entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    files = [p for p in entries if _known(p)]
+    skipped = [p.name for p in entries if not _known(p)]
     if not files:
         raise DataError(f"{path}: folder holds no data files ({', '.join(sorted(FORMATS))}); point at a file")
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        logger.warning("%s: skipped %d files that are not data files by their extension: %s", path, len(skipped),
+                       shown)  # fmt: skip
     return files
 
 
@@ -120,44 +139,55 @@ def _count_lines(path: Path) -> int:
     return lines + (last != b"\n")  # a last line without a newline still counts
 
 
-def iter_frames(path: Path, rows: int, text_cols: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+def iter_frames(
+    path: Path, rows: int, text_cols: Sequence[str] = (), opts: ReadOptions = PLAIN, passthrough: bool = False
+) -> Iterator[pd.DataFrame]:
     """Read one file in windows of exactly `rows` rows (the last may be shorter), without loading it whole.
 
-    Parquet streams through pyarrow. CSV/TSV and JSON Lines are read in chunks by pandas, with the same parsing
-    as `read_table` (pyarrow's streaming CSV reader fixes column types from the first block and fails when a later
-    block differs). `text_cols` are read as text; in other CSV columns "01" stays text too (see `typed_columns`).
-    HDF5 is read by row ranges. Excel, zip and xz files are read whole: their readers cannot stream.
+    CSV/TSV: every value is the text in the file, "" when empty (see textfiles). JSON Lines: values decoded; with
+    `passthrough`, columns other than `text_cols` keep their raw JSON text (attrs[RAW_JSON]) so that they can be
+    written back exactly. Parquet streams through pyarrow (with `passthrough`, integer and boolean columns stay
+    exact through gaps: pandas' nullable types). HDF5 is read by row ranges; Excel is read whole, cell by cell.
     """
+    path = Path(path)
     fmt = table_format(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty; expected a table with a header row")
-    check_text_file(path, fmt)
+    check_text_file(path, fmt, opts)
     empty = True
-    for frame in _frames(path, fmt, rows, text_cols):
-        empty = False
-        yield frame
-    if empty:  # a header with no rows: one empty window, so that the output still gets the columns
-        yield _read(path, fmt).head(0)
+    with read_errors(path, fmt, opts):
+        for frame in _frames(path, fmt, rows, text_cols, opts, passthrough):
+            empty = False
+            yield frame
+        if empty:  # a header with no rows: one empty window, so that the output still gets the columns
+            yield _empty(path, fmt, opts)
 
 
-def _frames(path: Path, fmt: str, rows: int, text_cols: Sequence[str]) -> Iterator[pd.DataFrame]:
-    whole = path.suffix.lower() in (".zip", ".xz") or fmt == "excel"
-    with read_errors(path, fmt):
-        if fmt == "parquet":
-            parquet = pq.ParquetFile(path, buffer_size=1 << 20)  # column chunks decoded page by page
-            yield from _rebatch(parquet.iter_batches(batch_size=min(rows, 65536)), parquet.schema_arrow, rows)
-        elif fmt in ("csv", "tsv") and not whole:
-            with pd.read_csv(path, **_csv_options(path, fmt), chunksize=rows) as chunks:
-                yield from (typed_columns(chunk, text_cols).reset_index(drop=True) for chunk in chunks)
-        elif fmt == "jsonl" and not whole:
-            with pd.read_json(path, lines=True, dtype=False, encoding="utf-8", chunksize=rows) as chunks:
-                yield from (chunk.reset_index(drop=True) for chunk in chunks)
-        elif fmt == "hdf5":
-            yield from _hdf_frames(path, rows)
-        else:
-            df = _read(path, fmt)
-            for start in range(0, len(df), rows):
-                yield df.iloc[start : start + rows].reset_index(drop=True)
+def _frames(
+    path: Path, fmt: str, rows: int, text_cols: Sequence[str], opts: ReadOptions, passthrough: bool
+) -> Iterator[pd.DataFrame]:
+    if fmt == "parquet":
+        parquet = pq.ParquetFile(path, buffer_size=1 << 20)  # column chunks decoded page by page
+        batches = parquet.iter_batches(batch_size=min(rows, 65536))
+        yield from _rebatch(batches, parquet.schema_arrow, rows, passthrough)
+    elif fmt in ("csv", "tsv"):
+        yield from delimited_frames(path, fmt, rows, opts)
+    elif fmt == "jsonl":
+        yield from jsonl_frames(path, rows, opts, list(text_cols) if passthrough else None)
+    elif fmt == "hdf5":
+        yield from _hdf_frames(path, rows, opts)
+    else:
+        df = _read_excel(path)
+        for start in range(0, max(len(df), 1), rows):
+            yield df.iloc[start : start + rows].reset_index(drop=True)
+
+
+def _empty(path: Path, fmt: str, opts: ReadOptions) -> pd.DataFrame:
+    if fmt in ("csv", "tsv"):
+        return header_frame(path, fmt, opts)
+    if fmt == "parquet":
+        return pq.read_schema(path).empty_table().to_pandas()
+    return pd.DataFrame()
 
 
 def _known(path: Path) -> bool:
@@ -168,7 +198,19 @@ def _known(path: Path) -> bool:
     return True
 
 
-def _rebatch(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int) -> Iterator[pd.DataFrame]:
+_NULLABLE = {
+    pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(), pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype(),
+}  # fmt: skip
+
+
+def arrow_to_pandas(table: pa.Table, exact: bool = True) -> pd.DataFrame:
+    """A table as pandas; `exact`: integers and booleans with gaps stay integers (not floats: 19-digit ids)."""
+    return table.to_pandas(types_mapper=_NULLABLE.get if exact else None)
+
+
+def _rebatch(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int, exact: bool) -> Iterator[pd.DataFrame]:
     """Regroup record batches of any size into frames of exactly `rows` rows."""
     pending: list[pa.RecordBatch] = []
     count = 0
@@ -177,14 +219,17 @@ def _rebatch(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int) ->
         count += batch.num_rows
         while count >= rows:
             table = pa.Table.from_batches(pending, schema=schema)
-            yield table.slice(0, rows).to_pandas()
+            yield arrow_to_pandas(table.slice(0, rows), exact)
             rest = table.slice(rows)
             pending, count = rest.to_batches(), rest.num_rows
     if count:
-        yield pa.Table.from_batches(pending, schema=schema).to_pandas()
+        yield arrow_to_pandas(pa.Table.from_batches(pending, schema=schema), exact)
 
 
-def _hdf_frames(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+def _hdf_frames(path: Path, rows: int, opts: ReadOptions) -> Iterator[pd.DataFrame]:
+    from .hdf import check_no_pickles
+
+    check_no_pickles(path, opts.allow_pickle)
     with pd.HDFStore(path, mode="r") as store:
         key = _hdf_key(store, path)
         start = 0
@@ -197,6 +242,17 @@ def _hdf_frames(path: Path, rows: int) -> Iterator[pd.DataFrame]:
             start += rows
 
 
+def _read_excel(path: Path) -> pd.DataFrame:
+    """The first sheet, each cell as Excel holds it (a whole number stays whole); other sheets are named."""
+    with pd.ExcelFile(path, engine=_openpyxl()) as book:
+        if len(book.sheet_names) > 1:
+            others = ", ".join(f"'{s}'" for s in book.sheet_names[1:])
+            logger.warning("%s: read the first sheet '%s' only; not read: %s (save each as its own file)", path,
+                           book.sheet_names[0], others)  # fmt: skip
+        df = book.parse(0, dtype=object, keep_default_na=False, na_values=[""])
+    return df.astype(object).where(df.notna(), None)
+
+
 def require_columns(df: pd.DataFrame, columns: Sequence[str], source: str | Path, option: str = "") -> None:
     """Raise a DataError naming the first missing column, the columns found and the option to pass."""
     for col in columns:
@@ -205,8 +261,40 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str], source: str | Path
             if len(df.columns) == 1 and (wrong := _separator_hint(str(df.columns[0]), str(source))):
                 shown = found.replace("\t", "\\t")
                 raise DataError(f"{source}: found only one column ({shown}); {wrong}")
+            if headerless := _data_as_header(df, str(source)):
+                raise DataError(f"{source}: no column '{col}' (found: {found}); {headerless}")
             hint = _column_hint(df, col, option)
             raise DataError(f"{source}: no column '{col}' (found: {found}); {hint}")
+
+
+def _data_as_header(df: pd.DataFrame, source: str) -> str | None:
+    """The fix for a CSV/TSV whose first row is data, not names: a name that is a number, or a sentence."""
+    if not source.lower().split(".gz")[0].endswith((".csv", ".tsv", ".tab")):
+        return None
+    names = [str(c) for c in df.columns]
+
+    def data_like(name: str) -> bool:
+        number = name.strip().lstrip("+-").replace(".", "", 1).isdigit()
+        return number or len(name.split()) >= 4 or len(name) > 40
+
+    if not any(data_like(n) for n in names):
+        return None
+    return (
+        "the first row looks like data, not column names: if the file has no header row, name its columns in "
+        f"order with --columns (e.g. --columns {','.join(_guess_names(df))})"
+    )
+
+
+def _guess_names(df: pd.DataFrame) -> list[str]:
+    """'label' for the column of fewest distinct values, 'text' for the longest texts, col<N> for the others."""
+    sample = df.head(1000).astype(str)
+    if len(sample.columns) == 0:
+        return []
+    lengths = {c: sample[c].str.len().mean() if len(sample) else len(str(c)) for c in sample.columns}
+    text = max(lengths, key=lengths.get)
+    others = [c for c in sample.columns if c != text]
+    label = min(others, key=lambda c: sample[c].nunique()) if others else None
+    return ["text" if c == text else "label" if c == label else f"col{i + 1}" for i, c in enumerate(sample.columns)]
 
 
 def _separator_hint(header: str, source: str) -> str | None:
@@ -283,99 +371,33 @@ def check_folder_writable(path: str | Path) -> None:
         raise DataError(f"{path}: folder {folder} is not writable ({reason}); choose another output path") from None
 
 
-def _read(path: Path, fmt: str) -> pd.DataFrame:
-    with read_errors(path, fmt):
-        if fmt in ("csv", "tsv"):
-            return typed_columns(pd.read_csv(path, **_csv_options(path, fmt)))
-        if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
-        if fmt == "parquet":
-            return pd.read_parquet(path)
-        if fmt == "hdf5":
-            return _read_hdf(path)
-        return pd.read_excel(path, engine=_openpyxl(), keep_default_na=False, na_values=[""])
-
-
-def _csv_options(path: Path, fmt: str) -> dict[str, object]:
-    """pandas.read_csv settings; also checks the header, which pandas would silently rename ('text', 'text.1').
-
-    utf-8-sig drops a byte-order mark; the C parser handles CRLF and quoted newlines. Every value is read as text
-    and typed afterwards by `typed_columns`, so that "01" does not become the number 1.
-    """
-    sep = SEPARATORS[fmt]
-    header = pd.read_csv(path, sep=sep, encoding="utf-8-sig", header=None, nrows=1, dtype=str, keep_default_na=False)
-    _check_header([str(name) for name in header.iloc[0]] if len(header) else [], path)
-    return dict(sep=sep, encoding="utf-8-sig", keep_default_na=False, na_values=[""], dtype=str)
-
-
-def _check_header(names: list[str], path: Path) -> None:
-    counts = Counter(name for name in names if name.strip())  # blank names become distinct 'Unnamed: N' columns
-    for name, count in counts.items():
-        if count > 1:
-            where = [str(i + 1) for i, n in enumerate(names) if n == name]
-            listed = f"{', '.join(where[:-1])} and {where[-1]}"
-            raise DataError(
-                f"{path}: column '{name}' appears {count} times in the header (columns {listed}); "
-                "rename the duplicates so that each column has its own name"
-            )
-
-
-def typed_columns(df: pd.DataFrame, text_cols: Sequence[str] = ()) -> pd.DataFrame:
-    """Columns read as text, typed as pandas would type them (numbers, True/False), except the text columns and
-    columns with leading zeros ("01", "007"): codes, ids and labels, where "01" and "1" are different values."""
-    if len(df) == 0:
-        return df  # a header alone: pandas leaves the columns untyped too
-    for col in df.columns:
-        if col in text_cols or not pd.api.types.is_string_dtype(df[col]):
-            continue
-        values = df[col].dropna()
-        if values.str.match(_LEADING_ZERO).any():
-            continue
-        if len(values) and values.isin(_BOOLS).all():
-            df[col] = df[col].map(_BOOLS)
-            continue
-        try:
-            df[col] = pd.to_numeric(df[col])
-        except (ValueError, TypeError):
-            pass
-    return df
-
-
-def check_text_file(path: Path, fmt: str) -> None:
+def check_text_file(path: Path, fmt: str, opts: ReadOptions = PLAIN) -> None:
     """Catch a CSV, TSV or JSON Lines file that is not UTF-8 text at all, before a parser calls it a bad line."""
-    if fmt in ("csv", "tsv", "jsonl") and path.suffix.lower() not in COMPRESSIONS:
+    utf8 = opts.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    if fmt in ("csv", "tsv", "jsonl") and utf8 and path.suffix.lower() not in COMPRESSIONS:
         unreadable.check_text(path, fmt)
 
 
 @contextmanager
-def read_errors(path: Path, fmt: str) -> Iterator[None]:
+def read_errors(path: Path, fmt: str, opts: ReadOptions = PLAIN) -> Iterator[None]:
     """Turn the many ways a reader fails into one DataError naming the file (and the line, where it can be found)."""
     plain = path.suffix.lower() not in COMPRESSIONS  # a file that can be read again line by line, to find the line
     try:
         yield
+    except BertfitError:
+        raise
     except UnicodeDecodeError as err:
-        raise DataError(unreadable.not_utf8(path, err)) from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file has no header row or data") from None
-    except pd.errors.ParserError as err:
-        problem = unreadable.csv_problem(path, SEPARATORS[fmt]) if plain and fmt in SEPARATORS else None
-        raise DataError(f"{path}: {problem or unreadable.cannot_parse(fmt, first_line(err))}") from None
+        raise DataError(unreadable.not_decodable(path, err, opts.encoding, plain)) from None
     except PermissionError as err:
         raise DataError(f"{path}: cannot be read ({err.strerror}); check the file's permissions") from None
     except ValueError as err:  # pyarrow's ArrowInvalid is a ValueError
         if "invalid UTF8" in str(err):
-            raise DataError(unreadable.not_utf8(path, None)) from None
-        problem = unreadable.jsonl_problem(path) if plain and fmt == "jsonl" else None
-        raise DataError(f"{path}: {problem or unreadable.cannot_read(fmt, first_line(err))}") from None
-    except (OSError, zipfile.BadZipFile, RuntimeError) as err:
+            raise DataError(unreadable.not_decodable(path, None, "utf-8", plain)) from None
+        raise DataError(f"{path}: {unreadable.cannot_read(fmt, first_line(err))}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, RuntimeError, lzma.LZMAError) as err:
         # PyTables raises HDF5ExtError (a RuntimeError) with a multi-line trace; openpyxl raises BadZipFile.
         detail = "not a valid file of this type" if fmt in ("hdf5", "excel") else first_line(err)
         raise DataError(f"{path}: {unreadable.cannot_read(fmt, detail)}") from None
-
-
-def _read_hdf(path: Path) -> pd.DataFrame:
-    with pd.HDFStore(path, mode="r") as store:
-        return store[_hdf_key(store, path)]
 
 
 def _hdf_key(store: pd.HDFStore, path: Path) -> str:
@@ -390,21 +412,83 @@ def _hdf_key(store: pd.HDFStore, path: Path) -> str:
 
 
 def _write(df: pd.DataFrame, tmp: Path, fmt: str, suffixes: str) -> None:
-    compression = "infer" if not suffixes.endswith(COMPRESSIONS) else suffixes.rsplit(".", 1)[-1]
-    compression = {"gz": "gzip", "zst": "zstd"}.get(compression, compression)
-    if fmt in ("csv", "tsv"):
-        df.to_csv(tmp, sep="," if fmt == "csv" else "\t", index=False, compression=compression)
-    elif fmt == "jsonl":
-        df.to_json(tmp, orient="records", lines=True, force_ascii=False, compression=compression)
-    elif fmt == "parquet":
-        df.to_parquet(tmp, index=False)
+    if fmt in ("csv", "tsv", "jsonl"):
+        with open_for_writing(tmp, suffixes) as fh:
+            writer = TextWriter(fh, fmt, [str(c) for c in df.columns], df.attrs.get(RAW_JSON, ()))
+            writer.header()
+            writer.write([df[c].tolist() for c in df.columns])
+        return
+    df = display_raw_json(df)
+    if fmt == "parquet":
+        pq.write_table(pa_table(df), tmp)
     elif fmt == "hdf5":
-        plain = df.astype({c: object for c in df.columns if pd.api.types.is_string_dtype(df[c])})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PyTables warns that object columns are pickled
-            plain.to_hdf(tmp, key=HDF_KEY, mode="w")
+        from .hdf import write_hdf
+
+        write_hdf(df, tmp, HDF_KEY)
     else:
         df.to_excel(tmp, index=False, engine=_openpyxl())
+
+
+def open_for_writing(path: Path, suffixes: str) -> IO[str]:
+    """A text stream to `path`, compressed as the name's last suffix says (.gz, .bz2, .xz, .zst, .zip)."""
+    suffix = "." + suffixes.rsplit(".", 1)[-1].lower() if suffixes else ""
+    if suffix == ".gz":
+        return gzip.open(path, "wt", encoding="utf-8", newline="")
+    if suffix == ".bz2":
+        return bz2.open(path, "wt", encoding="utf-8", newline="")
+    if suffix == ".xz":
+        return lzma.open(path, "wt", encoding="utf-8", newline="")
+    if suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise MissingDependency("zstandard", "zstd", "Writing .zst files") from None
+        raw = zstandard.ZstdCompressor().stream_writer(open(path, "wb"), closefd=True)
+        return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    if suffix == ".zip":
+        archive = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED)
+        member = suffixes[: -len(".zip")].lstrip(".")
+        return _ZipText(archive, f"data.{member}" if member else "data")
+    return open(path, "w", encoding="utf-8", newline="")
+
+
+class _ZipText(io.TextIOWrapper):
+    """A text stream into one member of a zip archive; closing it closes the archive."""
+
+    def __init__(self, archive: zipfile.ZipFile, name: str) -> None:
+        self.archive = archive
+        super().__init__(archive.open(name, "w"), encoding="utf-8", newline="")
+
+    def close(self) -> None:
+        super().close()
+        self.archive.close()
+
+
+def display_raw_json(df: pd.DataFrame) -> pd.DataFrame:
+    """Raw JSON columns (JSON Lines pass-through) as the texts they stand for, for formats that are not JSON."""
+    raw = [c for c in df.attrs.get(RAW_JSON, ()) if c in df.columns]
+    if not raw:
+        return df
+    df = df.copy()
+    for col in raw:
+        df[col] = pd.Series([json_display(v) for v in df[col].tolist()], index=df.index, dtype=object)
+    df.attrs = {k: v for k, v in df.attrs.items() if k != RAW_JSON}
+    return df
+
+
+def pa_table(df: pd.DataFrame) -> pa.Table:
+    """A frame as an Arrow table; a column of mixed Python values (Excel cells, JSON values) becomes text."""
+    try:
+        return pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        fixed = df.copy()
+        for col in fixed.columns:
+            try:
+                pa.array(fixed[col], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                values = [None if v is None else cell_text(v) for v in fixed[col].tolist()]
+                fixed[col] = pd.Series(values, index=fixed.index, dtype=object)
+        return pa.Table.from_pandas(fixed, preserve_index=False)
 
 
 def _openpyxl() -> str:

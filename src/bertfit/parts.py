@@ -9,29 +9,37 @@ only once every part is in it.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import json
 import logging
-import lzma
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import DataError
-from .io import atomic_path, check_folder_writable, table_format, write_json, write_table
+from .io import (
+    RAW_JSON,
+    TextWriter,
+    arrow_to_pandas,
+    atomic_path,
+    check_folder_writable,
+    display_raw_json,
+    open_for_writing,
+    pa_table,
+    table_format,
+    write_json,
+    write_table,
+)
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-_TEXT_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def input_fingerprint(files: list[Path]) -> list[dict[str, Any]]:
@@ -80,8 +88,14 @@ class PartWriter:
         """Write one window's rows (input columns plus predictions) as the next part."""
         self.work.mkdir(exist_ok=True)
         name = f"part-{len(self.parts):05d}.parquet"
+        raw = [c for c in frame.attrs.get(RAW_JSON, ()) if c in frame.columns]
+        if raw and not self._jsonl:
+            frame, raw = display_raw_json(frame), []  # JSON values as the texts they stand for (CSV, Parquet)
+        table = pa_table(frame)
+        if raw:  # kept as raw JSON texts for a JSON Lines output; the part says which columns
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), RAW_JSON: json.dumps(raw)})
         with atomic_path(self.work / name) as tmp:
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+            pq.write_table(table, tmp)
         self.parts.append(
             {"file": name, "source": source, "rows": len(frame), "empty_text": empty_text, "truncated": truncated}
         )
@@ -95,10 +109,10 @@ class PartWriter:
             fmt = table_format(self.output)
             if fmt == "parquet":
                 self._finish_parquet()
-            elif fmt in ("csv", "tsv", "jsonl") and self._text_opener() is not None:
+            elif fmt in ("csv", "tsv", "jsonl"):
                 self._finish_text(fmt)
             else:
-                # HDF5, Excel, zip and zstd outputs cannot be appended to; they are written whole.
+                # HDF5 and Excel outputs cannot be appended to; they are written whole.
                 logger.info("%s: this format is written in one go; memory use grows with the output", self.output)
                 write_table(pd.concat(list(self._frames()), ignore_index=True), self.output)
         self.discard()
@@ -124,24 +138,30 @@ class PartWriter:
         self.discard()
         return []
 
+    @property
+    def _jsonl(self) -> bool:
+        return not is_folder_output(self.output) and table_format(self.output) == "jsonl"
+
     def _tables(self) -> Iterator[pa.Table]:
         for part in self.parts:
             yield pq.read_table(self.work / part["file"])
 
     def _frames(self) -> Iterator[pd.DataFrame]:
         for table in self._tables():
-            yield table.to_pandas()
+            yield arrow_to_pandas(table)
 
     def _schema(self) -> pa.Schema:
-        """One schema for all parts: ints widen to floats where a window had gaps; other clashes become text."""
+        """One schema for all parts (every column any part has, in order of appearance): an all-null window takes
+        the others' type; other clashes (a JSON key holding numbers in one window, text in the next) become text."""
         schemas = [pq.read_schema(self.work / p["file"]).remove_metadata() for p in self.parts]
         try:
             return pa.unify_schemas(schemas, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError):
+            names = list(dict.fromkeys(name for s in schemas for name in s.names))
             fields = []
-            for field in schemas[0]:
-                types = {s.field(field.name).type for s in schemas}
-                fields.append(field if len(types) == 1 else pa.field(field.name, pa.string()))
+            for name in names:
+                types = {s.field(name).type for s in schemas if name in s.names} - {pa.null()}
+                fields.append(pa.field(name, types.pop() if len(types) == 1 else pa.string()))
             return pa.schema(fields)
 
     def _finish_parquet(self) -> None:
@@ -149,19 +169,21 @@ class PartWriter:
         with atomic_path(self.output) as tmp:
             with pq.ParquetWriter(tmp, schema) as writer:
                 for table in self._tables():
-                    writer.write_table(table.cast(schema))
-
-    def _text_opener(self) -> Any:
-        suffix = self.output.suffix.lower()
-        if suffix in _TEXT_OPENERS:
-            return _TEXT_OPENERS[suffix]
-        return None if suffix in (".zip", ".zst") else open
+                    writer.write_table(_conform(table, schema))
 
     def _finish_text(self, fmt: str) -> None:
-        opener = self._text_opener()
-        with atomic_path(self.output) as tmp, opener(tmp, "wt", encoding="utf-8", newline="") as fh:
-            for i, frame in enumerate(self._frames()):
-                _append_text(frame, fh, fmt, header=i == 0)
+        """CSV/TSV/JSON Lines, streamed part by part: every value as its text (see textfiles.TextWriter)."""
+        schema = self._schema()
+        raw = set()
+        for part in self.parts:
+            meta = pq.read_schema(self.work / part["file"]).metadata or {}
+            raw.update(json.loads(meta.get(RAW_JSON.encode(), b"[]")))
+        with atomic_path(self.output) as tmp, open_for_writing(tmp, "".join(self.output.suffixes)) as fh:
+            writer = TextWriter(fh, fmt, schema.names, sorted(raw))
+            writer.header()
+            for table in self._tables():
+                table = _conform(table, schema)
+                writer.write([table.column(name).to_pylist() for name in schema.names])
 
     def _finish_folder(self) -> None:
         staging = self.output.parent / f".{self.output.name}.bertfit-staging"
@@ -174,8 +196,10 @@ class PartWriter:
         os.replace(staging, self.output)
 
 
-def _append_text(frame: pd.DataFrame, fh: IO[str], fmt: str, header: bool) -> None:
-    if fmt == "jsonl":
-        frame.to_json(fh, orient="records", lines=True, force_ascii=False)
-    else:
-        frame.to_csv(fh, sep="," if fmt == "csv" else "\t", index=False, header=header, lineterminator="\n")
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A part in the output's schema: columns it lacks (a JSON key no row of that window had) are nulls."""
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -96,17 +96,42 @@ def jsonl_problem(path: Path) -> str | None:
     return None
 
 
-def not_utf8(path: Path, err: UnicodeDecodeError | None) -> str:
-    """Find the first line that is not UTF-8, so the message can name it."""
+def not_decodable(path: Path, err: UnicodeDecodeError | None, encoding: str = "utf-8", plain: bool = True) -> str:
+    """Name the first line that is not in the encoding, and suggest the encoding the bytes look like."""
+    where = ""
+    if plain:
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    raw.decode(encoding)
+                except UnicodeDecodeError as line_err:
+                    bad = raw[line_err.start : line_err.start + 1].hex()
+                    where = (
+                        f"line {lineno} is not valid {_name(encoding)} (byte 0x{bad} at character {line_err.start + 1})"
+                    )
+                    break
+    if not where:
+        where = f"not valid {_name(encoding)}" + (f" ({err.reason})" if err is not None else "")
+    guess = guess_encoding(path) if plain else None
+    if guess and guess != encoding.lower():
+        return f"{path}: {where}; it looks like {guess}: pass --encoding {guess}, or re-save the file as UTF-8"
+    return f"{path}: {where}; re-save the file as UTF-8, or pass --encoding with the file's encoding"
+
+
+def _name(encoding: str) -> str:
+    return "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
+def guess_encoding(path: Path) -> str | None:
+    """The likeliest encoding of a text file's first MiB (charset-normalizer), e.g. 'cp1252'; None if unsure."""
+    from charset_normalizer import from_bytes
+
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as line_err:
-                bad = raw[line_err.start : line_err.start + 1].hex()
-                return (
-                    f"{path}: line {lineno} is not valid UTF-8 (byte 0x{bad} at character {line_err.start + 1}); "
-                    "re-save the file as UTF-8"
-                )
-    reason = f" ({err.reason})" if err is not None else ""
-    return f"{path}: not valid UTF-8{reason}; re-save the file as UTF-8"
+        matches = from_bytes(fh.read(1 << 20))
+    best = matches.best()
+    if best is None:
+        return None
+    for match in matches:  # Western Windows text is the commonest; prefer it where it reads as well as the best
+        if match.encoding == "cp1252" and match.chaos <= best.chaos + 0.01:
+            return "cp1252"
+    return best.encoding

@@ -1,0 +1,421 @@
+"""CSV, TSV and JSON Lines read and written value for value: every field comes back as the text it was.
+
+Nothing here types a value. A CSV/TSV field is the string between its separators (quotes removed when the file
+quotes), "" when empty; so a 19-digit id, "1.50", "TRUE" and "007" stay exactly that. A JSON Lines value is decoded
+for the columns bertfit reads (texts, labels) and kept as its raw JSON text for the others (`RAW_JSON` in a frame's
+attrs), so that writing JSON Lines again gives `1.50` back as `1.50`, and CSV or Parquet get the value's own text.
+
+Every record is counted against the physical lines it came from. A quote that swallows lines (an unbalanced quote,
+or a tab-separated file whose texts start with a quote) is an error naming the line and the `--quoting` to try,
+never a silent merge of rows.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import io
+import json
+import logging
+import lzma
+import re
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from .errors import ConfigError, DataError, MissingDependency
+
+logger = logging.getLogger(__name__)
+
+QUOTINGS = ("auto", "csv", "none")
+RAW_JSON = "bertfit_raw_json"  # frame.attrs key: columns that hold raw JSON texts (JSON Lines pass-through)
+SAMPLE_BYTES = 1 << 20  # what `--quoting auto` looks at in a TSV file
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+csv.field_size_limit(2**31 - 1)  # a field is as long as the text it holds (the default cuts at 128 KiB)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a table file: names for a headerless CSV/TSV, quoting, text encoding, pickled HDF5 columns."""
+
+    columns: tuple[str, ...] | None = None  # a CSV/TSV without a header row: its column names, in order
+    quoting: str = "auto"  # auto | csv | none (see resolve_quoting)
+    encoding: str = "utf-8"  # a byte-order mark is handled for UTF-8
+    allow_pickle: bool = False  # HDF5 object columns stored as pickles: unpickling can run code
+
+    def __post_init__(self) -> None:
+        if self.quoting not in QUOTINGS:
+            raise ConfigError(f"quoting must be one of {', '.join(QUOTINGS)} (got '{self.quoting}')")
+        try:
+            "".encode(self.encoding)
+        except LookupError:
+            raise ConfigError(f"unknown text encoding '{self.encoding}'; try utf-8, cp1252 or latin-1") from None
+        if self.columns is not None:
+            names = [c for c in self.columns]
+            if not names or any(not str(c).strip() for c in names) or len(set(names)) != len(names):
+                raise ConfigError(f"--columns must name each column once, e.g. 'label,text' (got {','.join(names)})")
+
+
+def parse_columns(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """'label,text' (or a list) -> ('label', 'text')."""
+    if value is None:
+        return None
+    names = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return tuple(n.strip() for n in names)
+
+
+def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
+    """A text stream over a (possibly compressed) file, universal newlines off (the csv module wants them raw)."""
+    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    suffix = path.suffix.lower()
+    if suffix in _OPENERS:
+        return _OPENERS[suffix](path, "rt", encoding=enc, newline="")
+    if suffix == ".zip":
+        archive = zipfile.ZipFile(path)
+        members = [m for m in archive.namelist() if not m.endswith("/")]
+        if len(members) != 1:
+            raise DataError(f"{path}: a .zip input must hold exactly one file (found {len(members)})")
+        return io.TextIOWrapper(archive.open(members[0]), encoding=enc, newline="")
+    if suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise MissingDependency("zstandard", "zstd", "Reading .zst files") from None
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.TextIOWrapper(raw, encoding=enc, newline="")
+    return open(path, encoding=enc, newline="")
+
+
+# -- quoting ------------------------------------------------------------------------------------------------------
+
+
+def resolve_quoting(path: Path, fmt: str, opts: ReadOptions) -> str:
+    """'csv' or 'none'. CSV files quote; a TSV is read without quoting (as most tools write it, and as the BERT
+    reference scripts read it) unless its first MiB shows quoting that matters: a quoted field holding a doubled
+    quote, a tab or a line break, or lines whose every field is quoted. A lone '"Hello"' proves nothing."""
+    if opts.quoting != "auto":
+        return opts.quoting
+    if fmt == "csv":
+        return "csv"
+    with open_text(path, opts.encoding) as fh:
+        sample = fh.read(SAMPLE_BYTES)
+    if '"' not in sample:
+        return "none"
+    if len(sample) == SAMPLE_BYTES:
+        sample = sample[: sample.rfind("\n") + 1]
+    try:
+        quoted = list(csv.reader(io.StringIO(sample, newline=""), delimiter="\t", strict=True))
+    except csv.Error:
+        return "none"
+    plain = [line.split("\t") for line in sample.splitlines() if line]
+    quoted = [r for r in quoted if r]
+    if len(quoted) != len(plain):
+        return "csv"  # quoted fields hold line breaks, and they parse cleanly
+    for q, p in zip(quoted, plain):
+        if len(q) != len(p):
+            return "csv"  # a quoted field holds a tab
+        if len(p) > 1 and all(f.startswith('"') and f.endswith('"') and len(f) > 1 for f in p):
+            return "csv"  # every field quoted
+        for qf, pf in zip(q, p):
+            if qf != pf and '""' in pf[1:-1]:
+                return "csv"  # a doubled quote inside quotes
+    return "none"
+
+
+# -- reading CSV / TSV --------------------------------------------------------------------------------------------
+
+
+def delimited_frames(path: Path, fmt: str, rows: int, opts: ReadOptions) -> Iterator[pd.DataFrame]:
+    """Windows of `rows` records of a CSV/TSV file, every value the text it was ("" when empty)."""
+    header: list[str] = []
+    batch: list[list[str]] = []
+    for record in delimited_records(path, fmt, opts, header):
+        batch.append(record)
+        if len(batch) == rows:
+            yield _frame(batch, header)
+            batch = []
+    if batch:
+        yield _frame(batch, header)
+
+
+def delimited_records(path: Path, fmt: str, opts: ReadOptions, header: list[str]) -> Iterator[list[str]]:
+    """Every record of a CSV/TSV file, checked against the physical lines (see the module docstring); `header`
+    receives the column names (from the file, or `opts.columns`) before the first record."""
+    sep = "," if fmt == "csv" else "\t"
+    quoting = resolve_quoting(path, fmt, opts)
+    one_line = fmt == "tsv" and opts.quoting == "auto" and quoting == "csv"  # auto-detected quoting: no merges
+    with open_text(path, opts.encoding) as fh:
+        reader = _Records(fh, sep, quoting, path, fmt)
+        header[:] = _header(reader, opts, path)
+        width = len(header)
+        for record, first, last in reader:
+            if len(record) != width:
+                raise DataError(f"{path}: {_width_problem(record, width, first, last, fmt, quoting, opts)}")
+            if one_line and (last > first or any("\t" in f for f in record)):
+                what = "a line break" if last > first else "a tab"
+                raise DataError(
+                    f"{path}: line {first}: a quoted field holds {what} (lines {first}-{last} became one row); "
+                    "pass --quoting none to read every line as one row, or --quoting csv if the quotes are meant"
+                )
+            yield record
+        if reader.blank:
+            logger.info("%s: skipped %d blank lines", path, reader.blank)
+
+
+def header_frame(path: Path, fmt: str, opts: ReadOptions) -> pd.DataFrame:
+    """The columns of a CSV/TSV with no rows (for an input that holds only a header)."""
+    with open_text(path, opts.encoding) as fh:
+        header = _header(_Records(fh, "," if fmt == "csv" else "\t", resolve_quoting(path, fmt, opts), path, fmt),
+                         opts, path)  # fmt: skip
+    return pd.DataFrame({name: pd.Series([], dtype=object) for name in header})
+
+
+class _Records:
+    """csv.reader with each record's first and last physical line; blank lines skipped and counted."""
+
+    def __init__(self, fh: IO[str], sep: str, quoting: str, path: Path, fmt: str) -> None:
+        style = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
+        self.reader = csv.reader(fh, delimiter=sep, quoting=style, strict=True)
+        self.path, self.fmt, self.quoting = path, fmt, quoting
+        self.blank = 0
+        self.header_line = 0
+
+    def __iter__(self) -> Iterator[tuple[list[str], int, int]]:
+        start = self.reader.line_num + 1
+        while True:
+            try:
+                record = next(self.reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                raise DataError(f"{self.path}: {self._quote_problem(start, err)}") from None
+            first, start = start, self.reader.line_num + 1
+            if not record:
+                self.blank += 1
+                continue
+            yield record, first, self.reader.line_num
+
+    def _quote_problem(self, line: int, err: csv.Error) -> str:
+        text = str(err)
+        if "NUL" in text:
+            return f"line {line} holds a NUL byte; check that this is a text file"
+        if "unexpected end of data" in text:
+            other = "--quoting none if quotes in this file are plain characters" if self.fmt == "tsv" else (
+                "--quoting none if its quotes are plain characters")  # fmt: skip
+            return (
+                f'line {line}: a quote (") opens a text that never closes; close it, or write a quote inside '
+                f'a quoted text as two (""), or pass {other}'
+            )
+        if "expected after" in text:
+            return (
+                f"line {line}: a quoted text is followed by more text before the separator ({text}); write a quote "
+                'inside a quoted text as two (""), or pass --quoting none if quotes are plain characters'
+            )
+        return f"line {line}: {text}; check the quotes on that line, or pass --quoting none"
+
+
+def _header(reader: _Records, opts: ReadOptions, path: Path) -> list[str]:
+    if opts.columns is not None:
+        return list(opts.columns)
+    for record, first, _ in reader:
+        reader.header_line = first
+        names = [name if name.strip() else f"Unnamed: {i}" for i, name in enumerate(record)]
+        check_header(record, path)
+        return names
+    raise DataError(f"{path}: file has no header row or data")
+
+
+def check_header(names: list[str], path: Path) -> None:
+    """Refuse a header that names a column twice (pandas would silently rename the second 'text.1')."""
+    counts: dict[str, int] = {}
+    for name in names:
+        if name.strip():
+            counts[name] = counts.get(name, 0) + 1
+    for name, count in counts.items():
+        if count > 1:
+            where = [str(i + 1) for i, n in enumerate(names) if n == name]
+            listed = f"{', '.join(where[:-1])} and {where[-1]}"
+            raise DataError(
+                f"{path}: column '{name}' appears {count} times in the header (columns {listed}); "
+                "rename the duplicates so that each column has its own name"
+            )
+
+
+def _width_problem(record: list[str], width: int, first: int, last: int, fmt: str, quoting: str,
+                   opts: ReadOptions) -> str:  # fmt: skip
+    where = f"line {first}" if first == last else f"lines {first}-{last}"
+    source = "--columns names" if opts.columns is not None else "the header has"
+    fields = f"{where} has {len(record)} field{'s' * (len(record) != 1)}, {source} {width}"
+    if len(record) > width:
+        shown = "a tab" if fmt == "tsv" else "','"
+        if fmt == "tsv" and quoting == "none":
+            return f"{fields}; texts that hold tabs must be quoted: quote them and pass --quoting csv"
+        return f'{fields}; put texts that hold {shown} in double quotes ("like, this")'
+    if fmt == "tsv" and quoting == "none":
+        return f"{fields}; a text holding a line break splits its row: quote such texts and pass --quoting csv"
+    return f"{fields}; every row needs a value (perhaps empty) for each column"
+
+
+def _frame(batch: list[list[str]], header: list[str]) -> pd.DataFrame:
+    columns = list(zip(*batch))
+    return pd.DataFrame({name: pd.Series(col, dtype=object) for name, col in zip(header, columns)})
+
+
+# -- reading JSON Lines -------------------------------------------------------------------------------------------
+
+
+def jsonl_frames(path: Path, rows: int, opts: ReadOptions, raw_except: Sequence[str] | None) -> Iterator[pd.DataFrame]:
+    """Windows of `rows` objects. With `raw_except`, every other column holds each value's raw JSON text
+    (None where a line lacks the key), named in attrs[RAW_JSON]; without it, every value is decoded."""
+    decoded = set(raw_except or ())
+    columns: dict[str, None] = {}
+    batch: list[dict[str, Any]] = []
+    with open_text(path, opts.encoding) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                members = raw_members(line)
+            except ValueError as err:
+                raise DataError(f"{path}: line {lineno} {err}") from None
+            row = {}
+            for key, (value, raw) in members.items():
+                columns.setdefault(key)
+                row[key] = value if raw_except is None or key in decoded else raw
+            batch.append(row)
+            if len(batch) == rows:
+                yield _json_frame(batch, columns, raw_except)
+                batch = []
+    if batch:
+        yield _json_frame(batch, columns, raw_except)
+
+
+def _json_frame(batch: list[dict[str, Any]], columns: dict[str, None], raw_except: Sequence[str] | None
+                ) -> pd.DataFrame:  # fmt: skip
+    frame = pd.DataFrame({c: pd.Series([row.get(c) for row in batch], dtype=object) for c in columns})
+    if raw_except is not None:
+        frame.attrs[RAW_JSON] = [c for c in columns if c not in raw_except]
+    return frame
+
+
+def raw_members(line: str) -> dict[str, tuple[Any, str]]:
+    """The members of one JSON object: name -> (decoded value, the value's exact JSON text)."""
+    s = line
+    i = _WS.match(s, 0).end()
+    if s[i : i + 1] != "{":
+        raise ValueError("is not a JSON object ({...}); write one object per line")
+    i = _WS.match(s, i + 1).end()
+    members: dict[str, tuple[Any, str]] = {}
+    if s[i : i + 1] == "}":
+        i += 1
+    else:
+        while True:
+            if s[i : i + 1] != '"':
+                _invalid("Expecting property name enclosed in double quotes", i)
+            key, i = json.decoder.scanstring(s, i + 1)
+            i = _WS.match(s, i).end()
+            if s[i : i + 1] != ":":
+                _invalid("Expecting ':' delimiter", i)
+            i = _WS.match(s, i + 1).end()
+            try:
+                value, end = _DECODER.raw_decode(s, i)
+            except json.JSONDecodeError as err:
+                _invalid(err.msg, err.pos)
+            members[key] = (value, s[i:end])
+            i = _WS.match(s, end).end()
+            sep, i = s[i : i + 1], i + 1
+            if sep == "}":
+                break
+            if sep != ",":
+                _invalid("Expecting ',' delimiter", i - 1)
+            i = _WS.match(s, i).end()
+    if s[i:].strip():
+        _invalid("Extra data", i)
+    return members
+
+
+def _invalid(msg: str, pos: int) -> None:
+    raise ValueError(f"is not valid JSON ({msg} at character {pos + 1}); fix or remove that line")
+
+
+def json_display(raw: str | None) -> str | None:
+    """The text a raw JSON value stands for in a CSV or Parquet cell: a string's contents, a number's or a
+    literal's own text, an object's or array's JSON; None for null or an absent key."""
+    if raw is None or raw == "null":
+        return None
+    return json.loads(raw) if raw.startswith('"') else raw
+
+
+# -- writing ------------------------------------------------------------------------------------------------------
+
+
+def cell_text(value: Any) -> str:
+    """A typed value (from Parquet, HDF5, Excel, or a prediction column) as CSV text; "" for null."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def json_text(value: Any) -> str:
+    """A typed value as JSON text (NaN as null; dates and other objects as their text)."""
+    if isinstance(value, float) and value != value:
+        return "null"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class TextWriter:
+    """Rows out as CSV, TSV or JSON Lines. Raw JSON columns go out as their JSON text (JSON Lines) or as the text
+    they stand for (CSV/TSV). TSV is written unquoted, as it is read; only a field holding a tab or a line break is
+    quoted. Call `write(columns)` with one list of Python values per column."""
+
+    def __init__(self, fh: IO[str], fmt: str, names: list[str], raw_json: Sequence[str] = ()) -> None:
+        self.fh, self.fmt, self.names = fh, fmt, names
+        self.raw = [name in raw_json for name in names]
+        if fmt == "csv":
+            self.writer = csv.writer(fh, lineterminator="\n")
+        elif fmt == "tsv":
+            self.writer = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
+            self.quoted = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        self.keys = [json.dumps(name, ensure_ascii=False) for name in names]
+
+    def header(self) -> None:
+        if self.fmt != "jsonl":
+            self.writer.writerow(self.names)
+
+    def write(self, columns: list[list[Any]]) -> None:
+        if self.fmt == "jsonl":
+            self._write_jsonl(columns)
+            return
+        texts = [
+            [cell_text(json_display(v)) for v in col] if raw else [cell_text(v) for v in col]
+            for col, raw in zip(columns, self.raw)
+        ]
+        for row in zip(*texts):
+            if self.fmt == "tsv" and any(("\t" in f or "\n" in f or "\r" in f) for f in row):
+                self.quoted.writerow(row)
+            else:
+                self.writer.writerow(row)
+
+    def _write_jsonl(self, columns: list[list[Any]]) -> None:
+        for row in zip(*columns):
+            parts = []
+            for key, raw, value in zip(self.keys, self.raw, row):
+                if raw:
+                    if value is not None:  # an absent key stays absent
+                        parts.append(f"{key}:{value}")
+                else:
+                    parts.append(f"{key}:{json_text(value)}")
+            self.fh.write("{" + ",".join(parts) + "}\n")
