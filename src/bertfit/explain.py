@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from .checks import clean_text, join_text
 from .errors import ConfigError, DataError, MissingDependency, ModelError
 from .io import atomic_path, check_writable, read_table
+from .paths import check_not_input, model_files
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def explain(
     if (texts is None) == (input_path is None):
         raise ConfigError("give texts to explain or an input file (--input), not both and not neither")
     if output is not None:
+        check_not_input(output, [input_path, *model_files(model_dir)], "--output file")
         check_writable(output, (".html", ".htm"))
     frame = read_table(input_path) if input_path is not None else None  # a bad input fails before the model loads
     load_captum()
