@@ -42,6 +42,7 @@ from .labels import LabelSchema
 from .losses import class_weights, weighted_loss
 from .modeling import (
     BERTFIT_FILE,
+    check_model_files,
     is_bertfit_model,
     library_versions,
     load_model_config,
@@ -112,6 +113,7 @@ def train(
     source, base_name = resolve_model(cfg.model.model)
     check_not_input(output_dir, _files_read(train_data, validation, cfg, source), "--output folder")
     _check_output(output_dir, overwrite)
+    check_model_files(source)  # damaged base weights fail now, not after the data is checked and tokenized
     progress = sys.stderr.isatty() if progress is None else progress
     set_seed(cfg.train.seed)
     state = PartialState(cpu=not torch.cuda.is_available())
