@@ -147,6 +147,16 @@ def test_damaged_weights_raise_a_bertfit_error_in_the_api(tmp_path, tiny_trained
         assert "\n" not in message
 
 
+def test_the_ray_engine_names_the_damaged_file_before_ray_starts(tmp_path, damaged_model, monkeypatch):
+    from bertfit import distributed
+
+    monkeypatch.setattr(distributed, "_import_ray", lambda: pytest.fail("Ray was started for a damaged model"))
+    data = labelled_csv(tmp_path)
+    with pytest.raises(ModelError, match=f"^{damaged_model / 'model.safetensors'}: the weights file is damaged"):
+        distributed.predict_with_ray(damaged_model, data, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+
+
 @pytest.mark.usefixtures("restore_cli_state")
 def test_truncated_base_weights_stop_training_before_any_work(tmp_path, tiny_model_dir):
     base = tmp_path / "base"

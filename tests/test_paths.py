@@ -192,7 +192,7 @@ def test_train_refuses_an_output_folder_that_holds_its_data(tmp_path, tiny_model
     assert snapshot(tmp_path) == before
 
 
-def test_train_refuses_to_replace_its_validation_data_config_or_base_model(tmp_path, tiny_model_dir):
+def test_train_refuses_to_replace_its_validation_config_class_weights_or_base_model(tmp_path, tiny_model_dir):
     data = write_csv(tmp_path / "train.csv", n=40)
     validation = write_csv(tmp_path / "out" / "val.csv", n=20)
     result = invoke("train", data, "-o", tmp_path / "out", "--validation", validation, "--model", tiny_model_dir, *FAST)
@@ -204,6 +204,14 @@ def test_train_refuses_to_replace_its_validation_data_config_or_base_model(tmp_p
     result = invoke("train", data, "-o", config.parent, "--config", config, "--model", tiny_model_dir, "--overwrite")
     assert_user_error(result, f"holds the input file {config}")
     assert config.is_file()
+
+    weights = tmp_path / "exp2" / "weights.yaml"
+    weights.parent.mkdir()
+    weights.write_text("negative: 1.0\npositive: 2.0\n", encoding="utf-8")
+    result = invoke("train", data, "-o", weights.parent, "--class-weights", weights, "--model", tiny_model_dir,
+                    "--overwrite", *FAST)  # fmt: skip
+    assert_user_error(result, f"holds the input file {weights}")
+    assert weights.is_file()
 
     base = tmp_path / "base"
     shutil.copytree(tiny_model_dir, base)
