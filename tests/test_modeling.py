@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import sentiment_frame
 from safetensors.torch import load_file
+from test_cli import assert_user_error, invoke, snapshot
 from transformers import AutoConfig
 
 from bertfit.config import ModelConfig
@@ -76,3 +79,140 @@ def test_precision_choice():
     assert pick_precision("auto", device="cpu") in ("bf16", "fp32")
     with pytest.raises(ConfigError, match="precision must be one of"):
         pick_precision("fp8")
+
+
+# A damaged model folder is one line that names the file and says what to do, in the API and in every command.
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+
+
+@pytest.fixture
+def damaged_model(tmp_path: Path, tiny_trained: Path) -> Path:
+    """The trained model with the second half of model.safetensors cut off (an interrupted copy or download)."""
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_trained, folder)
+    truncate(folder / "model.safetensors")
+    return folder
+
+
+def labelled_csv(folder: Path) -> Path:
+    path = folder / "test.csv"
+    sentiment_frame(12, seed=5).to_csv(path, index=False)
+    return path
+
+
+def command_args(command: str, model: Path, data: Path) -> list[object]:
+    return {"predict": ["predict", model, data, data.parent / "out.csv"], "evaluate": ["evaluate", model, data],
+            "info": ["info", model]}[command]  # fmt: skip
+
+
+@pytest.mark.usefixtures("restore_cli_state")
+@pytest.mark.parametrize("command", ["predict", "evaluate", "info"])
+def test_truncated_weights_are_one_line_naming_the_file(tmp_path, damaged_model, command):
+    data = labelled_csv(tmp_path)
+    before = snapshot(tmp_path)
+    result = invoke(*command_args(command, damaged_model, data))
+    weights = damaged_model / "model.safetensors"
+    line = assert_user_error(result, f"{weights}: the weights file is damaged or incomplete", "copy or download it")
+    assert "file not fully covered" in line, "the reason from safetensors, first line only"
+    assert "SafetensorError" not in result.stderr
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: truncate(p, 0.5), id="half"),
+        pytest.param(lambda p: truncate(p, 0.0), id="empty"),
+        pytest.param(lambda p: truncate(p, 0.999), id="last-bytes-missing"),
+        pytest.param(lambda p: p.write_bytes(b"<html>502 Bad Gateway</html>" * 40), id="not-safetensors"),
+    ],
+)
+def test_damaged_weights_raise_a_bertfit_error_in_the_api(tmp_path, tiny_trained, damage):
+    from bertfit.errors import BertfitError
+    from bertfit.inference import Classifier
+    from bertfit.modeling import describe_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_trained, folder)
+    damage(folder / "model.safetensors")
+    for load in (Classifier.from_pretrained, load_trained, describe_model):
+        with pytest.raises(BertfitError) as info:
+            load(folder)
+        assert isinstance(info.value, ModelError), load
+        message = str(info.value)
+        assert message.startswith(f"{folder / 'model.safetensors'}: the weights file is damaged or incomplete (")
+        assert "\n" not in message
+
+
+def test_the_ray_engine_names_the_damaged_file_before_ray_starts(tmp_path, damaged_model, monkeypatch):
+    from bertfit import distributed
+
+    monkeypatch.setattr(distributed, "_import_ray", lambda: pytest.fail("Ray was started for a damaged model"))
+    data = labelled_csv(tmp_path)
+    with pytest.raises(ModelError, match=f"^{damaged_model / 'model.safetensors'}: the weights file is damaged"):
+        distributed.predict_with_ray(damaged_model, data, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.usefixtures("restore_cli_state")
+def test_truncated_base_weights_stop_training_before_any_work(tmp_path, tiny_model_dir):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    truncate(base / "model.safetensors")
+    data = labelled_csv(tmp_path)
+    before = snapshot(tmp_path)
+    result = invoke("train", data, "-o", tmp_path / "model", "--model", base, "--epochs", "1")
+    assert_user_error(result, f"{base / 'model.safetensors'}: the weights file is damaged or incomplete")
+    assert snapshot(tmp_path) == before
+    # Loading itself (no check first: a hub download, or a file damaged after the check) says the same in one line.
+    with pytest.raises(ModelError, match=r"the weights are damaged or incomplete \(.*\); copy or download") as info:
+        load_pretrained(ModelConfig(model=str(base)), LabelSchema(["a", "b"]))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.usefixtures("restore_cli_state")
+@pytest.mark.parametrize("command", ["predict", "evaluate", "info"])
+def test_config_json_that_is_not_json_is_one_line(tmp_path, tiny_trained, command):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_trained, folder)
+    truncate(folder / "config.json")
+    data = labelled_csv(tmp_path)
+    result = invoke(*command_args(command, folder, data))
+    assert_user_error(result, f"{folder / 'config.json'}: damaged, not valid JSON (", "copy or download it again")
+
+
+@pytest.mark.usefixtures("restore_cli_state")
+@pytest.mark.parametrize("name", ["bertfit.json", "metrics.json"])
+def test_info_on_damaged_bertfit_files_is_one_line(tmp_path, tiny_trained, name):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_trained, folder)
+    truncate(folder / name)
+    assert_user_error(invoke("info", folder), f"{folder / name}: damaged, not valid JSON (")
+
+
+@pytest.mark.usefixtures("restore_cli_state")
+def test_info_on_a_folder_without_weights_is_one_line(tmp_path, tiny_trained):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_trained, folder)
+    (folder / "model.safetensors").unlink()
+    assert_user_error(invoke("info", folder), f"{folder}: no model weights (model.safetensors)", "bertfit train")
+
+
+def test_sharded_weights_name_the_missing_or_damaged_shard(tmp_path, tiny_trained):
+    from transformers import AutoModelForSequenceClassification
+
+    folder = tmp_path / "sharded"
+    AutoModelForSequenceClassification.from_pretrained(tiny_trained).save_pretrained(folder, max_shard_size="40KB")
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) >= 2 and (folder / "model.safetensors.index.json").is_file()
+    model, _ = load_trained(folder)  # whole: it loads
+    assert model.config.num_labels == 2
+    truncate(shards[-1])
+    with pytest.raises(ModelError, match=f"^{shards[-1]}: the weights file is damaged or incomplete"):
+        load_trained(folder)
+    shards[-1].unlink()
+    with pytest.raises(ModelError, match=f"^{shards[-1]}: missing \\(the weights index"):
+        load_trained(folder)

@@ -224,7 +224,9 @@ def train(
 
     def call() -> Any:
         from .io import check_folder_writable
+        from .paths import check_not_input
 
+        check_not_input(output, [config], "--output folder")  # the library checks the data and model it reads
         check_folder_writable(output)  # fail now, not after tokenizing and training, when the model is written
         base = load_config(config) if config else RunConfig()
         overrides = dict(

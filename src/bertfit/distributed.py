@@ -48,6 +48,7 @@ from .io import (
 )
 from .modeling import pick_precision, read_meta, require_model_dir
 from .parts import PartWriter, check_output, is_folder_output
+from .paths import check_not_input, model_files
 from .textfiles import raw_members, resolve_quoting
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def predict_with_ray(
         dtype) plus engine ("ray") and workers.
     """
     input_path, output_path = Path(input_path), Path(output_path)
+    check_not_input(output_path, [input_path, *model_files(model_dir)])
     window = window or RAY_WINDOW
     files, fmt = _check_request(model_dir, input_path, output_path, dtype, gpus_per_worker)
     _check_numbers({"batch_tokens": (batch_tokens, 1), "batch_size": (batch_size, 1), "max_length": (max_length, 2),

@@ -20,6 +20,7 @@ from .checks import DataSource, load_labelled
 from .config import DataConfig
 from .errors import DataError
 from .io import ReadOptions, check_folder_writable, check_writable, write_json
+from .paths import check_not_input, model_files
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +123,14 @@ def evaluate(
     """
     from .calibration import Calibration, expected_calibration_error, rescale
     from .inference import Classifier
+    from .report import REPORT_FILES
 
+    inputs = [data, *model_files(model_dir)]
     if output is not None:
+        check_not_input(output, inputs, "--output file")
         check_writable(output, suffixes=(".json",))
     if report is not None:
+        check_not_input(report, inputs, "--report folder", writes=REPORT_FILES)
         _check_report_folder(Path(report))
     clf = Classifier.from_pretrained(
         model_dir, dtype=dtype, calibration=calibration, allow_pickle=allow_pickle, long=long, stride=stride,

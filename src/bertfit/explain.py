@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from .checks import clean_text, join_text
 from .errors import ConfigError, DataError, MissingDependency, ModelError
 from .io import PLAIN, ReadOptions, atomic_path, check_writable, read_table
+from .paths import check_not_input, model_files
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def explain(
     if (texts is None) == (input_path is None):
         raise ConfigError("give texts to explain or an input file (--input), not both and not neither")
     if output is not None:
+        check_not_input(output, [input_path, *model_files(model_dir)], "--output file")
         check_writable(output, (".html", ".htm"))
     # A bad input fails before the model loads.
     frame = read_table(input_path, opts=read or PLAIN) if input_path is not None else None

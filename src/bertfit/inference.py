@@ -29,6 +29,7 @@ from .io import PLAIN, ReadOptions, count_rows, data_files, estimate_rows, iter_
 from .labels import LabelSchema
 from .modeling import load_trained, pick_precision
 from .parts import PartWriter, check_output, input_fingerprint
+from .paths import check_not_input, model_files
 from .tokenization import (
     Encoded,
     WindowEncoder,
@@ -266,6 +267,7 @@ class Classifier:
             raise ConfigError(f"window must be at least 1 row (got {window}); try {DEFAULT_WINDOW}")
         batch_tokens, batch_size = self.check_batching(batch_tokens, batch_size)
         input_path, output_path = Path(input_path), Path(output_path)
+        check_not_input(output_path, [input_path, *model_files(self.model_dir)])
         check_output(output_path)
         files = data_files(input_path)
         settings = {"model": self._identity(), "dtype": self.dtype, "max_length": self.max_length,
@@ -428,6 +430,7 @@ def predict_file(
     to JSON Lines as the same JSON), Parquet/HDF5/Excel values with their stored types. `read` says how to read
     the input (a headerless CSV/TSV's column names, quoting, text encoding, pickled HDF5); see `io.ReadOptions`.
     """
+    check_not_input(output_path, [input_path, *model_files(model_dir)])
     check_output(Path(output_path))
     data_files(input_path)  # a missing input fails before the model is loaded
     clf = Classifier.from_pretrained(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
 from .config import PRECISIONS, ModelConfig
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BERTFIT_FILE = "bertfit.json"
+WEIGHTS_INDEX = "model.safetensors.index.json"  # a sharded checkpoint: which tensor is in which file
+REPAIR = "copy or download it again, or retrain"
 
 
 def resolve_model(name: str | None) -> tuple[str, str]:
@@ -84,7 +87,8 @@ def load_trained(
 
 
 def require_model_dir(model_dir: str | Path) -> Path:
-    """The folder as a Path, or a one-line error when it is missing or holds no config.json."""
+    """The folder as a Path, or a one-line error when it is missing, holds no config.json, or its config or
+    weights are damaged (see `check_model_files`)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"{model_dir}: model folder not found; train one with 'bertfit train'")
@@ -92,17 +96,62 @@ def require_model_dir(model_dir: str | Path) -> Path:
         raise ModelError(
             f"{model_dir}: not a model folder (no config.json); pass the --output folder of 'bertfit train'"
         )
+    check_model_files(model_dir)
     return model_dir
+
+
+def check_model_files(folder: str | Path) -> None:
+    """Fail with one line naming the file, before any loading, when a local model folder's config.json is not
+    JSON or its safetensors weights are missing, cut short or damaged (only the headers are read: cheap). A hub
+    id, or a folder with only pickle weights, is left to `from_pretrained` and its errors."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    if (folder / "config.json").is_file():
+        _read_json(folder / "config.json")
+    for path in _weight_files(folder):
+        _check_safetensors(path)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The folder's safetensors files: those its shard index names, else every *.safetensors in it."""
+    index = folder / WEIGHTS_INDEX
+    if index.is_file():
+        listed = _read_json(index)
+        weight_map = listed.get("weight_map") if isinstance(listed, dict) else None
+        names = sorted(set((weight_map or {}).values()))
+        missing = [name for name in names if not (folder / name).is_file()]
+        if missing:
+            raise ModelError(f"{folder / missing[0]}: missing (the weights index {WEIGHTS_INDEX} names it); {REPAIR}")
+        return [folder / name for name in names]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files and not list(folder.glob("pytorch_model*.bin")):
+        raise ModelError(_no_weights(folder))
+    return files
+
+
+def _check_safetensors(path: Path) -> None:
+    try:
+        with safe_open(str(path), framework="pt"):  # parses the header and checks it covers the whole file
+            pass
+    except SafetensorError as err:
+        raise ModelError(f"{path}: the weights file is damaged or incomplete ({_first_line(err)}); {REPAIR}") from None
+    except OSError as err:
+        raise ModelError(f"{path}: cannot read the weights file ({err.strerror or _first_line(err)})") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise ModelError(f"{path}: damaged, not valid JSON ({_first_line(err)}); {REPAIR}") from None
 
 
 def read_meta(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / BERTFIT_FILE
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelError(f"{path}: damaged ({err.msg}); retrain or restore the file") from None
+    return _read_json(path)
 
 
 def is_bertfit_model(path: str | Path) -> bool:
@@ -119,10 +168,24 @@ def _from_pretrained(source: str, cfg: ModelConfig, **kwargs: Any) -> PreTrained
         )
     except (OSError, ValueError) as err:
         raise ModelError(_load_error(source, cfg, err)) from None
+    except SafetensorError as err:
+        raise ModelError(f"{source}: the weights are damaged or incomplete ({_first_line(err)}); {REPAIR}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _no_weights(folder: str | Path) -> str:
+    return (
+        f"{folder}: no model weights (model.safetensors) in the folder; copy the complete model folder again, "
+        "or re-create it with 'bertfit train'"
+    )
 
 
 def _load_error(source: str, cfg: ModelConfig, err: Exception) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = _first_line(err)
     local = Path(source).is_dir()
     pickles = sorted(p.name for p in Path(source).glob("pytorch_model*.bin")) if local else []
     if local and not list(Path(source).glob("*.safetensors")):
@@ -133,10 +196,7 @@ def _load_error(source: str, cfg: ModelConfig, err: Exception) -> str:
                 "convert it to safetensors"
             )
         if not pickles:
-            return (
-                f"{source}: no model weights (model.safetensors) in the folder; copy the complete model folder "
-                "again, or re-create it with 'bertfit train'"
-            )
+            return _no_weights(source)
     if not local:
         return f"{source}: cannot load from the hub ({text}); check the name, your network, or pass a local folder"
     return f"{source}: cannot load the model ({text})"
@@ -184,7 +244,7 @@ def describe_model(model_dir: str | Path) -> dict[str, Any]:
     if not meta:
         raise ModelError(f"{model_dir}: no {BERTFIT_FILE}; it was not written by 'bertfit train'")
     metrics_path = model_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    metrics = _read_json(metrics_path) if metrics_path.is_file() else {}
     train_cfg = meta.get("config", {}).get("train", {})
     return {
         "labels": meta["labels"]["names"],

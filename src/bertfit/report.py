@@ -22,6 +22,8 @@ from .evaluation import HEADLINE, classification_report
 from .io import atomic_path
 
 REPORT_FILE = "report.html"
+# The files a report writes into its folder (plus training_curve.png when given a curve), which must not be inputs.
+REPORT_FILES = (REPORT_FILE, "confusion.png", "per_class.png", "reliability.png", "error_by_length.png")
 EXAMPLES = 10  # rows in each of the two example tables
 LENGTH_EDGES = (0, 8, 16, 32, 64, 128, 256, 512)  # token-length bins for the error rate
 MAX_BARS = 40  # with more labels, the per-class plot shows the lowest-F1 ones (metrics.json has them all)

@@ -42,6 +42,7 @@ from .labels import LabelSchema
 from .losses import class_weights, weighted_loss
 from .modeling import (
     BERTFIT_FILE,
+    check_model_files,
     is_bertfit_model,
     library_versions,
     load_model_config,
@@ -49,6 +50,7 @@ from .modeling import (
     pick_precision,
     resolve_model,
 )
+from .paths import check_not_input, model_files
 from .report import ScoredRows, write_multilabel_report, write_report
 from .tokenization import aggregate_windows, load_tokenizer, usable_max_length
 from .tracking import JsonlLog, plot_training_curve, resolve_report_to, trim_log
@@ -108,12 +110,14 @@ def train(
     started = time.time()
     cfg = (config or RunConfig()).override(overrides).validate()
     output_dir = Path(output_dir)
+    source, base_name = resolve_model(cfg.model.model)
+    check_not_input(output_dir, _files_read(train_data, validation, cfg, source), "--output folder")
     _check_output(output_dir, overwrite)
+    check_model_files(source)  # damaged base weights fail now, not after the data is checked and tokenized
     progress = sys.stderr.isatty() if progress is None else progress
     set_seed(cfg.train.seed)
     state = PartialState(cpu=not torch.cuda.is_available())
 
-    source, base_name = resolve_model(cfg.model.model)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     max_length = usable_max_length(cfg.data.max_length, tokenizer, load_model_config(source, cfg.model))
     with state.main_process_first():  # one process checks and tokenizes; the others then read its caches
@@ -389,6 +393,12 @@ class EpochLogger(TrainerCallback):
             f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k[5:] in ("loss", "accuracy", "macro_f1", "mcc")
         )
         logger.info("epoch %.0f/%.0f: validation %s", state.epoch, args.num_train_epochs, shown)
+
+
+def _files_read(train_data: DataSource, validation: DataSource | None, cfg: RunConfig, source: str) -> list[Any]:
+    """What a run reads from disk, which its output folder must not replace: data, class weights, base model."""
+    weights = cfg.train.class_weights if cfg.train.class_weights not in ("none", "auto") else None
+    return [train_data, validation, weights, *model_files(source)]
 
 
 def _check_output(output_dir: Path, overwrite: bool) -> None:
