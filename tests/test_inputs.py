@@ -105,6 +105,7 @@ def test_every_committed_input_has_a_case_and_a_readme_entry() -> None:
     committed = committed_inputs()
     covered = {name for name, _, _ in MALFORMED} | set(ODD_CSV) | {"header_only.csv"}
     covered |= {"numeric_labels.csv", "numeric_labels.jsonl"}
+    covered |= {"shapes.csv", "shapes.tsv", "shapes.jsonl"}  # tests/test_passthrough.py
     assert sorted(covered) == committed
     readme = (INPUTS / "README.md").read_text(encoding="utf-8")
     assert all(f"`{name}`" in readme for name in committed)
@@ -116,6 +117,7 @@ def test_the_generator_writes_the_committed_files(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(corpus, "HERE", tmp_path)
     corpus.malformed()
     corpus.odd_but_valid()
+    corpus.table_shapes()
     assert sorted(p.name for p in tmp_path.iterdir()) == committed_inputs()
     for name in committed_inputs():
         if not name.endswith(".h5"):

@@ -121,9 +121,9 @@ def test_headerless_files_with_columns_through_every_command(
     report = json.loads(result.stdout)
     assert report["stats"]["splits"]["train"]["rows"] == 320
 
-    train = ["train", tmp_path / f"train.{ext}", "-o", tmp_path / "m", "--model", tiny_model_dir, *cols, *label_map,
-             "--epochs", "4", "--lr", "3e-3", "--batch-size", "16", "--warmup", "0", "--no-check", "--json"]  # fmt: skip
-    result = invoke(*train)
+    tiny = ["--epochs", "4", "--lr", "3e-3", "--batch-size", "16", "--warmup", "0", "--no-check", "--json"]
+    train = ["train", tmp_path / f"train.{ext}", "-o", tmp_path / "m", "--model", tiny_model_dir, *cols, *label_map]
+    result = invoke(*train, *tiny)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["labels"] == ["negative", "positive"]
 
