@@ -13,6 +13,7 @@ from conftest import sentiment_frame
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 import bertfit
+import bertfit.training
 from bertfit.config import DataConfig
 from bertfit.dataset import EpochSampler, TokenizedRows, tokenize_labelled
 from bertfit.errors import DataError
