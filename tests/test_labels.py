@@ -39,3 +39,18 @@ def test_round_trip_through_dict():
     assert LabelSchema.from_dict(schema.to_dict()) == schema
     assert schema.id2label == {0: "a", 1: "b"} and schema.label2id["b"] == 1
     assert np.array_equal(schema.encode(pd.Series(["0", "a"]), "f", "l"), [0, 0])
+
+
+@pytest.mark.parametrize(
+    ("values", "names"),
+    [
+        (["10", "2", "1", "2"], ["1", "2", "10"]),  # integer strings (CSV, JSON strings): in number order
+        (["1", "-1", "0"], ["-1", "0", "1"]),
+        (["1", "01", "2"], ["01", "1", "2"]),  # "01" and "1" stay two labels
+        (["10", "2", "x"], ["10", "2", "x"]),  # one label is not an integer: string order for all
+        ([2.5, 10.0, 1.0], ["1", "10", "2.5"]),  # numbers that are not all whole: string order
+        (["true", "false", "true"], ["false", "true"]),  # never typed into booleans ('True')
+    ],
+)
+def test_labels_are_typed_once_from_all_their_strings(values, names):
+    assert LabelSchema.from_labels(pd.Series(values, dtype=object)).names == names

@@ -261,12 +261,10 @@ class _LabelCodes:
         self.multi, self.sep = multi, sep
         self.values: dict[str, int] = {}
         self.counts: list[int] = []
-        self.numeric = True
 
     def add(self, raw: pd.Series, rows_so_far: int) -> np.ndarray:
         if not self.values and is_list_column(raw):
             self.multi = True
-        self.numeric &= pd.api.types.is_numeric_dtype(raw)
         strings = label_sets(raw, self.sep) if self.multi else label_strings(raw)
         for value in strings.unique():
             if value not in self.values:
@@ -288,8 +286,7 @@ class _LabelCodes:
         return set_members(self.values) if self.multi else list(self.values)
 
     def to_meta(self) -> dict[str, Any]:
-        return {"label_values": list(self.values), "label_counts": self.counts, "labels_numeric": self.numeric,
-                "multi_label": self.multi}  # fmt: skip
+        return {"label_values": list(self.values), "label_counts": self.counts, "multi_label": self.multi}
 
 
 def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSchema:
@@ -298,9 +295,7 @@ def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSch
     if meta.get("multi_label"):
         values = set_members(values)
         rows = None
-    numeric = meta["labels_numeric"] and all(_is_number(v) for v in values)
-    series = pd.Series([float(v) for v in values] if numeric else values)
-    schema = LabelSchema.from_labels(series, cfg.label_map)
+    schema = LabelSchema.from_labels(pd.Series(values, dtype=object), cfg.label_map)
     if meta.get("multi_label"):
         schema.problem_type, schema.label_sep = MULTI_LABEL, cfg.label_sep or ","
     seen = schema.to_names(pd.Series(values, dtype=object), source, cfg.label_col, rows=rows).unique()
@@ -309,14 +304,6 @@ def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSch
             f"{source}: column '{cfg.label_col}' has only one class ('{seen[0]}'); a classifier needs at least two"
         )
     return schema
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-        return True
-    except ValueError:
-        return False
 
 
 def _label_ids(meta: dict[str, Any], schema: LabelSchema, cfg: DataConfig, source: str, known_from: str) -> np.ndarray:

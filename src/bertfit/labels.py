@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,15 +43,15 @@ class LabelSchema:
 
     @classmethod
     def from_labels(cls, labels: pd.Series, label_map: dict[str, str] | None = None) -> LabelSchema:
-        """Collect the classes seen in a label column (already cleaned of nulls)."""
-        raw = label_strings(labels)
-        if label_map:
-            names = list(dict.fromkeys(label_map.values()))
-        elif pd.api.types.is_numeric_dtype(labels):
-            names = sorted(raw.unique(), key=_numeric_key)
-        else:
-            names = sorted(raw.unique())
-        return cls(names=[str(n) for n in names], raw_map=dict(label_map or {}))
+        """Collect the classes seen in a label column (already cleaned of nulls), typed once from all its values.
+
+        Labels are strings (see `label_strings`): ordered as integers when every one is an integer ('1', '2',
+        '10'; '-1', '0', '1'), else as strings. With a label map, the classes are the mapped names, in the map's order.
+        """
+        raw = set(label_strings(labels).unique())
+        if not label_map:
+            return cls(names=_sorted_labels(raw))
+        return cls(names=list(dict.fromkeys(label_map.values())), raw_map=dict(label_map))
 
     def to_names(
         self,
@@ -165,8 +166,12 @@ def set_members(sets: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(name for s in sets for name in s.split(SET_JOIN) if name))
 
 
-def _numeric_key(value: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)
+def _sorted_labels(values: Iterable[str]) -> list[str]:
+    """Label strings in class order: as integers when every one is an integer ('1', '2', '10'), else as strings."""
+    values = set(values)
+    if values and all(_INTEGER.fullmatch(v) for v in values):
+        return sorted(values, key=lambda v: (int(v), v))  # '01' and '1' stay two labels, next to each other
+    return sorted(values)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
