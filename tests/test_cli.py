@@ -382,8 +382,11 @@ def test_integer_labels_with_label_map(tmp_path: Path, tiny_model_dir: Path) -> 
     df = labelled(120, seed=6)
     df["label"] = df["label"].map({"negative": 1, "positive": 2})
     data = csv_file(tmp_path, "stars.csv", df)
-    result = invoke(*train_cmd(data, tmp_path / "model", tiny_model_dir, "--label-map", LABEL_MAP))
+    label_map = f"{LABEL_MAP},3=neutral"  # no row has label 3: a warning, not a class no row has
+    result = invoke(*train_cmd(data, tmp_path / "model", tiny_model_dir, "--label-map", label_map))
     assert result.exit_code == 0, result.output
+    assert "--label-map entry '3=neutral' matches no label in column 'label'; ignored" in result.stderr
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["labels"] == LABELS
 
     inp = labelled(16, seed=8).drop(columns="label")
     in_path = csv_file(tmp_path, "in.csv", inp)

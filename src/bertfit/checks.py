@@ -109,7 +109,7 @@ def load_labelled(
         return LabelledData(texts.tolist(), hot, source, {k: v for k, v in dropped.items() if v}), schema
     new_schema = schema is None
     if schema is None:
-        schema = LabelSchema.from_labels(labels, cfg.label_map)
+        schema = LabelSchema.from_labels(labels, cfg.label_map, source, cfg.label_col)
     names = schema.to_names(labels, source, cfg.label_col, known_from)  # also checks --label-map covers all
     if new_schema:
         seen = names.unique()

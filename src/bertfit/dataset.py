@@ -295,7 +295,7 @@ def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSch
     if meta.get("multi_label"):
         values = set_members(values)
         rows = None
-    schema = LabelSchema.from_labels(pd.Series(values, dtype=object), cfg.label_map)
+    schema = LabelSchema.from_labels(pd.Series(values, dtype=object), cfg.label_map, source, cfg.label_col)
     if meta.get("multi_label"):
         schema.problem_type, schema.label_sep = MULTI_LABEL, cfg.label_sep or ","
     seen = schema.to_names(pd.Series(values, dtype=object), source, cfg.label_col, rows=rows).unique()

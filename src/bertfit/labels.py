@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+
+logger = logging.getLogger(__name__)
 
 MULTI_LABEL = "multi_label_classification"
 SINGLE_LABEL = "single_label_classification"
@@ -42,16 +45,26 @@ class LabelSchema:
         return len(self.names)
 
     @classmethod
-    def from_labels(cls, labels: pd.Series, label_map: dict[str, str] | None = None) -> LabelSchema:
+    def from_labels(
+        cls, labels: pd.Series, label_map: dict[str, str] | None = None, source: str = "data", column: str = "label"
+    ) -> LabelSchema:
         """Collect the classes seen in a label column (already cleaned of nulls), typed once from all its values.
 
         Labels are strings (see `label_strings`): ordered as integers when every one is an integer ('1', '2',
-        '10'; '-1', '0', '1'), else as strings. With a label map, the classes are the mapped names, in the map's order.
+        '10'; '-1', '0', '1'), else as strings. With a label map, the classes are the mapped names that occur, in
+        the map's order; an entry whose label never occurs is logged and left out (it would be a class no row has).
         """
         raw = set(label_strings(labels).unique())
         if not label_map:
             return cls(names=_sorted_labels(raw))
-        return cls(names=list(dict.fromkeys(label_map.values())), raw_map=dict(label_map))
+        for key, name in label_map.items():
+            if key not in raw:
+                logger.warning(
+                    "%s: --label-map entry '%s=%s' matches no label in column '%s'; ignored", source, key, name, column
+                )
+        occurring = {label_map.get(value, value) for value in raw}
+        names = [name for name in dict.fromkeys(label_map.values()) if name in occurring]
+        return cls(names=names, raw_map=dict(label_map))
 
     def to_names(
         self,
