@@ -37,7 +37,8 @@ from .tokenization import WindowEncoder
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 3  # 2: CSV columns are read as text first (labels '01' and '1' stay apart); 3: pairs, windows, sets
+CACHE_FORMAT = 4  # 2: CSV columns are read as text first ('01' and '1' stay apart); 3: pairs, windows, sets;
+# 4: multi-label rows with an empty label cell are kept (no labels), not dropped
 WINDOW_ROWS = 50_000  # rows read, cleaned and tokenized at a time while building the cache
 TOKENS_FILE = "tokens.arrow"
 META_FILE = "meta.json"
@@ -104,6 +105,7 @@ def tokenize_labelled(
         release_freed_memory()
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     _report_dropped(name, meta)
+    _report_no_labels(name, meta)
     if not meta["label_values"]:
         if not meta["rows_read"]:
             raise DataError(f"{name}: no rows; expected a header row and at least one labelled row")
@@ -300,9 +302,8 @@ def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSch
         schema.problem_type, schema.label_sep = MULTI_LABEL, cfg.label_sep or ","
     seen = schema.to_names(pd.Series(values, dtype=object), source, cfg.label_col, rows=rows).unique()
     if len(seen) < 2:
-        raise DataError(
-            f"{source}: column '{cfg.label_col}' has only one class ('{seen[0]}'); a classifier needs at least two"
-        )
+        found = f"only one class ('{seen[0]}')" if len(seen) else "no labels in any row"
+        raise DataError(f"{source}: column '{cfg.label_col}' has {found}; a classifier needs at least two classes")
     return schema
 
 
@@ -335,6 +336,13 @@ def _report_dropped(source: str, meta: dict[str, Any]) -> None:
     for why, count in meta["dropped"].items():
         if count:
             logger.warning("%s: dropped %d of %d rows with %s", source, count, meta["rows_read"], why)
+
+
+def _report_no_labels(source: str, meta: dict[str, Any]) -> None:
+    """Multi-label: how many rows have an empty set of labels (they teach the model to mark none)."""
+    if meta.get("multi_label") and "" in meta["label_values"]:
+        count = meta["label_counts"][meta["label_values"].index("")]
+        logger.info("%s: %d rows have no labels (negative for every label)", source, count)
 
 
 class TokenizedRows(torch.utils.data.Dataset):

@@ -135,6 +135,7 @@ def evaluate(
         label_col=label_col or clf.meta.get("data", {}).get("label_col", "label"),
         label_map=clf.schema.raw_map or None,
         pair_col=clf.pair_col,
+        multi_label=clf.schema.multi_label,  # an empty label cell is then a row with no labels, not a missing one
     )
     labelled, _ = load_labelled(data, cfg, schema=clf.schema, role="evaluation")
     temperature, clf.temperature = clf.temperature, 1.0  # score once, uncalibrated; rescaling is exact
