@@ -129,3 +129,23 @@ def test_cli_evaluate_report_and_predict_without_calibration(tiny_trained, senti
     temperature = json.loads((tiny_trained / "bertfit.json").read_text())["calibration"]["temperature"]
     if temperature > 1.05:  # a softer temperature lowers every top score
         assert (a.pred_score <= b.pred_score + 1e-6).all()
+
+
+ODD_NAMES = ["$x^$", "[/]", "a|b", "<b>&amp;", "../x"]
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["single-label", "multi-label"])
+def test_reports_draw_and_escape_label_names_as_written(multi, tmp_path):
+    from bertfit.report import ScoredRows, write_multilabel_report, write_report
+
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(len(ODD_NAMES)), 60)
+    labels = (proba > 0.3).astype(np.uint8) if multi else rng.integers(0, len(ODD_NAMES), 60)
+    rows = ScoredRows(labels, proba, np.full(60, 9), lambda idx: ["<i>text</i>"] * len(idx), ODD_NAMES)
+    if multi:  # rows get a label at 0.1 ('$x^$' too): the worst rows table shows names
+        numbers = write_multilabel_report(tmp_path, rows, np.full(len(ODD_NAMES), 0.1), "$title$ <")
+    else:
+        numbers = write_report(tmp_path, rows, None, "$title$ <")
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "&lt;b&gt;&amp;amp;" in page and "<b>" not in page and "<i>" not in page and "&lt;i&gt;" in page
+    assert all((tmp_path / png).stat().st_size > 0 for png in numbers["report"]["plots"])
