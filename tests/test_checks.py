@@ -5,7 +5,7 @@ import logging
 import pandas as pd
 import pytest
 
-from bertfit.checks import join_text, load_labelled
+from bertfit.checks import join_text, load_labelled, usable_rows
 from bertfit.config import DataConfig
 from bertfit.errors import DataError
 
@@ -39,3 +39,13 @@ def test_missing_text_column_suggests_the_option():
     df = pd.DataFrame({"tweet": ["a"], "label": ["x"]})
     with pytest.raises(DataError, match="no column 'text' \\(found: 'tweet', 'label'\\); pass --text-col tweet"):
         load_labelled(df, DataConfig(), role="emotion.csv")
+
+
+@pytest.mark.parametrize("multi", [{"multi_label": True}, {"label_sep": "|"}])
+def test_an_empty_label_cell_is_a_row_with_no_labels_for_multi_label_only(multi):
+    labels = ["a|b", "", "  ", [], None, float("nan"), "b"]
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(len(labels))], "label": pd.Series(labels, dtype=object)})
+    texts, kept, dropped = usable_rows(df, DataConfig(**multi), "f")
+    assert texts.tolist() == ["t0", "t1", "t2", "t3", "t6"] and dropped == {"empty text": 0, "missing label": 2}
+    texts, _, dropped = usable_rows(df.drop(index=3), DataConfig(), "f")  # one label per row: '' has none
+    assert texts.tolist() == ["t0", "t6"] and dropped == {"empty text": 0, "missing label": 4}

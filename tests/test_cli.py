@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import Result
-from conftest import sentiment_frame
+from conftest import FILLER, NEGATIVE, POSITIVE, sentiment_frame
 from typer.testing import CliRunner
 
 from bertfit.cli import app
@@ -383,8 +384,11 @@ def test_integer_labels_with_label_map(tmp_path: Path, tiny_model_dir: Path) -> 
     df = labelled(120, seed=6)
     df["label"] = df["label"].map({"negative": 1, "positive": 2})
     data = csv_file(tmp_path, "stars.csv", df)
-    result = invoke(*train_cmd(data, tmp_path / "model", tiny_model_dir, "--label-map", LABEL_MAP))
+    label_map = f"{LABEL_MAP},3=neutral"  # no row has label 3: a warning, not a class no row has
+    result = invoke(*train_cmd(data, tmp_path / "model", tiny_model_dir, "--label-map", label_map))
     assert result.exit_code == 0, result.output
+    assert "--label-map entry '3=neutral' matches no label in column 'label'; ignored" in result.stderr
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["labels"] == LABELS
 
     inp = labelled(16, seed=8).drop(columns="label")
     in_path = csv_file(tmp_path, "in.csv", inp)
@@ -531,3 +535,65 @@ def test_help_shows_defaults_in_brackets(command: str, option: str, shown: str) 
             break
         entry += " " + " ".join(line.split())
     assert shown.replace(" ", "") in entry.replace(" ", ""), entry  # wrapping may split at a hyphen
+
+
+ODD_LABELS = {"$x^$": POSITIVE[:4], "[/]": POSITIVE[4:], "a|b": NEGATIVE[:4], "../x": NEGATIVE[4:]}
+
+
+def odd_labelled(n: int, seed: int) -> pd.DataFrame:
+    """Four labels that are markup, mathtext, a Markdown cell separator and a path; each has its own words."""
+    rng = random.Random(seed)
+    names = list(ODD_LABELS)
+    rows = []
+    for i in range(n):
+        words = rng.sample(FILLER, rng.randint(3, 6)) + rng.sample(ODD_LABELS[names[i % 4]], 2)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": names[i % 4]})
+    return pd.DataFrame(rows)
+
+
+def test_label_names_are_shown_as_written_from_train_to_predict(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+    from rich.console import Console
+
+    from bertfit import cli
+
+    monkeypatch.setattr(cli, "out", Console(width=200))  # one table row per label, whatever the terminal
+    names = list(ODD_LABELS)
+    model = tmp_path / "model"
+    train = csv_file(tmp_path, "train.csv", odd_labelled(320, seed=1))
+    result = invoke("train", train, "--output", model, "--model", tiny_model_dir, "--epochs", "6", "--lr", "3e-3",
+                    "--batch-size", "16")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (model / "report").iterdir()} >= {"report.html", "confusion.png", "per_class.png"}
+    assert json.loads((model / "bertfit.json").read_text())["labels"]["names"] == sorted(names)
+
+    card = (model / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["library_name"] == "transformers" and front["base_model"] == str(tiny_model_dir)
+    rows = [line for line in card.splitlines() if line.startswith("| ") and "precision" not in line]
+    per_class = [re.split(r"(?<!\\)\|", row)[1:-1] for row in rows if row.count("|") > 3]
+    assert [len(cells) for cells in per_class] == [5] * 4, per_class  # label, precision, recall, f1, support
+    assert sorted(re.sub(r"\\(.)", r"\1", cells[0].strip()) for cells in per_class) == sorted(names)
+
+    result = invoke("check", train, "--model", tiny_model_dir)
+    assert result.exit_code == 0 and all(f"{name} 80" in result.stdout for name in names), result.stdout
+
+    test = odd_labelled(80, seed=2)
+    result = invoke("evaluate", model, csv_file(tmp_path, "test.csv", test), "--report", tmp_path / "eval")
+    assert result.exit_code == 0, result.output
+    table = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ ")}
+    assert set(names) <= set(table), result.stdout
+    assert (tmp_path / "eval" / "confusion.png").is_file()
+
+    result = invoke("predict", model, csv_file(tmp_path, "in.csv", test.drop(columns="label")), tmp_path / "out.csv")
+    assert result.exit_code == 0, result.output
+    predicted = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)["pred_label"]
+    assert set(predicted) == set(names) and (predicted == test["label"]).mean() > 0.8
+
+    result = invoke("info", model)
+    assert result.exit_code == 0 and all(name in result.stdout for name in names), result.stdout
+    made = {p.name for p in tmp_path.rglob("*")}
+    assert not made & {"x", "[", "]", "a|b", "$x^$"}, "no file or folder is named after a label"

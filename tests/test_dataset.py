@@ -13,6 +13,7 @@ from conftest import sentiment_frame
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 import bertfit
+import bertfit.training
 from bertfit.config import DataConfig
 from bertfit.dataset import EpochSampler, TokenizedRows, tokenize_labelled
 from bertfit.errors import DataError
@@ -81,6 +82,37 @@ def test_folder_of_shards_and_validation_labels(tokenizer, tmp_path):
     unseen = df.assign(label=["neutral", "positive"] * 60)
     with pytest.raises(DataError, match=r"labels that the training data never saw: 'neutral' \(60 rows\)"):
         tokenize(unseen, tokenizer, tmp_path / "cache", schema=schema, role="validation")
+
+
+@pytest.mark.parametrize("form", ["csv", "jsonl", "frame"])
+def test_integer_labels_are_ordered_as_numbers_in_any_form_and_window(form, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(bertfit.dataset, "WINDOW_ROWS", 7)  # labels are typed from every window together
+    df = sentiment_frame(60, seed=5).assign(label=[str(v) for v in [10, 2, 1] * 20])
+    df.loc[:6, "label"] = "2"  # the first window holds one label only
+    source = {"csv": tmp_path / "t.csv", "jsonl": tmp_path / "t.jsonl", "frame": df}[form]
+    if form == "csv":
+        df.to_csv(source, index=False)
+    elif form == "jsonl":
+        df.to_json(source, orient="records", lines=True)  # labels stay JSON strings: "10"
+    data, schema = tokenize(source, tokenizer, tmp_path / "cache")
+    assert schema.names == ["1", "2", "10"]
+    assert data.labels.tolist() == df.label.map({"1": 0, "2": 1, "10": 2}).tolist()
+
+
+@pytest.mark.parametrize("form", ["jsonl", "frame"])
+def test_true_and_false_label_strings_stay_as_written(form, tokenizer, tmp_path):
+    df = sentiment_frame(40, seed=6).assign(label=["true", "false"] * 20)
+    source = df if form == "frame" else tmp_path / "t.jsonl"
+    if form == "jsonl":
+        df.to_json(source, orient="records", lines=True)
+    _, schema = tokenize(source, tokenizer, tmp_path / "cache")
+    assert schema.names == ["false", "true"]
+
+
+def test_true_and_false_labels_in_a_csv_stay_as_written(tokenizer, tmp_path):
+    sentiment_frame(40, seed=6).assign(label=["true", "false"] * 20).to_csv(tmp_path / "t.csv", index=False)
+    _, schema = tokenize(tmp_path / "t.csv", tokenizer, tmp_path / "cache")
+    assert schema.names == ["false", "true"]
 
 
 def test_text_column_given_as_labels_fails_early(tokenizer, tmp_path):

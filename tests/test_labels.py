@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,3 +41,40 @@ def test_round_trip_through_dict():
     assert LabelSchema.from_dict(schema.to_dict()) == schema
     assert schema.id2label == {0: "a", 1: "b"} and schema.label2id["b"] == 1
     assert np.array_equal(schema.encode(pd.Series(["0", "a"]), "f", "l"), [0, 0])
+
+
+@pytest.mark.parametrize(
+    ("values", "names"),
+    [
+        (["10", "2", "1", "2"], ["1", "2", "10"]),  # integer strings (CSV, JSON strings): in number order
+        (["1", "-1", "0"], ["-1", "0", "1"]),
+        (["1", "01", "2"], ["01", "1", "2"]),  # "01" and "1" stay two labels
+        (["10", "2", "x"], ["10", "2", "x"]),  # one label is not an integer: string order for all
+        ([2.5, 10.0, 1.0], ["1", "10", "2.5"]),  # numbers that are not all whole: string order
+        (["true", "false", "true"], ["false", "true"]),  # never typed into booleans ('True')
+    ],
+)
+def test_labels_are_typed_once_from_all_their_strings(values, names):
+    assert LabelSchema.from_labels(pd.Series(values, dtype=object)).names == names
+
+
+@pytest.mark.parametrize("build", ["from_labels", "training cache"])
+def test_label_map_classes_are_the_mapped_names_that_occur(build, tiny_model_dir, tmp_path, caplog):
+    label_map = {"1": "negative", "2": "positive", "3": "neutral"}
+    labels = pd.Series(["2", "1", "2"] * 10, dtype=object)
+    with caplog.at_level(logging.WARNING, logger="bertfit"):
+        if build == "from_labels":
+            schema = LabelSchema.from_labels(labels, label_map, "train.csv", "stars")
+        else:
+            from transformers import AutoTokenizer
+
+            from bertfit.config import DataConfig
+            from bertfit.dataset import tokenize_labelled
+
+            frame = pd.DataFrame({"text": ["good film"] * len(labels), "stars": labels})
+            cfg = DataConfig(label_col="stars", label_map=label_map)
+            tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+            _, schema = tokenize_labelled(frame, cfg, tokenizer, 16, tmp_path, role="train.csv")
+    assert schema.names == ["negative", "positive"]  # map order; 'neutral' would be a class no row has
+    assert "train.csv: --label-map entry '3=neutral' matches no label in column 'stars'; ignored" in caplog.text
+    assert "'1=negative'" not in caplog.text and "'2=positive'" not in caplog.text

@@ -143,13 +143,77 @@ def test_predict_file_writes_pred_labels_and_prob_columns_one_row_per_input(mult
 
 def test_evaluate_reads_comma_separated_labels_against_a_list_trained_model(multi_model, tmp_path):
     frame = multilabel_frame(80, seed=6)
-    frame["label"] = frame["labels"].map(",".join)
-    frame[["text", "label"]].to_csv(tmp_path / "test.csv", index=False)
-    report = bertfit.evaluate(multi_model.model_dir, tmp_path / "test.csv", label_col="label", report=tmp_path / "r")
-    assert report["problem_type"] == "multi_label_classification" and report["n"] == 60
+    frame["label"] = frame["labels"].map(",".join)  # a row with no labels is an empty string
+    frame[["text", "label"]].to_json(tmp_path / "test.jsonl", orient="records", lines=True)
+    report = bertfit.evaluate(multi_model.model_dir, tmp_path / "test.jsonl", label_col="label", report=tmp_path / "r")
+    assert report["problem_type"] == "multi_label_classification" and report["n"] == 80
+    assert report["rows_without_labels"] == 20 and report["dropped"] == {}
     assert report["micro_f1"] > 0.8 and 0 <= report["hamming_loss"] < 0.2
     assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "per_class.png").is_file()
-    assert report["dropped"] == {"missing label": 20}  # rows with no labels are written as an empty string
+
+
+def test_evaluate_counts_false_positives_on_rows_with_no_labels(multi_model, tmp_path):
+    frame = multilabel_frame(40, seed=7)
+    frame["label"] = frame["labels"].map(",".join)
+    decoys = pd.DataFrame({"text": ["great fun and wonderful"] * 10, "label": [""] * 10})  # positive words, no labels
+    frame[["text", "label"]].to_json(tmp_path / "plain.jsonl", orient="records", lines=True)
+    pd.concat([frame[["text", "label"]], decoys]).to_json(tmp_path / "decoys.jsonl", orient="records", lines=True)
+    plain = bertfit.evaluate(multi_model.model_dir, tmp_path / "plain.jsonl", label_col="label")
+    with_decoys = bertfit.evaluate(multi_model.model_dir, tmp_path / "decoys.jsonl", label_col="label")
+    assert with_decoys["n"] == 50 and with_decoys["rows_without_labels"] == plain["rows_without_labels"] + 10
+    positive, before = with_decoys["per_class"]["positive"], plain["per_class"]["positive"]
+    assert positive["support"] == before["support"] and positive["recall"] == before["recall"]
+    assert positive["precision"] < before["precision"] - 0.1  # every decoy the model marks positive is an error
+
+
+@pytest.mark.parametrize("form", ["csv with spaces", "jsonl", "frame"])
+def test_rows_with_an_empty_label_cell_are_trained_on_as_all_zero_rows(form, tiny_model_dir, tmp_path, caplog):
+    from transformers import AutoTokenizer
+
+    from bertfit.config import DataConfig
+    from bertfit.dataset import tokenize_labelled
+
+    frame = multilabel_frame(40, seed=4)
+    frame["label"] = frame["labels"].map(",".join).replace("", " " if form == "csv with spaces" else "")
+    frame.loc[1, "label"] = None  # a missing label: dropped
+    source = {"csv with spaces": tmp_path / "t.csv", "jsonl": tmp_path / "t.jsonl", "frame": frame}[form]
+    if form == "jsonl":
+        frame[["text", "label"]].to_json(source, orient="records", lines=True)
+    elif form != "frame":
+        frame[["text", "label"]].to_csv(source, index=False)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    with caplog.at_level("INFO", logger="bertfit"):
+        data, schema = tokenize_labelled(source, DataConfig(label_sep=","), tokenizer, 16, tmp_path / "cache")
+    if form.startswith("csv"):  # CSV has no null: the empty field is a row with no labels, kept
+        kept, missing = frame.assign(labels=[[] if i == 1 else s for i, s in enumerate(frame["labels"])]), 0
+    else:
+        kept, missing = frame.drop(index=1), 1
+    assert schema.names == ["negative", "positive"] and data.dropped == {"empty text": 0, "missing label": missing}
+    expected = [[int("negative" in s), int("positive" in s)] for s in kept["labels"]]
+    empty = expected.count([0, 0])
+    assert data.labels.tolist() == expected and empty >= 10
+    assert f"{empty} rows have no labels (negative for every label)" in caplog.text
+
+
+def test_an_empty_csv_label_field_is_a_row_with_no_labels(tiny_model_dir, tmp_path):
+    frame = multilabel_frame(40, seed=4)
+    frame["label"] = frame["labels"].map(",".join)
+    frame[["text", "label"]].to_csv(tmp_path / "t.csv", index=False)
+    report = bertfit.check(tmp_path / "t.csv", label_sep=",", lengths=False)
+    assert report.stats["splits"]["train"]["usable_rows"] == 40
+
+
+def test_check_keeps_rows_with_no_labels_and_counts_them():
+    frame = multilabel_frame(40, seed=1)
+    frame["label"] = frame["labels"].map(",".join)
+    frame.loc[0, "label"] = None
+    report = bertfit.check(frame[["text", "label"]], label_sep=",", lengths=False)
+    split = report.stats["splits"]["train"]
+    assert split["usable_rows"] == 39 and split["rows_without_labels"] == 10
+    assert {f.code: f.count for f in report.findings if f.code in ("no_labels", "missing_label")} == {
+        "no_labels": 10,
+        "missing_label": 1,
+    }
 
 
 def test_explain_refuses_multi_label_models_in_one_line(multi_model):
@@ -218,3 +282,15 @@ def test_check_counts_rows_per_single_label(tmp_path):
     counts = report.stats["splits"]["train"]["label_counts"]
     assert counts == {"positive": 20, "negative": 20}
     assert not report.errors
+
+
+def test_labels_with_no_label_in_any_row_are_a_clear_error(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from bertfit.config import DataConfig
+    from bertfit.dataset import tokenize_labelled
+
+    frame = pd.DataFrame({"text": ["good film", "bad film"] * 5, "label": ["", " "] * 5})
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    with pytest.raises(DataError, match="column 'label' has no labels in any row; a classifier needs at least two"):
+        tokenize_labelled(frame, DataConfig(multi_label=True), tokenizer, 16, tmp_path, role="train.csv")

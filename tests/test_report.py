@@ -129,3 +129,46 @@ def test_cli_evaluate_report_and_predict_without_calibration(tiny_trained, senti
     temperature = json.loads((tiny_trained / "bertfit.json").read_text())["calibration"]["temperature"]
     if temperature > 1.05:  # a softer temperature lowers every top score
         assert (a.pred_score <= b.pred_score + 1e-6).all()
+
+
+ODD_NAMES = ["$x^$", "[/]", "a|b", "<b>&amp;", "../x"]
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["single-label", "multi-label"])
+def test_reports_draw_and_escape_label_names_as_written(multi, tmp_path):
+    from bertfit.report import ScoredRows, write_multilabel_report, write_report
+
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(len(ODD_NAMES)), 60)
+    labels = (proba > 0.3).astype(np.uint8) if multi else rng.integers(0, len(ODD_NAMES), 60)
+    rows = ScoredRows(labels, proba, np.full(60, 9), lambda idx: ["<i>text</i>"] * len(idx), ODD_NAMES)
+    if multi:  # rows get a label at 0.1 ('$x^$' too): the worst rows table shows names
+        numbers = write_multilabel_report(tmp_path, rows, np.full(len(ODD_NAMES), 0.1), "$title$ <")
+    else:
+        numbers = write_report(tmp_path, rows, None, "$title$ <")
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "&lt;b&gt;&amp;amp;" in page and "<b>" not in page and "<i>" not in page and "&lt;i&gt;" in page
+    assert all((tmp_path / png).stat().st_size > 0 for png in numbers["report"]["plots"])
+
+
+def test_model_card_front_matter_is_yaml_and_tables_keep_their_cells():
+    import yaml
+
+    from bertfit.evaluation import model_card
+
+    names = ["a|b", "x\\|y", "$x^$", "[/]", "*", "line\nbreak"]
+    per_class = {n: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3, "threshold": 0.5} for n in names}
+    base = "models/a: b #1 [x]"  # a local folder name that plain 'key: value' lines turn into other YAML
+    meta = {"base_model": base, "data": {"text_cols": ["text|body"]}, "labels": {}}
+    card = model_card(meta, {"labels": names, "per_class": per_class, "n": 18, "micro_f1": 1.0})
+    _, front, body = card.split("---\n", 2)
+    assert yaml.safe_load(front) == {
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "base_model": base,
+        "tags": ["bertfit", "text-classification"],
+    }
+    cells = [re.split(r"(?<!\\)\|", line)[1:-1] for line in body.splitlines() if line.startswith("| ")]
+    assert [len(c) for c in cells] == [2, 2] + [6] * (1 + len(names))  # metric | value; the per-label table
+    shown = [re.sub(r"\\(.)", r"\1", c[0].strip()) for c in cells[3:]]
+    assert shown == [n.replace("\n", " ") for n in names]

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from .config import DataConfig
 from .errors import DataError
 from .io import PLAIN, ReadOptions, read_table, require_columns
-from .labels import LabelSchema
+from .labels import LabelSchema, is_list_column
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def load_labelled(
         return LabelledData(texts.tolist(), hot, source, {k: v for k, v in dropped.items() if v}), schema
     new_schema = schema is None
     if schema is None:
-        schema = LabelSchema.from_labels(labels, cfg.label_map)
+        schema = LabelSchema.from_labels(labels, cfg.label_map, source, cfg.label_col)
     names = schema.to_names(labels, source, cfg.label_col, known_from)  # also checks --label-map covers all
     if new_schema:
         seen = names.unique()
@@ -142,11 +142,15 @@ def no_rows_fix(dropped: dict[str, int]) -> str:
 
 
 def row_parts(df: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
-    """Joined texts, raw labels, and the masks of rows with no text and with no label (all rows, in order)."""
+    """Joined texts, raw labels, and the masks of rows with no text and with no label (all rows, in order).
+
+    A missing label is a null; an empty one ("", spaces) too, except for multi-label, where it is an empty set."""
     texts, no_text = input_texts(df, cfg.text_cols, cfg.pair_col, source)
     require_columns(df, [cfg.label_col], source, "--label-col")
     labels = df[cfg.label_col]
-    no_label = labels.isna() | (labels.astype(str).str.strip() == "")
+    no_label = labels.isna()
+    if not (cfg.is_multi_label or is_list_column(labels)):  # an empty set of labels is a row negative for every label
+        no_label |= labels.astype(str).str.strip() == ""
     return texts, labels, no_text, no_label
 
 

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .errors import BertfitError
 
@@ -297,7 +298,8 @@ def train(
         out.print_json(json.dumps(summary))
         return
     _metrics_table(result.metrics, f"validation ({result.val_rows} rows)")
-    out.print(f"model: {result.model_dir}  ({result.train_rows} training rows, {result.train_seconds:.0f}s)")
+    where = escape(str(result.model_dir))
+    out.print(f"model: {where}  ({result.train_rows} training rows, {result.train_seconds:.0f}s)")
 
 
 @app.command()
@@ -346,9 +348,9 @@ def evaluate(
             highlight=False,
         )
     if output:
-        out.print(f"metrics: {output}")
+        out.print(f"metrics: {escape(str(output))}")
     if report_dir:
-        out.print(f"report: {report_dir / 'report.html'}")
+        out.print(f"report: {escape(str(report_dir / 'report.html'))}")
 
 
 @app.command()
@@ -424,7 +426,7 @@ def predict(
     extra += [f"{summary[k]} {k.replace('_', ' ')}" for k in ("empty_text", "truncated") if summary.get(k)]
     if summary.get("resumed_rows"):
         extra.append(f"resumed after {summary['resumed_rows']} rows")
-    out.print(f"wrote {summary['rows']} rows to {summary['output']} ({'; '.join(extra)})", highlight=False)
+    out.print(f"wrote {summary['rows']} rows to {escape(str(summary['output']))} ({'; '.join(extra)})", highlight=False)
 
 
 def _read_options(columns: str | None, quoting: str | None, encoding: str | None, allow_pickle: bool = False) -> Any:
@@ -467,9 +469,9 @@ def info(
     if as_json:
         out.print_json(json.dumps(details))
         return
-    table = Table(title=str(model_dir), show_header=False)
+    table = Table(title=Text(str(model_dir), style="table.title"), show_header=False)  # Text: never read as markup
     for key, value in details.items():
-        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+        table.add_row(key, Text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)))
     out.print(table)
 
 
@@ -511,7 +513,7 @@ def explain(
     if as_json:
         out.print_json(json.dumps([e.to_dict() for e in explanations]))
     elif output:
-        out.print(f"wrote {len(explanations)} explanations to {output}", highlight=False)
+        out.print(f"wrote {len(explanations)} explanations to {escape(str(output))}", highlight=False)
     else:
         for e in explanations:
             _print_explanation(e)
@@ -558,22 +560,20 @@ HEADLINE_SHOWN = ("accuracy", "macro_f1", "micro_f1", "mcc")
 
 
 def _metrics_table(report: dict[str, Any], title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=Text(title, style="table.title"))  # Text: names and paths as written, never read as markup
     multi = report.get("problem_type") == "multi_label_classification"
     columns = ("label", "precision", "recall", "f1", "support", *(("threshold",) if multi else ()))
     for col in columns:
         table.add_column(col, justify="left" if col == "label" else "right")
     for name, c in report["per_class"].items():
         cells = [f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])]
-        table.add_row(name, *cells, *([f"{c['threshold']:.2f}"] if multi else []))
+        table.add_row(Text(name), *cells, *([f"{c['threshold']:.2f}"] if multi else []))
     out.print(table)
     shown = ("micro_f1", "macro_f1", "samples_f1", "accuracy", "hamming_loss") if multi else HEADLINE_SHOWN
     out.print("  ".join(f"{'subset_accuracy' if multi and k == 'accuracy' else k} {report[k]:.4f}" for k in shown))
 
 
 def _findings_table(report: Any) -> None:
-    from rich.text import Text
-
     styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
     table = Table(title="data check")
     for col in ("severity", "check", "split", "count"):
@@ -581,7 +581,7 @@ def _findings_table(report: Any) -> None:
     table.add_column("message", overflow="fold")
     for f in report.findings:
         message = Text(f.message + "".join(f"\n  e.g. {e}" for e in f.examples[:1]))
-        table.add_row(Text(f.severity, style=styles[f.severity]), f.code, f.split, f"{f.count:,}", message)
+        table.add_row(Text(f.severity, style=styles[f.severity]), f.code, Text(f.split), f"{f.count:,}", message)
     out.print(table)
     splits = report.stats["splits"]
     rows = "; ".join(f"{name} {s['usable_rows']:,} of {s['rows']:,} rows usable" for name, s in splits.items())

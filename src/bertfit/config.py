@@ -30,7 +30,7 @@ class DataConfig:
     label_col: str = "label"
     val_fraction: float = 0.1
     val_max_rows: int = 20_000  # cap on the split-off share, so that big data is not evaluated for hours
-    label_map: dict[str, str] | None = None
+    label_map: dict[str, str] | None = None  # raw label -> name; classes: the mapped names that occur, in map order
     max_length: int = 128
     pair_col: str | None = None  # sentence pairs: the second text of each row (token_type_ids 1)
     multi_label: bool = False  # each row holds a set of labels; also on for list columns and with label_sep

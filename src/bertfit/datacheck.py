@@ -238,6 +238,7 @@ class DataChecker:
             arrays = part.arrays()
             split_stats = stats["splits"][part.name] = _split_stats(part, arrays, names, self.labels)
             findings += row_findings(part.name, part.columns, part.rows, arrays["label"].size, part.tallies)
+            findings += self._no_label_findings(part.name, arrays, split_stats)
             findings += duplicate_findings(part.name, arrays, texts)
             findings += conflict_findings(part.name, arrays, texts, names)
             findings += self._order_findings(part, names)
@@ -250,6 +251,15 @@ class DataChecker:
                 findings += leakage_findings(later.name, later.arrays(), earlier.name, earlier.arrays(), texts)
         findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
         return CheckReport(findings, stats)
+
+    def _no_label_findings(self, split: str, arrays: dict[str, np.ndarray], stats: dict[str, Any]) -> list[Finding]:
+        """Multi-label rows whose set of labels is empty ("", spaces, []): usable, as negatives for every label."""
+        code = self.labels.codes.get("") if self.labels.multi else None
+        if code is None:
+            return []
+        count = stats["rows_without_labels"] = int(np.count_nonzero(arrays["label"] == code))
+        msg = f"{count:,} of {arrays['label'].size:,} usable rows have no labels (negative for every label)"
+        return [Finding("info", "no_labels", msg, count, split)] if count else []
 
     def _order_findings(self, part: _Split, names: list[str]) -> list[Finding]:
         if len(part.sources) > 1:

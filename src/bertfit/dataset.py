@@ -37,7 +37,8 @@ from .tokenization import WindowEncoder
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 4  # 2: CSV columns read as text; 3: pairs, windows, sets; 4: CSV values never typed, read options
+CACHE_FORMAT = 4  # 2: CSV columns read as text; 3: pairs, windows, sets; 4: CSV values never typed, read
+# options, and multi-label rows with an empty label cell kept (no labels), not dropped
 WINDOW_ROWS = 50_000  # rows read, cleaned and tokenized at a time while building the cache
 TOKENS_FILE = "tokens.arrow"
 META_FILE = "meta.json"
@@ -104,6 +105,7 @@ def tokenize_labelled(
         release_freed_memory()
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     _report_dropped(name, meta)
+    _report_no_labels(name, meta)
     if not meta["label_values"]:
         if not meta["rows_read"]:
             raise DataError(f"{name}: no rows; expected a header row and at least one labelled row")
@@ -262,12 +264,10 @@ class _LabelCodes:
         self.multi, self.sep = multi, sep
         self.values: dict[str, int] = {}
         self.counts: list[int] = []
-        self.numeric = True
 
     def add(self, raw: pd.Series, rows_so_far: int) -> np.ndarray:
         if not self.values and is_list_column(raw):
             self.multi = True
-        self.numeric &= pd.api.types.is_numeric_dtype(raw)
         strings = label_sets(raw, self.sep) if self.multi else label_strings(raw)
         for value in strings.unique():
             if value not in self.values:
@@ -289,8 +289,7 @@ class _LabelCodes:
         return set_members(self.values) if self.multi else list(self.values)
 
     def to_meta(self) -> dict[str, Any]:
-        return {"label_values": list(self.values), "label_counts": self.counts, "labels_numeric": self.numeric,
-                "multi_label": self.multi}  # fmt: skip
+        return {"label_values": list(self.values), "label_counts": self.counts, "multi_label": self.multi}
 
 
 def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSchema:
@@ -299,25 +298,14 @@ def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSch
     if meta.get("multi_label"):
         values = set_members(values)
         rows = None
-    numeric = meta["labels_numeric"] and all(_is_number(v) for v in values)
-    series = pd.Series([float(v) for v in values] if numeric else values)
-    schema = LabelSchema.from_labels(series, cfg.label_map)
+    schema = LabelSchema.from_labels(pd.Series(values, dtype=object), cfg.label_map, source, cfg.label_col)
     if meta.get("multi_label"):
         schema.problem_type, schema.label_sep = MULTI_LABEL, cfg.label_sep or ","
     seen = schema.to_names(pd.Series(values, dtype=object), source, cfg.label_col, rows=rows).unique()
     if len(seen) < 2:
-        raise DataError(
-            f"{source}: column '{cfg.label_col}' has only one class ('{seen[0]}'); a classifier needs at least two"
-        )
+        found = f"only one class ('{seen[0]}')" if len(seen) else "no labels in any row"
+        raise DataError(f"{source}: column '{cfg.label_col}' has {found}; a classifier needs at least two classes")
     return schema
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-        return True
-    except ValueError:
-        return False
 
 
 def _label_ids(meta: dict[str, Any], schema: LabelSchema, cfg: DataConfig, source: str, known_from: str) -> np.ndarray:
@@ -349,6 +337,13 @@ def _report_dropped(source: str, meta: dict[str, Any]) -> None:
     for why, count in meta["dropped"].items():
         if count:
             logger.warning("%s: dropped %d of %d rows with %s", source, count, meta["rows_read"], why)
+
+
+def _report_no_labels(source: str, meta: dict[str, Any]) -> None:
+    """Multi-label: how many rows have an empty set of labels (they teach the model to mark none)."""
+    if meta.get("multi_label") and "" in meta["label_values"]:
+        count = meta["label_counts"][meta["label_values"].index("")]
+        logger.info("%s: %d rows have no labels (negative for every label)", source, count)
 
 
 class TokenizedRows(torch.utils.data.Dataset):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -142,6 +144,7 @@ def evaluate(
         label_col=label_col or clf.meta.get("data", {}).get("label_col", "label"),
         label_map=clf.schema.raw_map or None,
         pair_col=clf.pair_col,
+        multi_label=clf.schema.multi_label,  # an empty label cell is then a row with no labels, not a missing one
     )
     if read is not None:
         cfg.columns = list(read.columns) if read.columns else None
@@ -209,19 +212,23 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
     """README.md for a trained model folder: what it is, how it was trained, how well it did."""
     data, cfg = meta.get("data", {}), meta.get("config", {}).get("train", {})
     names = metrics.get("labels", [])
+    front = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "base_model": meta.get("base_model"),
+        "tags": ["bertfit", "text-classification"],
+    }
     lines = [
         "---",
-        "library_name: transformers",
-        "pipeline_tag: text-classification",
-        f"base_model: {meta.get('base_model')}",
-        "tags: [bertfit, text-classification]",
+        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip("\n"),  # valid YAML whatever the names
         "---",
         "",
         "# Text classifier fine-tuned with bertfit",
         "",
-        f"Base model: `{meta.get('base_model')}`. Labels ({len(names)}): {', '.join(f'`{n}`' for n in names)}.",
+        f"Base model: {_markdown(str(meta.get('base_model')))}. Labels ({len(names)}): "
+        f"{', '.join(_markdown(n) for n in names)}.",
         f"Trained on {meta.get('train_rows')} rows, validated on {metrics.get('n')} rows; text from column(s) "
-        f"{', '.join(data.get('text_cols', []))}, at most {data.get('max_length')} tokens.",
+        f"{', '.join(_markdown(c) for c in data.get('text_cols', []))}, at most {data.get('max_length')} tokens.",
         *_task_lines(meta),
         "",
         "## Validation metrics",
@@ -265,7 +272,7 @@ def _task_lines(meta: dict[str, Any]) -> list[str]:
             "transformers pipeline use `top_k=None` and apply the thresholds in bertfit.json yourself."
         )
     if data.get("pair_col"):
-        lines.append(f"Sentence pairs: the second text comes from column {data['pair_col']} (segment B).")
+        lines.append(f"Sentence pairs: the second text comes from column {_markdown(data['pair_col'])} (segment B).")
     if data.get("long", "truncate") == "sliding":
         lines.append(
             f"Long texts: windows of {data.get('max_length')} tokens sharing {data.get('stride')}, their logits "
@@ -281,11 +288,20 @@ def _per_class_lines(metrics: dict[str, Any]) -> list[str]:
     multi = any("threshold" in c for c in per_class.values())
     head = "| label | precision | recall | f1 | support |" + (" threshold |" if multi else "")
     rows = [
-        f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
+        f"| {_markdown(name)} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
         + (f" {c['threshold']:.2f} |" if multi else "")
         for name, c in per_class.items()
     ]
     return [head, "|---|---|---|---|---|" + ("---|" if multi else ""), *rows]
+
+
+def _markdown(text: str) -> str:
+    """Text from the data (label and column names) shown as written in Markdown: characters that inline syntax or a
+    table reads ('|', '$', '*', '[', '<', ...) are backslash-escaped, line breaks become spaces."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", re.sub(r"[\r\n]+", " ", text))
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|$~&])")
 
 
 def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+
+logger = logging.getLogger(__name__)
 
 MULTI_LABEL = "multi_label_classification"
 SINGLE_LABEL = "single_label_classification"
@@ -41,16 +45,26 @@ class LabelSchema:
         return len(self.names)
 
     @classmethod
-    def from_labels(cls, labels: pd.Series, label_map: dict[str, str] | None = None) -> LabelSchema:
-        """Collect the classes seen in a label column (already cleaned of nulls)."""
-        raw = label_strings(labels)
-        if label_map:
-            names = list(dict.fromkeys(label_map.values()))
-        elif pd.api.types.is_numeric_dtype(labels):
-            names = sorted(raw.unique(), key=_numeric_key)
-        else:
-            names = sorted(raw.unique())
-        return cls(names=[str(n) for n in names], raw_map=dict(label_map or {}))
+    def from_labels(
+        cls, labels: pd.Series, label_map: dict[str, str] | None = None, source: str = "data", column: str = "label"
+    ) -> LabelSchema:
+        """Collect the classes seen in a label column (already cleaned of nulls), typed once from all its values.
+
+        Labels are strings (see `label_strings`): ordered as integers when every one is an integer ('1', '2',
+        '10'; '-1', '0', '1'), else as strings. With a label map, the classes are the mapped names that occur, in
+        the map's order; an entry whose label never occurs is logged and left out (it would be a class no row has).
+        """
+        raw = set(label_strings(labels).unique())
+        if not label_map:
+            return cls(names=_sorted_labels(raw))
+        for key, name in label_map.items():
+            if key not in raw:
+                logger.warning(
+                    "%s: --label-map entry '%s=%s' matches no label in column '%s'; ignored", source, key, name, column
+                )
+        occurring = {label_map.get(value, value) for value in raw}
+        names = [name for name in dict.fromkeys(label_map.values()) if name in occurring]
+        return cls(names=names, raw_map=dict(label_map))
 
     def to_names(
         self,
@@ -165,8 +179,12 @@ def set_members(sets: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(name for s in sets for name in s.split(SET_JOIN) if name))
 
 
-def _numeric_key(value: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)
+def _sorted_labels(values: Iterable[str]) -> list[str]:
+    """Label strings in class order: as integers when every one is an integer ('1', '2', '10'), else as strings."""
+    values = set(values)
+    if values and all(_INTEGER.fullmatch(v) for v in values):
+        return sorted(values, key=lambda v: (int(v), v))  # '01' and '1' stay two labels, next to each other
+    return sorted(values)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")

@@ -52,6 +52,7 @@ def report(y_true: np.ndarray, proba: np.ndarray, thresholds: np.ndarray, names:
         "per_class": per_class,
         "labels": list(names),
         "n": int(len(y_true)),
+        "rows_without_labels": int((np.asarray(y_true).sum(axis=1) == 0).sum()),
         "problem_type": "multi_label_classification",
         "labels_per_text": {"true": float(y_true.sum(1).mean()), "predicted": float(y_pred.sum(1).mean())},
     }

@@ -7,6 +7,7 @@ confident errors and the least confident correct predictions.
 
 from __future__ import annotations
 
+import functools
 import html
 import shutil
 from collections.abc import Callable
@@ -43,6 +44,21 @@ class ScoredRows:
     logits: np.ndarray | None = None  # (rows, n_labels), when known: what a temperature is fitted on
 
 
+def _literal_text(write: Callable) -> Callable:
+    """Draw every text as written: a label such as '$x^$' is a name, not mathtext (which fails to parse, or draws
+    something else). Tick labels are made while the figure is saved, so the whole write runs in this setting."""
+
+    @functools.wraps(write)
+    def literal(*args: Any, **kwargs: Any) -> Any:
+        from matplotlib import rc_context
+
+        with rc_context({"text.parse_math": False}):
+            return write(*args, **kwargs)
+
+    return literal
+
+
+@_literal_text
 def write_report(
     folder: str | Path,
     rows: ScoredRows,
@@ -83,6 +99,7 @@ def _write(folder: Path, numbers: dict, pngs: dict, curve_png: Path | None, html
     return numbers
 
 
+@_literal_text
 def write_multilabel_report(
     folder: str | Path, rows: ScoredRows, thresholds: np.ndarray, title: str, curve_png: Path | None = None
 ) -> dict[str, Any]:
