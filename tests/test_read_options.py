@@ -277,3 +277,13 @@ def test_windows_of_a_jsonl_file_keep_raw_values_for_passthrough(tmp_path: Path)
     assert records == [[{"id": "1.50", "text": "x"}], [{"id": None, "text": "y", "extra": "[1, 2]"}]]
     assert [f.attrs["bertfit_raw_json"] for f in frames] == [["id"], ["id", "extra"]]
     assert os.path.getsize(tmp_path / "a.jsonl") > 0
+
+
+def test_explain_reads_a_headerless_input_with_columns(tiny_trained: Path, tmp_path: Path) -> None:
+    pytest.importorskip("captum")
+    (tmp_path / "in.tsv").write_text("2\tgreat fun film\n1\tawful boring plot\n", encoding="utf-8")
+    args = ["explain", tiny_trained, "--input", tmp_path / "in.tsv", "--columns", "label,text", "--steps", "8"]
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    explained = json.loads(result.stdout)
+    assert [" ".join(e["words"]) for e in explained] == ["great fun film", "awful boring plot"]
