@@ -287,3 +287,36 @@ def test_explain_reads_a_headerless_input_with_columns(tiny_trained: Path, tmp_p
     assert result.exit_code == 0, result.output
     explained = json.loads(result.stdout)
     assert [" ".join(e["words"]) for e in explained] == ["great fun film", "awful boring plot"]
+
+
+# The fast reader (pyarrow) hands over to the careful one (csv module) mid-file; windows stay whole
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bertfit import textfiles
+
+    monkeypatch.setattr(textfiles, "ARROW_BLOCK", 256)  # a few rows per block, so the hand-over is mid-file
+
+
+def test_a_line_break_late_in_the_file_keeps_every_value_and_window(tmp_path: Path, small_blocks: None) -> None:
+    rows = [[str(10**18 + i), f"text number {i}", f"{i}.50"] for i in range(60)]
+    rows[41][1] = "a text with\na line break"
+    lines = ["id,text,amount"] + [",".join(f'"{v}"' if "\n" in v else v for v in r) for r in rows]
+    (tmp_path / "late.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    frames = list(iter_frames(tmp_path / "late.csv", 7))
+    assert [len(f) for f in frames] == [7] * 8 + [4]
+    assert pd.concat(frames, ignore_index=True).values.tolist() == rows
+
+
+def test_a_bad_line_late_in_the_file_is_named(tmp_path: Path, small_blocks: None) -> None:
+    lines = ["label\ttext"] + [f"pos\tgood film {i}" for i in range(50)]
+    lines[44] = "neg\tthree\tfields"
+    (tmp_path / "late.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"late\.tsv: line 45 has 3 fields, the header has 2"):
+        list(iter_frames(tmp_path / "late.tsv", 5))
+    (tmp_path / "late.csv").write_bytes(
+        b"text,label\n" + b"".join(b"ok %d,a\n" % i for i in range(40)) + b"bad \xff,b\n"
+    )
+    with pytest.raises(DataError, match=r"late\.csv: line 42 is not valid UTF-8"):
+        list(iter_frames(tmp_path / "late.csv", 5))

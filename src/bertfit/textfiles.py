@@ -16,6 +16,7 @@ import bz2
 import csv
 import gzip
 import io
+import itertools
 import json
 import logging
 import lzma
@@ -133,16 +134,133 @@ def resolve_quoting(path: Path, fmt: str, opts: ReadOptions) -> str:
 
 
 def delimited_frames(path: Path, fmt: str, rows: int, opts: ReadOptions) -> Iterator[pd.DataFrame]:
-    """Windows of `rows` records of a CSV/TSV file, every value the text it was ("" when empty)."""
+    """Windows of `rows` records of a CSV/TSV file, every value the text it was ("" when empty).
+
+    pyarrow's CSV reader (every column read as text) does the parsing while no value holds a line break: then every
+    row is one physical line and no quote can have joined lines. From the first window that holds a line break, or
+    any parse error, the rest is read by the csv module, which counts lines and names the one where a problem is."""
+    done = 0
+    if _arrow_can_read(path, opts):
+        for frame in _arrow_frames(path, fmt, rows, opts):
+            if frame is None:
+                break  # a line break in a value, or a parse error: the careful reader takes over from here
+            done += len(frame)
+            yield frame
+        else:
+            return
     header: list[str] = []
     batch: list[list[str]] = []
-    for record in delimited_records(path, fmt, opts, header):
+    for record in itertools.islice(delimited_records(path, fmt, opts, header), done, None):
         batch.append(record)
         if len(batch) == rows:
             yield _frame(batch, header)
             batch = []
     if batch:
         yield _frame(batch, header)
+
+
+_ARROW_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+ARROW_BLOCK = 1 << 22  # bytes pyarrow parses at a time
+
+
+def _arrow_can_read(path: Path, opts: ReadOptions) -> bool:
+    suffix = path.suffix.lower()
+    return (suffix in _ARROW_CODECS or suffix not in (*_OPENERS, ".zip", ".zst")) and _utf8(opts.encoding)
+
+
+def _utf8(encoding: str) -> bool:
+    return encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+
+
+def _arrow_frames(path: Path, fmt: str, rows: int, opts: ReadOptions) -> Iterator[pd.DataFrame | None]:
+    """Windows read by pyarrow; None (then nothing more) where the careful reader must take over."""
+    import pyarrow as pa
+
+    header: list[str] = []
+    if next(iter(delimited_records(path, fmt, opts, header)), None) is None:  # names, and checks the header
+        return
+    stream = pa.input_stream(str(path), compression=_ARROW_CODECS.get(path.suffix.lower()))
+    try:
+        reader = _open_csv(stream, header, opts, fmt, resolve_quoting(path, fmt, opts))
+    except (pa.ArrowInvalid, ValueError):  # the first block already fails to parse: the careful reader says where
+        stream.close()
+        yield None
+        return
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    with reader:
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, ValueError):
+                yield None
+                return
+            if any(_breaks(batch.column(i)) for i in range(batch.num_columns)):
+                yield None  # the careful reader starts after the windows already given, so windows stay whole
+                return
+            pending.append(batch)
+            count += batch.num_rows
+            if count >= rows:
+                pending, count = yield from _take_windows(pending, rows)
+    if pending:
+        yield from _windows(pending, rows)
+
+
+def _open_csv(stream: Any, header: list[str], opts: ReadOptions, fmt: str, quoting: str) -> Any:
+    """pyarrow's streaming CSV reader with every column as text: "" for an empty field, never null."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    return pa_csv.open_csv(
+        stream,
+        read_options=pa_csv.ReadOptions(
+            column_names=header, skip_rows=0 if opts.columns else 1, block_size=ARROW_BLOCK
+        ),
+        parse_options=pa_csv.ParseOptions(
+            delimiter="," if fmt == "csv" else "\t",
+            quote_char='"' if quoting == "csv" else False,
+            newlines_in_values=quoting == "csv",
+        ),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={name: pa.string() for name in header},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _breaks(column: Any) -> bool:
+    import pyarrow.compute as pc
+
+    return bool(pc.any(pc.match_substring_regex(column, "[\r\n]")).as_py())
+
+
+def _take_windows(pending: list, rows: int) -> Iterator[pd.DataFrame]:
+    """Yield whole windows from the pending batches; return the rest (and its row count)."""
+    import pyarrow as pa
+
+    table = pa.Table.from_batches(pending)
+    start = 0
+    while table.num_rows - start >= rows:
+        yield _arrow_frame(table.slice(start, rows))
+        start += rows
+    rest = table.slice(start)
+    return rest.to_batches(), rest.num_rows
+
+
+def _windows(pending: list, rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+
+    table = pa.Table.from_batches(pending)
+    for start in range(0, table.num_rows, rows):
+        yield _arrow_frame(table.slice(start, rows))
+
+
+def _arrow_frame(table: Any) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(table.column(name).to_numpy(zero_copy_only=False), dtype=object)
+                         for name in table.column_names})  # fmt: skip
 
 
 def delimited_records(path: Path, fmt: str, opts: ReadOptions, header: list[str]) -> Iterator[list[str]]:
