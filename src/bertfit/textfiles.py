@@ -400,13 +400,11 @@ def jsonl_frames(path: Path, rows: int, opts: ReadOptions, raw_except: Sequence[
             if not line.strip():
                 continue
             try:
-                members = raw_members(line)
+                row = _decoded(line) if raw_except is None else _mixed(line, decoded)
             except ValueError as err:
                 raise DataError(f"{path}: line {lineno} {err}") from None
-            row = {}
-            for key, (value, raw) in members.items():
+            for key in row:
                 columns.setdefault(key)
-                row[key] = value if raw_except is None or key in decoded else raw
             batch.append(row)
             if len(batch) == rows:
                 yield _json_frame(batch, columns, raw_except)
@@ -421,6 +419,53 @@ def _json_frame(batch: list[dict[str, Any]], columns: dict[str, None], raw_excep
     if raw_except is not None:
         frame.attrs[RAW_JSON] = [c for c in columns if c not in raw_except]
     return frame
+
+
+class _Number(str):
+    """A JSON number kept as its text (parse_float / parse_int hook): 1.50 stays '1.50'."""
+
+
+_LITERALS = {True: "true", False: "false", None: "null"}
+_NUMBERS_AS_TEXT = json.JSONDecoder(parse_float=_Number, parse_int=_Number)
+_encode_string = json.encoder.encode_basestring  # JSON text of a str, non-ASCII as itself (C-accelerated)
+
+
+def _decoded(line: str) -> dict[str, Any]:
+    """One line's object, every value decoded."""
+    try:
+        value = _DECODER.decode(line)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        return {key: v for key, (v, _) in raw_members(line).items()}  # raises with the reason and position
+    return value
+
+
+def _mixed(line: str, decoded: set[str]) -> dict[str, Any]:
+    """Decoded values for `decoded` keys, raw JSON texts for the others. Fast (the C decoder) for a line without
+    nested values: numbers keep their own text, a string is re-encoded (the same JSON value; an escape such as
+    \\u00e9 may come back as the character itself). Objects and arrays keep their exact text (raw_members)."""
+    try:
+        obj = _NUMBERS_AS_TEXT.decode(line)
+    except json.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict) and not any(isinstance(v, (dict, list)) for v in obj.values()):
+        return {key: _value(v) if key in decoded else _raw(v) for key, v in obj.items()}
+    return {key: value if key in decoded else raw for key, (value, raw) in raw_members(line).items()}
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, _Number):
+        return float(v) if any(c in v for c in ".eE") else int(v)
+    return v
+
+
+def _raw(v: Any) -> str:
+    if isinstance(v, _Number):
+        return str.__str__(v)
+    if isinstance(v, str):
+        return _encode_string(v)
+    return _LITERALS[v]
 
 
 def raw_members(line: str) -> dict[str, tuple[Any, str]]:
