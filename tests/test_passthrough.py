@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import bertfit
-from bertfit.textfiles import raw_members
+from bertfit.jsonlines import raw_members
 
 INPUTS = Path(__file__).resolve().parent / "inputs"
 COLUMNS = ["id", "text", "amount", "flag", "code", "mixed"]

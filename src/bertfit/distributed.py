@@ -46,10 +46,11 @@ from .io import (
     iter_frames,
     table_format,
 )
+from .jsonlines import raw_members
 from .modeling import pick_precision, read_meta, require_model_dir
 from .parts import PartWriter, check_output, is_folder_output
 from .paths import check_not_input, model_files
-from .textfiles import raw_members, resolve_quoting
+from .textfiles import resolve_quoting
 
 logger = logging.getLogger(__name__)
 

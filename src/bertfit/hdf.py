@@ -73,7 +73,7 @@ def _null(value: object) -> bool:
 
 def write_hdf(df: pd.DataFrame, path: Path, key: str) -> None:
     """Write a frame as a pandas "table" (text stored as text, not pickled); mixed columns become text."""
-    from .textfiles import cell_text
+    from .textwriter import cell_text
 
     plain = df.copy()
     for col in plain.columns:

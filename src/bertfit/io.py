@@ -22,11 +22,13 @@ import pyarrow.parquet as pq
 
 from . import unreadable
 from .errors import BertfitError, DataError, MissingDependency
-from .textfiles import RAW_JSON, ReadOptions, TextWriter, delimited_frames, header_frame, json_display, jsonl_frames
-from .textfiles import cell_text as cell_text
+from .jsonlines import RAW_JSON, json_display, jsonl_frames
+from .textfiles import ReadOptions, delimited_frames, header_frame
 from .textfiles import check_header as check_header
 from .textfiles import open_text as open_text
 from .textfiles import parse_columns as parse_columns
+from .textwriter import TextWriter
+from .textwriter import cell_text as cell_text
 
 logger = logging.getLogger(__name__)
 

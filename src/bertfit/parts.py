@@ -172,7 +172,7 @@ class PartWriter:
                     writer.write_table(_conform(table, schema))
 
     def _finish_text(self, fmt: str) -> None:
-        """CSV/TSV/JSON Lines, streamed part by part: every value as its text (see textfiles.TextWriter)."""
+        """CSV/TSV/JSON Lines, streamed part by part: every value as its text (see textwriter.TextWriter)."""
         schema = self._schema()
         raw = set()
         for part in self.parts:

@@ -1,9 +1,7 @@
-"""CSV, TSV and JSON Lines read and written value for value: every field comes back as the text it was.
+"""CSV and TSV read value for value (plus the options and opening shared with JSON Lines, see jsonlines.py).
 
 Nothing here types a value. A CSV/TSV field is the string between its separators (quotes removed when the file
-quotes), "" when empty; so a 19-digit id, "1.50", "TRUE" and "007" stay exactly that. A JSON Lines value is decoded
-for the columns bertfit reads (texts, labels) and kept as its raw JSON text for the others (`RAW_JSON` in a frame's
-attrs), so that writing JSON Lines again gives `1.50` back as `1.50`, and CSV or Parquet get the value's own text.
+quotes), "" when empty; so a 19-digit id, "1.50", "TRUE" and "007" stay exactly that.
 
 Every record is counted against the physical lines it came from. A quote that swallows lines (an unbalanced quote,
 or a tab-separated file whose texts start with a quote) is an error naming the line and the `--quoting` to try,
@@ -17,10 +15,8 @@ import csv
 import gzip
 import io
 import itertools
-import json
 import logging
 import lzma
-import re
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,11 +30,8 @@ from .errors import ConfigError, DataError, MissingDependency
 logger = logging.getLogger(__name__)
 
 QUOTINGS = ("auto", "csv", "none")
-RAW_JSON = "bertfit_raw_json"  # frame.attrs key: columns that hold raw JSON texts (JSON Lines pass-through)
 SAMPLE_BYTES = 1 << 20  # what `--quoting auto` looks at in a TSV file
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-_WS = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
 csv.field_size_limit(2**31 - 1)  # a field is as long as the text it holds (the default cuts at 128 KiB)
 
 
@@ -384,201 +377,3 @@ def _width_problem(record: list[str], width: int, first: int, last: int, fmt: st
 def _frame(batch: list[list[str]], header: list[str]) -> pd.DataFrame:
     columns = list(zip(*batch))
     return pd.DataFrame({name: pd.Series(col, dtype=object) for name, col in zip(header, columns)})
-
-
-# -- reading JSON Lines -------------------------------------------------------------------------------------------
-
-
-def jsonl_frames(path: Path, rows: int, opts: ReadOptions, raw_except: Sequence[str] | None) -> Iterator[pd.DataFrame]:
-    """Windows of `rows` objects. With `raw_except`, every other column holds each value's raw JSON text
-    (None where a line lacks the key), named in attrs[RAW_JSON]; without it, every value is decoded."""
-    decoded = set(raw_except or ())
-    columns: dict[str, None] = {}
-    batch: list[dict[str, Any]] = []
-    with open_text(path, opts.encoding) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = _decoded(line) if raw_except is None else _mixed(line, decoded)
-            except ValueError as err:
-                raise DataError(f"{path}: line {lineno} {err}") from None
-            for key in row:
-                columns.setdefault(key)
-            batch.append(row)
-            if len(batch) == rows:
-                yield _json_frame(batch, columns, raw_except)
-                batch = []
-    if batch:
-        yield _json_frame(batch, columns, raw_except)
-
-
-def _json_frame(batch: list[dict[str, Any]], columns: dict[str, None], raw_except: Sequence[str] | None
-                ) -> pd.DataFrame:  # fmt: skip
-    frame = pd.DataFrame({c: pd.Series([row.get(c) for row in batch], dtype=object) for c in columns})
-    if raw_except is not None:
-        frame.attrs[RAW_JSON] = [c for c in columns if c not in raw_except]
-    return frame
-
-
-class _Number(str):
-    """A JSON number kept as its text (parse_float / parse_int hook): 1.50 stays '1.50'."""
-
-
-_LITERALS = {True: "true", False: "false", None: "null"}
-_NUMBERS_AS_TEXT = json.JSONDecoder(parse_float=_Number, parse_int=_Number)
-_encode_string = json.encoder.encode_basestring  # JSON text of a str, non-ASCII as itself (C-accelerated)
-
-
-def _decoded(line: str) -> dict[str, Any]:
-    """One line's object, every value decoded."""
-    try:
-        value = _DECODER.decode(line)
-    except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        return {key: v for key, (v, _) in raw_members(line).items()}  # raises with the reason and position
-    return value
-
-
-def _mixed(line: str, decoded: set[str]) -> dict[str, Any]:
-    """Decoded values for `decoded` keys, raw JSON texts for the others. Fast (the C decoder) for a line without
-    nested values: numbers keep their own text, a string is re-encoded (the same JSON value; an escape such as
-    \\u00e9 may come back as the character itself). Objects and arrays keep their exact text (raw_members)."""
-    try:
-        obj = _NUMBERS_AS_TEXT.decode(line)
-    except json.JSONDecodeError:
-        obj = None
-    if isinstance(obj, dict) and not any(isinstance(v, (dict, list)) for v in obj.values()):
-        return {key: _value(v) if key in decoded else _raw(v) for key, v in obj.items()}
-    return {key: value if key in decoded else raw for key, (value, raw) in raw_members(line).items()}
-
-
-def _value(v: Any) -> Any:
-    if isinstance(v, _Number):
-        return float(v) if any(c in v for c in ".eE") else int(v)
-    return v
-
-
-def _raw(v: Any) -> str:
-    if isinstance(v, _Number):
-        return str.__str__(v)
-    if isinstance(v, str):
-        return _encode_string(v)
-    return _LITERALS[v]
-
-
-def raw_members(line: str) -> dict[str, tuple[Any, str]]:
-    """The members of one JSON object: name -> (decoded value, the value's exact JSON text)."""
-    s = line
-    i = _WS.match(s, 0).end()
-    if s[i : i + 1] != "{":
-        raise ValueError("is not a JSON object ({...}); write one object per line")
-    i = _WS.match(s, i + 1).end()
-    members: dict[str, tuple[Any, str]] = {}
-    if s[i : i + 1] == "}":
-        i += 1
-    else:
-        while True:
-            if s[i : i + 1] != '"':
-                _invalid("Expecting property name enclosed in double quotes", i)
-            key, i = json.decoder.scanstring(s, i + 1)
-            i = _WS.match(s, i).end()
-            if s[i : i + 1] != ":":
-                _invalid("Expecting ':' delimiter", i)
-            i = _WS.match(s, i + 1).end()
-            try:
-                value, end = _DECODER.raw_decode(s, i)
-            except json.JSONDecodeError as err:
-                _invalid(err.msg, err.pos)
-            members[key] = (value, s[i:end])
-            i = _WS.match(s, end).end()
-            sep, i = s[i : i + 1], i + 1
-            if sep == "}":
-                break
-            if sep != ",":
-                _invalid("Expecting ',' delimiter", i - 1)
-            i = _WS.match(s, i).end()
-    if s[i:].strip():
-        _invalid("Extra data", i)
-    return members
-
-
-def _invalid(msg: str, pos: int) -> None:
-    raise ValueError(f"is not valid JSON ({msg} at character {pos + 1}); fix or remove that line")
-
-
-def json_display(raw: str | None) -> str | None:
-    """The text a raw JSON value stands for in a CSV or Parquet cell: a string's contents, a number's or a
-    literal's own text, an object's or array's JSON; None for null or an absent key."""
-    if raw is None or raw == "null":
-        return None
-    return json.loads(raw) if raw.startswith('"') else raw
-
-
-# -- writing ------------------------------------------------------------------------------------------------------
-
-
-def cell_text(value: Any) -> str:
-    """A typed value (from Parquet, HDF5, Excel, or a prediction column) as CSV text; "" for null."""
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
-
-
-def json_text(value: Any) -> str:
-    """A typed value as JSON text (NaN as null; dates and other objects as their text)."""
-    if isinstance(value, float) and value != value:
-        return "null"
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-class TextWriter:
-    """Rows out as CSV, TSV or JSON Lines. Raw JSON columns go out as their JSON text (JSON Lines) or as the text
-    they stand for (CSV/TSV). TSV is written unquoted, as it is read; only a field holding a tab or a line break is
-    quoted. Call `write(columns)` with one list of Python values per column."""
-
-    def __init__(self, fh: IO[str], fmt: str, names: list[str], raw_json: Sequence[str] = ()) -> None:
-        self.fh, self.fmt, self.names = fh, fmt, names
-        self.raw = [name in raw_json for name in names]
-        if fmt == "csv":
-            self.writer = csv.writer(fh, lineterminator="\n")
-        elif fmt == "tsv":
-            self.writer = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, lineterminator="\n")
-            self.quoted = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        self.keys = [json.dumps(name, ensure_ascii=False) for name in names]
-
-    def header(self) -> None:
-        if self.fmt != "jsonl":
-            self.writer.writerow(self.names)
-
-    def write(self, columns: list[list[Any]]) -> None:
-        if self.fmt == "jsonl":
-            self._write_jsonl(columns)
-            return
-        texts = [
-            [cell_text(json_display(v)) for v in col] if raw else [cell_text(v) for v in col]
-            for col, raw in zip(columns, self.raw)
-        ]
-        for row in zip(*texts):
-            if self.fmt == "tsv" and any(("\t" in f or "\n" in f or "\r" in f) for f in row):
-                self.quoted.writerow(row)
-            else:
-                self.writer.writerow(row)
-
-    def _write_jsonl(self, columns: list[list[Any]]) -> None:
-        for row in zip(*columns):
-            parts = []
-            for key, raw, value in zip(self.keys, self.raw, row):
-                if raw:
-                    if value is not None:  # an absent key stays absent
-                        parts.append(f"{key}:{value}")
-                else:
-                    parts.append(f"{key}:{json_text(value)}")
-            self.fh.write("{" + ",".join(parts) + "}\n")
