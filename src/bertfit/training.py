@@ -355,8 +355,13 @@ class BertfitTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        batch = self.args.per_device_train_batch_size
-        return EpochSampler(dataset.lengths, batch, self.args.seed, self.group_by_length)
+        # Rows are grouped by length into whole optimizer steps, which the loader then cuts into per-device batches
+        # (accumulated in turn, or dealt to the processes in turn): the same rows make each step whether it is one
+        # batch of 16, 2 accumulated batches of 8 or a batch of 8 on each of 2 processes.
+        args = self.args
+        step_rows = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        return EpochSampler(dataset.lengths, step_rows, args.seed, self.group_by_length)
+
 
     def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
         return LengthOrder(eval_dataset.lengths)
