@@ -39,7 +39,7 @@ from .errors import ConfigError, DataError
 from .evaluation import classification_report, model_card, trainer_metrics
 from .io import check_folder_writable, default_file_mode, write_json
 from .labels import LabelSchema
-from .losses import class_weights, weighted_loss
+from .losses import class_weights, training_loss
 from .modeling import (
     BERTFIT_FILE,
     check_model_files,
@@ -264,7 +264,7 @@ def _trainer(
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
         compute_metrics=trainer_metrics(len(schema), schema.multi_label, val_docs, cfg.data.aggregate),
-        compute_loss_func=None if weights is None else weighted_loss(weights, schema),
+        compute_loss_func=training_loss(schema, weights),
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # raw metric dicts; EpochLogger prints readable lines instead
@@ -330,6 +330,7 @@ def training_arguments(
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
+        average_tokens_across_devices=True,  # the loss divides by the step's label count over every process
     )
 
 
@@ -345,13 +346,18 @@ def planned_steps(cfg: TrainConfig, n_train: int) -> int:
 
 
 class BertfitTrainer(Trainer):
-    """Trainer with bertfit's samplers (a global shuffle per epoch, lengths read from the cache) and an optional
-    exponential learning-rate decay after warmup."""
+    """Trainer with bertfit's samplers (a global shuffle per epoch, lengths read from the cache), its loss (see
+    `losses.training_loss`) and an optional exponential learning-rate decay after warmup."""
+
+    # The loss from compute_loss_func is already divided by the label count of the whole optimizer step.
+    loss_is_scaled_for_ga = True
 
     def __init__(self, *args: Any, scheduler: str = "linear", group_by_length: bool = True, **kwargs: Any) -> None:
         self.decay = scheduler
         self.group_by_length = group_by_length
         super().__init__(*args, **kwargs)
+        # The model computes no loss here (compute_loss_func does), so it is not handed num_items_in_batch.
+        self.model_accepts_loss_kwargs = False
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -361,7 +367,6 @@ class BertfitTrainer(Trainer):
         args = self.args
         step_rows = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         return EpochSampler(dataset.lengths, step_rows, args.seed, self.group_by_length)
-
 
     def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
         return LengthOrder(eval_dataset.lengths)
