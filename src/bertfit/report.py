@@ -268,12 +268,14 @@ def _html(title: str, numbers: dict[str, Any], pngs: list[str]) -> str:
     headline = "".join(f"<tr><td>{k}</td><td>{numbers[k]:.4f}</td></tr>" for k in HEADLINE if k in numbers)
     if cal.get("off"):
         how = "none: calibration was turned off, or the model has no fitted temperature"
+    elif cal.get("reason"):  # why training applied it or kept 1 (calibration.fit_temperature)
+        how = cal["reason"] + ("" if cal["applied"] else "; scores are the plain softmax")
     elif cal["applied"]:
-        how = "fitted on the validation split at the end of training; it lowered the error there, so scores use it"
+        how = "fitted on the validation split at the end of training"
     else:
-        how = "not applied: no temperature lowered the error on the validation split, so scores are the plain softmax"
+        how = "not applied: scores are the plain softmax"
     calibration = (
-        f"<p>Temperature {cal['temperature']:.3f} ({how}). Expected calibration error on these rows: "
+        f"<p>Temperature {cal['temperature']:.3f} ({html.escape(how)}). Expected calibration error on these rows: "
         f"{cal['ece_before_here']:.4f} before, {cal['ece_after_here']:.4f} after.</p>"
     )
     images = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"></figure>' for p in pngs)

@@ -151,10 +151,7 @@ def train(
         metrics = multilabel.report(rows.labels, rows.proba, thresholds, schema.names)
     else:
         calibration = fit_temperature(rows.logits, rows.labels)
-        logger.info(
-            "calibration: temperature %.3f, expected calibration error %.4f -> %.4f on the validation rows",
-            calibration.temperature, calibration.ece_before, calibration.ece_after,
-        )  # fmt: skip
+        logger.info("calibration: temperature %.3f, %s", calibration.temperature, calibration.reason)
         metrics = classification_report(rows.labels, rows.proba.argmax(-1), schema.names)
     metrics["history"] = [e for e in trainer.state.log_history if "eval_loss" in e]
     trainer.save_model(str(work / "model"))  # model.safetensors, config.json (id2label), tokenizer files
