@@ -272,6 +272,12 @@ def _task_lines(meta: dict[str, Any]) -> list[str]:
             f"({'tuned per label on the validation rows' if how == 'tuned' else '0.5 for every label'}). With the "
             "transformers pipeline use `top_k=None` and apply the thresholds in bertfit.json yourself."
         )
+        if how == "tuned":
+            lines.append(
+                "The validation metrics below are cross-fitted: each half of the validation rows is predicted at "
+                "thresholds tuned on the other half, so they do not use the rows the thresholds were tuned on. The "
+                "stored thresholds (shown per label) are tuned on all validation rows."
+            )
     if data.get("pair_col"):
         lines.append(f"Sentence pairs: the second text comes from column {_markdown(data['pair_col'])} (segment B).")
     if data.get("long", "truncate") == "sliding":

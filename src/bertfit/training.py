@@ -145,10 +145,10 @@ def train(
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     rows = _scored_validation(trainer, val_ds, tokenizer, schema, cfg.data.aggregate)
-    calibration, thresholds = None, None
+    calibration, thresholds, held_out = None, None, None
     if schema.multi_label:
-        thresholds = _thresholds(cfg.train.thresholds, rows)
-        metrics = multilabel.report(rows.labels, rows.proba, thresholds, schema.names)
+        thresholds, held_out = _thresholds(cfg.train.thresholds, rows)
+        metrics = multilabel.report(rows.labels, rows.proba, thresholds, schema.names, held_out)
     else:
         calibration = fit_temperature(rows.logits, rows.labels)
         logger.info("calibration: temperature %.3f, %s", calibration.temperature, calibration.reason)
@@ -164,7 +164,7 @@ def train(
         meta["checks"] = {k: checks[k] for k in ("errors", "warnings")} if checks else None
         if checks:
             write_json(checks, work / "model" / CHECKS_FILE)
-        _save(work, meta, metrics, rows, calibration, thresholds)
+        _save(work, meta, metrics, rows, calibration, thresholds, held_out)
         _publish(work / "model", output_dir)
         shutil.rmtree(work, ignore_errors=True)
         logger.info("model written to %s", output_dir)
@@ -499,14 +499,15 @@ def _scored_validation(
     return ScoredRows(labels, proba, lengths, texts, list(schema.names), logits)
 
 
-def _thresholds(how: str, rows: ScoredRows) -> np.ndarray:
-    """Multi-label decision thresholds: tuned per label on the validation rows, or 0.5 for every label."""
+def _thresholds(how: str, rows: ScoredRows) -> tuple[np.ndarray, np.ndarray | None]:
+    """Multi-label decision thresholds: tuned per label on the validation rows, with each row's thresholds tuned on
+    the other half of the rows to score it with (cross-fitting); or 0.5 for every label (nothing tuned)."""
     if how == "global":
-        return np.full(len(rows.names), multilabel.DEFAULT_THRESHOLD)
-    thresholds = multilabel.tune_thresholds(rows.labels, rows.proba)
+        return np.full(len(rows.names), multilabel.DEFAULT_THRESHOLD), None
+    thresholds, held_out = multilabel.cross_fitted_thresholds(rows.labels, rows.proba)
     logger.info("thresholds tuned on %d validation rows: %s", len(rows.labels),
                 ", ".join(f"{n} {t:.2f}" for n, t in zip(rows.names, thresholds)))  # fmt: skip
-    return thresholds
+    return thresholds, held_out
 
 
 def _save(
@@ -516,6 +517,7 @@ def _save(
     rows: ScoredRows,
     calibration: Calibration | None,
     thresholds: np.ndarray | None = None,
+    held_out: np.ndarray | None = None,
 ) -> None:
     """bertfit's files beside the weights Trainer saved in work/model: metrics, card, logs, curve, the validation
     report (report/report.html with its plots), bertfit.json."""
@@ -526,7 +528,7 @@ def _save(
         plot_training_curve(folder / LOG_FILE, folder / CURVE_FILE, meta["config"]["train"]["best_metric"])
     if thresholds is not None:
         numbers = write_multilabel_report(
-            folder / REPORT_DIR, rows, thresholds, "Validation report", folder / CURVE_FILE
+            folder / REPORT_DIR, rows, thresholds, "Validation report", folder / CURVE_FILE, held_out
         )
     else:
         numbers = write_report(folder / REPORT_DIR, rows, calibration, "Validation report", folder / CURVE_FILE)
