@@ -17,7 +17,8 @@ import bertfit.training
 from bertfit.config import DataConfig
 from bertfit.dataset import EpochSampler, TokenizedRows, tokenize_labelled
 from bertfit.errors import DataError
-from bertfit.losses import class_weights, weighted_cross_entropy
+from bertfit.labels import LabelSchema
+from bertfit.losses import class_weights, training_loss
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +180,48 @@ def test_class_weights(tmp_path):
     with pytest.raises(bertfit.errors.ConfigError, match="no weight for 'b'"):
         class_weights(str(tmp_path / "bad.json"), labels, schema)
 
-    logits, target = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 0, 0])
-    loss = weighted_cross_entropy(weights)({"logits": logits}, target)
+
+def test_class_weights_change_the_loss_of_an_imbalanced_batch_by_the_expected_factor():
+    # Zero logits cost ln 2 per row under two classes, so the weighted loss is ln 2 times the mean weight of the
+    # batch's rows: 4 of class a (100/180 each) and 2 of class b (100/20 each).
+    schema = LabelSchema(["a", "b"])
+    weights = class_weights("auto", np.array([0] * 90 + [1] * 10), schema)
+    target = torch.tensor([0, 1, 1, 0, 0, 0])
+    zero = {"logits": torch.zeros(6, 2)}
+    plain, weighted = training_loss(schema)(zero, target), training_loss(schema, weights)(zero, target)
+    assert float(plain) == pytest.approx(np.log(2), rel=1e-6)
+    assert float(weighted / plain) == pytest.approx((4 * 100 / 180 + 2 * 100 / 20) / 6, rel=1e-6)  # 2.037
+
+    # Any logits: each row's term times its class's weight, over the rows (not over the weights' sum).
+    logits = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
     per_row = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-    assert float(loss) == pytest.approx(float((weights[target] * per_row).mean()), rel=1e-5)
+    loss = training_loss(schema, weights)({"logits": logits}, target)
+    assert float(loss) == pytest.approx(float((weights[target] * per_row).sum() / 6), rel=1e-6)
+
+
+@pytest.mark.parametrize("multi", [False, True], ids=["single-label", "multi-label"])
+def test_the_loss_of_a_step_is_the_sum_of_its_batches_losses(multi):
+    # What makes accumulation and DDP exact: each batch's loss is its sum over the step's label count (Trainer's
+    # num_items_in_batch), so a step's batches add up to the loss of the whole step; a per-batch mean would not.
+    gen = torch.Generator().manual_seed(1)
+    names = ["a", "b", "c"]
+    if multi:
+        schema = LabelSchema(names, problem_type="multi_label_classification")
+        target = (torch.rand(10, 3, generator=gen) < torch.tensor([0.2, 0.5, 0.7])).float()
+        weights = torch.tensor([4.0, 1.0, 0.43])
+    else:
+        schema, target, weights = (
+            LabelSchema(names),
+            torch.tensor([0, 0, 0, 0, 0, 0, 0, 1, 1, 2]),
+            torch.tensor([1.0, 3.0, 5.0]),
+        )
+    logits = torch.randn(10, 3, generator=gen)
+    for loss_of in (training_loss(schema), training_loss(schema, weights)):
+        whole = loss_of({"logits": logits}, target)
+        items = torch.tensor(target.numel())
+        halves = [loss_of({"logits": logits[s]}, target[s], items) for s in (slice(0, 7), slice(7, 10))]
+        assert float(sum(halves)) == pytest.approx(float(whole), rel=1e-6)
+        assert float(loss_of({"logits": logits[:7]}, target[:7])) != pytest.approx(float(halves[0]), rel=1e-3)
 
 
 def test_cache_location(monkeypatch, tmp_path):

@@ -55,7 +55,7 @@ def test_attributions_add_up_to_the_logit_difference(clf: Classifier) -> None:
     for e, text in zip(explanations, TEXTS):
         diff, _ = token_logits_and_attributions(clf, text, clf.labels.index(e.label), n_steps=10)
         assert e.logit_diff == pytest.approx(diff, rel=1e-4, abs=1e-7)
-        # The tiny model's raw logits are small (its calibration temperature is ~0.05), so the check is relative;
+        # The tiny model's raw logits are small, so the check is relative;
         # the difference itself must be clearly above float noise for the check to say anything.
         assert abs(e.logit_diff) > 5e-3
         # Completeness: every token's attribution (specials carry none) sums to the logit difference.

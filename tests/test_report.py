@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_TRAIN, sentiment_frame
 from typer.testing import CliRunner
 
 import bertfit
-from bertfit.calibration import expected_calibration_error, fit_temperature, reliability_table, rescale, softmax
+from bertfit.calibration import (
+    T_RANGE,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_table,
+    rescale,
+    softmax,
+)
 from bertfit.cli import app
 from bertfit.inference import Classifier
 
@@ -26,29 +35,64 @@ def overconfident(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return 3 * true_logits, labels
 
 
-def test_temperature_undoes_overconfidence():
-    logits, labels = overconfident()
+def log_loss(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    return float(-np.log(softmax(logits / temperature)[np.arange(len(labels)), labels]).mean())
+
+
+def test_temperature_undoes_overconfidence_and_lowers_the_log_loss_of_new_rows():
+    logits, labels = overconfident()  # labels drawn from the true probabilities: real noise, 1 in 3 wrong
     cal = fit_temperature(logits, labels)
-    assert cal.applied and 2.5 < cal.temperature < 3.5
-    assert cal.ece_after < cal.ece_before / 2 and cal.nll_after < cal.nll_before
+    assert cal.applied and 2.5 < cal.temperature < 3.5 and cal.reason.startswith("applied: ")
+    assert cal.errors == int((logits.argmax(1) != labels).sum()) > 1000
+    assert cal.ece_after < cal.ece_before / 2 and cal.nll_after < cal.nll_before - 0.2  # cross-fitted figures
     assert cal.ece_before == pytest.approx(expected_calibration_error(softmax(logits), labels))
+    fresh, fresh_labels = overconfident(seed=1)  # rows the temperature never saw
+    assert log_loss(fresh, fresh_labels, cal.temperature) < log_loss(fresh, fresh_labels) - 0.2
 
 
-def test_an_already_calibrated_model_keeps_a_temperature_near_one():
+def test_a_validation_split_without_errors_keeps_temperature_one_and_says_why():
+    # Every row right: the log-loss falls without end as T -> 0, so a fit would sharpen every score to 1.0.
+    logits, _ = overconfident(400)
+    cal = fit_temperature(logits, logits.argmax(1))
+    assert not cal.applied and cal.temperature == 1.0 and cal.errors == 0
+    assert cal.reason == "not fitted: 0 of 400 validation rows misclassified, fewer than 10"
+    assert cal.ece_after == cal.ece_before and cal.nll_after == cal.nll_before
+    labels = logits.argmax(1)
+    labels[:9] = (labels[:9] + 1) % 3  # 9 errors: still too few
+    assert fit_temperature(logits, labels).reason.startswith("not fitted: 9 of 400 validation rows misclassified")
+    few, few_labels = overconfident(99)  # plenty of errors, too few rows
+    assert fit_temperature(few, few_labels).reason == "not fitted: 99 validation rows, fewer than 100"
+    assert fit_temperature(*overconfident(100)).applied  # the same kind of rows, one more
+
+
+def test_an_already_calibrated_model_keeps_temperature_one():
+    # The true probabilities: either half's best temperature is off 1 by noise only, and that noise raises the
+    # other half's log-loss, so no temperature is applied.
     logits, labels = overconfident()
-    calibrated = fit_temperature(logits / 3, labels)
-    assert 0.8 < calibrated.temperature < 1.25
-    assert calibrated.ece_after <= calibrated.ece_before
+    cal = fit_temperature(logits / 3, labels)
+    assert not cal.applied and cal.temperature == 1.0
+    assert cal.reason.startswith("not applied: fitted on either half of the validation rows, it did not lower")
+    for seed in range(5):  # smaller splits: a T fitted to noise can win a little by chance (seed 3: 0.3%, 0.1%)
+        small, small_labels = overconfident(400, seed)
+        assert fit_temperature(small / 3, small_labels).temperature == 1.0, f"seed {seed}"
 
 
-def test_temperature_is_kept_at_one_when_it_does_not_lower_the_error():
-    # every row scored 0.75 and exactly 75% right: ECE is 0, and any fitted T (off 1 by the search tolerance)
-    # could only raise it, so the temperature stays 1 and the figures stay those of the plain softmax
+def test_temperature_is_kept_at_one_when_the_halves_cannot_gain():
+    # every row scored 0.75 and exactly 75% right, each half too (the halves share the errors evenly): T = 1 is the
+    # best for both, so any fitted T (off 1 by the search tolerance) raises the other half's log-loss
     logits = np.tile([np.log(3.0), 0.0], (400, 1))
     labels = np.array([0] * 300 + [1] * 100)
     cal = fit_temperature(logits, labels)
-    assert not cal.applied and cal.temperature == 1.0
-    assert cal.ece_after == cal.ece_before and cal.nll_after == cal.nll_before
+    assert not cal.applied and cal.temperature == 1.0 and cal.errors == 100
+    assert cal.ece_after == cal.ece_before == 0 and cal.nll_after == cal.nll_before
+
+
+def test_temperature_stays_within_its_range():
+    logits, labels = overconfident()
+    under = fit_temperature(logits / 30, labels)  # ten times too soft: the best T is 0.1
+    assert under.applied and under.temperature == pytest.approx(T_RANGE[0], rel=1e-3)
+    over = fit_temperature(logits * 3, labels)  # nine times too sharp: the best T is 9
+    assert over.applied and over.temperature == pytest.approx(T_RANGE[1], rel=1e-3)
 
 
 def test_rescale_equals_softmax_of_scaled_logits():
@@ -69,14 +113,34 @@ def test_ece_by_hand():
 def test_training_writes_calibration_and_a_report_with_every_plot(tiny_trained):
     meta = json.loads((tiny_trained / "bertfit.json").read_text())
     cal = meta["calibration"]
-    assert cal["rows"] == 80 and cal["temperature"] > 0 and cal["ece_after"] <= cal["ece_before"]
+    # 80 validation rows: too few to fit a temperature on (the tiny model also gets them all right)
+    assert cal["rows"] == 80 and not cal["applied"] and cal["temperature"] == 1.0
+    assert cal["reason"] == "not fitted: 80 validation rows, fewer than 100"
     metrics = json.loads((tiny_trained / "metrics.json").read_text())
-    assert metrics["calibration"]["temperature"] == cal["temperature"]
+    assert metrics["calibration"]["temperature"] == 1.0 and metrics["calibration"]["reason"] == cal["reason"]
+    card = (tiny_trained / "README.md").read_text()
+    assert "Temperature 1 (not fitted: 80 validation rows, fewer than 100): scores are the plain softmax" in card
+    assert "at least 100 rows and 10 misclassified ones, is searched between 0.5 and 5" in card
     assert sum(b["rows"] for b in metrics["error_by_length"]) == 80
     assert len(metrics["confident_errors"]) + len(metrics["unsure_correct"]) > 0
     assert all(r["text"] != "(text not available)" for r in metrics["unsure_correct"])
     assert_report(tiny_trained / "report", PLOTS | {"training_curve.png"})
     assert "## Calibration" in (tiny_trained / "README.md").read_text()
+
+
+def test_a_model_right_on_every_validation_row_keeps_temperature_one_and_says_why(tiny_model_dir, tmp_path):
+    train_df, val_df = sentiment_frame(320, seed=1), sentiment_frame(200, seed=3)
+    result = bertfit.train(train_df, tmp_path / "m", validation=val_df, model=str(tiny_model_dir), progress=False,
+                           **TINY_TRAIN)  # fmt: skip
+    assert result.metrics["accuracy"] == 1.0
+    why = "not fitted: 0 of 200 validation rows misclassified, fewer than 10"
+    meta = json.loads((result.model_dir / "bertfit.json").read_text())
+    assert meta["calibration"]["temperature"] == 1.0 and meta["calibration"]["reason"] == why
+    metrics = json.loads((result.model_dir / "metrics.json").read_text())
+    assert metrics["calibration"]["temperature"] == 1.0 and metrics["calibration"]["reason"] == why
+    assert f"Temperature 1 ({why}): scores are the plain softmax" in (result.model_dir / "README.md").read_text()
+    scores = Classifier.from_pretrained(result.model_dir, dtype="fp32").predict_proba(val_df.text.tolist()).max(1)
+    assert np.median(scores) < 0.9  # the old fit (T at its 0.05 bound) scored the median row 0.98, this one 0.55
 
 
 def assert_report(folder: Path, plots: set[str]) -> None:
@@ -89,46 +153,56 @@ def assert_report(folder: Path, plots: set[str]) -> None:
     assert "Most confident errors" in page and "Expected calibration error" in page
 
 
-def test_predict_applies_the_temperature_unless_told_not_to(tiny_trained, sentiment_data):
+@pytest.fixture(scope="module")
+def warm_model(tiny_trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a temperature of 2 in its bertfit.json (its own validation rows were too few to fit one)."""
+    folder = tmp_path_factory.mktemp("warm") / "model"
+    shutil.copytree(tiny_trained, folder)
+    meta = json.loads((folder / "bertfit.json").read_text())
+    meta["calibration"].update(temperature=2.0, applied=True, reason="set by the test")
+    (folder / "bertfit.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_predict_applies_the_temperature_unless_told_not_to(warm_model, sentiment_data):
     texts = sentiment_data[1].text.tolist()[:20]
-    temperature = json.loads((tiny_trained / "bertfit.json").read_text())["calibration"]["temperature"]
-    calibrated = Classifier.from_pretrained(tiny_trained, dtype="fp32").predict_proba(texts)
-    plain = Classifier.from_pretrained(tiny_trained, dtype="fp32", calibration=False).predict_proba(texts)
-    assert np.allclose(calibrated, rescale(plain, temperature), atol=1e-5)
+    calibrated = Classifier.from_pretrained(warm_model, dtype="fp32").predict_proba(texts)
+    plain = Classifier.from_pretrained(warm_model, dtype="fp32", calibration=False).predict_proba(texts)
+    assert np.allclose(calibrated, rescale(plain, 2.0), atol=1e-5)
+    assert np.allclose(calibrated, softmax(np.log(plain) / 2.0), atol=1e-5)
     assert (calibrated.argmax(1) == plain.argmax(1)).all()
-    if abs(temperature - 1) > 0.05:
-        assert not np.allclose(calibrated, plain, atol=1e-4)
+    assert (calibrated.max(1) < plain.max(1) - 1e-3).all()  # T = 2 softens every confident score
 
 
-def test_evaluate_writes_a_report_and_ece_both_ways(tiny_trained, sentiment_data, tmp_path):
-    result = bertfit.evaluate(tiny_trained, sentiment_data[1], report=tmp_path / "rep", dtype="fp32")
+def test_evaluate_writes_a_report_and_ece_both_ways(warm_model, sentiment_data, tmp_path):
+    result = bertfit.evaluate(warm_model, sentiment_data[1], report=tmp_path / "rep", dtype="fp32")
     assert_report(tmp_path / "rep", PLOTS)
+    assert result["temperature"] == 2.0 and result["ece"] != pytest.approx(result["ece_uncalibrated"], abs=1e-3)
     assert result["calibration"]["ece_before_here"] == pytest.approx(result["ece_uncalibrated"])
     assert result["calibration"]["ece_after_here"] == pytest.approx(result["ece"])
+    assert "Temperature 2.000 (set by the test)" in (tmp_path / "rep" / "report.html").read_text()
     texts = set(sentiment_data[1].text)
     assert all(r["text"] in texts for r in result["confident_errors"] + result["unsure_correct"])
-    plain = bertfit.evaluate(tiny_trained, sentiment_data[1], dtype="fp32", calibration=False)
+    plain = bertfit.evaluate(warm_model, sentiment_data[1], dtype="fp32", calibration=False)
     assert plain["ece"] == pytest.approx(plain["ece_uncalibrated"]) and plain["accuracy"] == result["accuracy"]
 
 
-def test_cli_evaluate_report_and_predict_without_calibration(tiny_trained, sentiment_data, tmp_path):
+def test_cli_evaluate_report_and_predict_without_calibration(warm_model, sentiment_data, tmp_path):
     data = tmp_path / "val.csv"
     sentiment_data[1].to_csv(data, index=False)
     runner = CliRunner()
-    result = runner.invoke(app, ["evaluate", str(tiny_trained), str(data), "--report", str(tmp_path / "r")])
+    result = runner.invoke(app, ["evaluate", str(warm_model), str(data), "--report", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert "expected calibration error" in result.stdout and (tmp_path / "r" / "report.html").is_file()
     out_cal, out_plain = tmp_path / "a.csv", tmp_path / "b.csv"
     for out, extra in ((out_cal, []), (out_plain, ["--no-calibration"])):
-        result = runner.invoke(app, ["predict", str(tiny_trained), str(data), str(out), "--dtype", "fp32", *extra])
+        result = runner.invoke(app, ["predict", str(warm_model), str(data), str(out), "--dtype", "fp32", *extra])
         assert result.exit_code == 0, result.output
     import pandas as pd
 
     a, b = pd.read_csv(out_cal), pd.read_csv(out_plain)
     assert (a.pred_label == b.pred_label).all()
-    temperature = json.loads((tiny_trained / "bertfit.json").read_text())["calibration"]["temperature"]
-    if temperature > 1.05:  # a softer temperature lowers every top score
-        assert (a.pred_score <= b.pred_score + 1e-6).all()
+    assert (a.pred_score < b.pred_score - 1e-3).all()  # T = 2 lowers every top score
 
 
 ODD_NAMES = ["$x^$", "[/]", "a|b", "<b>&amp;", "../x"]

@@ -98,21 +98,26 @@ def test_same_command_same_seed_gives_identical_metrics_and_weights(tiny_model_d
     assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_exponential_schedule_and_accumulation_train(tiny_model_dir, tmp_path):
+def test_exponential_schedule_with_accumulation_follows_the_documented_rates(tiny_model_dir, tmp_path):
+    # 320 rows, 8 per batch, 2 batches per step: 20 steps an epoch, 80 in all; warmup 0.1: 8 steps. The rate rises
+    # linearly to its peak over the warmup steps, then falls by a constant factor per step, to 1% of the peak after
+    # the last step. The log shows the rate each logged step used.
     train_df, val_df = sentiment_frame(320, 3), sentiment_frame(40, 4)
-    result = bertfit.train(
-        train_df,
-        tmp_path / "m",
-        validation=val_df,
-        model=str(tiny_model_dir),
-        progress=False,
-        scheduler="exponential",
-        grad_accum=2,
-        epochs=4,
-        lr=3e-3,
-        batch_size=8,
-        best_metric="loss",
-    )
+    peak, total, warmup = 3e-3, 80, 8
+    result = bertfit.train(train_df, tmp_path / "m", validation=val_df, model=str(tiny_model_dir), progress=False,
+                           scheduler="exponential", grad_accum=2, epochs=4, lr=peak, batch_size=8, warmup=0.1,
+                           best_metric="loss")  # fmt: skip
+    log = [json.loads(line) for line in (result.model_dir / "training_log.jsonl").read_text().splitlines()]
+    rates = {e["step"]: e["learning_rate"] for e in log if "learning_rate" in e}
+    assert max(rates) == total and len(rates) > 8
+
+    def documented(step: int) -> float:
+        if step <= warmup:
+            return peak * step / warmup
+        return peak * 0.01 ** ((step - 1 - warmup) / (total - warmup))
+
+    assert rates == {step: pytest.approx(documented(step), rel=1e-6) for step in rates}
+    assert rates[warmup] == pytest.approx(peak) and rates[total] == pytest.approx(peak * 0.01 ** (71 / 72))
     assert result.metrics["accuracy"] >= 0.8
 
 

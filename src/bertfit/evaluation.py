@@ -18,6 +18,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from .calibration import MIN_ERRORS, MIN_GAIN, MIN_ROWS, T_RANGE
 from .checks import DataSource, load_labelled
 from .config import DataConfig
 from .errors import DataError
@@ -271,6 +272,12 @@ def _task_lines(meta: dict[str, Any]) -> list[str]:
             f"({'tuned per label on the validation rows' if how == 'tuned' else '0.5 for every label'}). With the "
             "transformers pipeline use `top_k=None` and apply the thresholds in bertfit.json yourself."
         )
+        if how == "tuned":
+            lines.append(
+                "The validation metrics below are cross-fitted: each half of the validation rows is predicted at "
+                "thresholds tuned on the other half, so they do not use the rows the thresholds were tuned on. The "
+                "stored thresholds (shown per label) are tuned on all validation rows."
+            )
     if data.get("pair_col"):
         lines.append(f"Sentence pairs: the second text comes from column {_markdown(data['pair_col'])} (segment B).")
     if data.get("long", "truncate") == "sliding":
@@ -307,13 +314,28 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|$~&])")
 def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
     if not calibration:
         return []
-    state = "applied by bertfit" if calibration.get("applied") else "not applied (it did not lower the error)"
+    reason = _markdown(calibration.get("reason") or "no reason recorded")
+    if calibration.get("applied"):
+        state = (
+            f"Temperature {calibration['temperature']:.3f} ({reason}). `bertfit predict` divides the logits by it; "
+            "the transformers pipeline does not (plain softmax scores). On validation rows it was not fitted on: "
+            f"log-loss {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}, expected calibration "
+            f"error {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}."
+        )
+    else:
+        state = (
+            f"Temperature 1 ({reason}): scores are the plain softmax. Expected calibration error on the validation "
+            f"rows: {calibration['ece_before']:.4f}."
+        )
     return [
         "## Calibration",
         "",
-        f"Temperature {calibration['temperature']:.3f}, fitted on the validation rows, {state}: expected "
-        f"calibration error {calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after. "
-        "`bertfit predict` divides the logits by it; the transformers pipeline does not (plain softmax scores).",
+        state,
+        "",
+        f"Rule: a temperature is fitted only when validation has at least {MIN_ROWS} rows and {MIN_ERRORS} "
+        f"misclassified ones, is searched between {T_RANGE[0]} and {T_RANGE[1]}, and is applied only if, fitted on "
+        f"either half of the validation rows, it lowers the log-loss of the other half by {MIN_GAIN:.0%} or more; "
+        "otherwise it is 1.",
         "",
         "See report/report.html for the plots.",
         "",

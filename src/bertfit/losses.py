@@ -1,4 +1,5 @@
-"""Training losses: class weights (none, inverse frequency, or a file) and the weighted cross-entropy Trainer calls."""
+"""Training losses: class weights (none, inverse frequency, or a file) and the loss Trainer calls, exact under
+gradient accumulation and DDP."""
 
 from __future__ import annotations
 
@@ -34,9 +35,19 @@ def class_weights(spec: str, labels: np.ndarray, schema: LabelSchema) -> torch.T
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def weighted_loss(weights: torch.Tensor, schema: LabelSchema) -> Any:
-    """Trainer's compute_loss_func for these weights: BCE with pos_weight for multi-label, else weighted CE."""
-    return weighted_bce(weights) if schema.multi_label else weighted_cross_entropy(weights)
+def training_loss(schema: LabelSchema, weights: torch.Tensor | None = None) -> Any:
+    """Trainer's compute_loss_func for every run, weighted or not: BCE (weights as pos_weight) for multi-label, else
+    cross-entropy (weights per class).
+
+    The contract with Trainer: the loss is a sum over this batch divided by `num_items_in_batch`, the label count of
+    the whole optimizer step, which Trainer gathers over gradient accumulation and processes (with
+    `average_tokens_across_devices`, on by default). Trainer then neither divides it by the accumulation steps nor
+    lets DDP's gradient mean shrink it (it multiplies by the process count), so one step over 16 rows is the same
+    step as 2 accumulated batches of 8 or 2 processes with 8 each, and the logged loss is the mean over the step's
+    rows. A model's own loss is a per-batch mean, which Trainer cannot tell from this kind when its forward takes
+    **kwargs (BERT's does): it then skipped the division and over-counted 2x at 8 x 2 and at 2 processes x 8.
+    """
+    return binary_cross_entropy(weights) if schema.multi_label else cross_entropy(weights)
 
 
 def _weights_file(path: Path, schema: LabelSchema) -> np.ndarray:
@@ -63,28 +74,41 @@ def _weights_file(path: Path, schema: LabelSchema) -> np.ndarray:
     return weights
 
 
-def weighted_cross_entropy(weights: torch.Tensor) -> Any:
-    """Trainer's compute_loss_func: class-weighted cross-entropy, summed and divided by the rows in the optimizer
-    step (Trainer passes that count across gradient accumulation and processes)."""
+def cross_entropy(weights: torch.Tensor | None = None) -> Any:
+    """Trainer's compute_loss_func for one label per text: cross-entropy, each row's term times its class's weight
+    (when given), summed and divided by the rows of the whole optimizer step. The rows, not the sum of their weights:
+    that count adds up over accumulated batches and processes, so the step is exact however it is split."""
 
     def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        total = torch.nn.functional.cross_entropy(
-            logits.float(), labels, weight=weights.to(logits.device), reduction="sum"
-        )
-        return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+        logits = _logits(outputs)
+        weight = None if weights is None else weights.to(logits.device)
+        total = torch.nn.functional.cross_entropy(logits, labels, weight=weight, reduction="sum")
+        return total / _step_items(num_items_in_batch, labels)
 
     return loss
 
 
-def weighted_bce(pos_weight: torch.Tensor) -> Any:
-    """Trainer's compute_loss_func for multi-label: BCE with logits and a per-label pos_weight, averaged over rows
-    and labels."""
+def binary_cross_entropy(pos_weight: torch.Tensor | None = None) -> Any:
+    """Trainer's compute_loss_func for multi-label: BCE with logits (with a per-label pos_weight when given), summed
+    and divided by the (row, label) cells of the whole optimizer step: the mean over rows and labels."""
 
     def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        return torch.nn.functional.binary_cross_entropy_with_logits(
-            logits.float(), labels.float(), pos_weight=pos_weight.to(logits.device)
+        logits = _logits(outputs)
+        weight = None if pos_weight is None else pos_weight.to(logits.device)
+        total = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, labels.float(), pos_weight=weight, reduction="sum"
         )
+        return total / _step_items(num_items_in_batch, labels)
 
     return loss
+
+
+def _logits(outputs: Any) -> torch.Tensor:
+    return (outputs["logits"] if isinstance(outputs, dict) else outputs[0]).float()
+
+
+def _step_items(num_items_in_batch: Any, labels: torch.Tensor) -> Any:
+    """What the summed loss is divided by: Trainer's count of label cells over every batch and process of the
+    optimizer step (`labels.ne(-100).sum()`: rows, or rows x labels for multi-hot rows); this batch's own count
+    when Trainer gives none (a loss computed outside training)."""
+    return num_items_in_batch if num_items_in_batch is not None else labels.numel()

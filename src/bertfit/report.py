@@ -101,16 +101,22 @@ def _write(folder: Path, numbers: dict, pngs: dict, curve_png: Path | None, html
 
 @_literal_text
 def write_multilabel_report(
-    folder: str | Path, rows: ScoredRows, thresholds: np.ndarray, title: str, curve_png: Path | None = None
+    folder: str | Path,
+    rows: ScoredRows,
+    thresholds: np.ndarray,
+    title: str,
+    curve_png: Path | None = None,
+    held_out: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The multi-label report: metrics at the stored thresholds, per-label precision/recall/F1 with each
-    label's threshold, and the rows with the most wrong labels. `rows.labels` is multi-hot, `rows.proba` sigmoid."""
+    """The multi-label report: metrics at the stored thresholds (or, with `held_out`, each row at thresholds tuned
+    on other rows: see `multilabel.report`), per-label precision/recall/F1 with each label's threshold, and the rows
+    with the most wrong labels. `rows.labels` is multi-hot, `rows.proba` sigmoid."""
     from .multilabel import report
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    numbers = report(rows.labels, rows.proba, thresholds, rows.names)
-    pred = rows.proba >= thresholds[None, :]
+    numbers = report(rows.labels, rows.proba, thresholds, rows.names, held_out)
+    pred = rows.proba >= (thresholds[None, :] if held_out is None else held_out)
     wrong = (pred != rows.labels.astype(bool)).sum(axis=1)
     worst = np.argsort(-wrong, kind="stable")[: EXAMPLES if wrong.any() else 0]
     worst = worst[wrong[worst] > 0]
@@ -268,12 +274,14 @@ def _html(title: str, numbers: dict[str, Any], pngs: list[str]) -> str:
     headline = "".join(f"<tr><td>{k}</td><td>{numbers[k]:.4f}</td></tr>" for k in HEADLINE if k in numbers)
     if cal.get("off"):
         how = "none: calibration was turned off, or the model has no fitted temperature"
+    elif cal.get("reason"):  # why training applied it or kept 1 (calibration.fit_temperature)
+        how = cal["reason"] + ("" if cal["applied"] else "; scores are the plain softmax")
     elif cal["applied"]:
-        how = "fitted on the validation split at the end of training; it lowered the error there, so scores use it"
+        how = "fitted on the validation split at the end of training"
     else:
-        how = "not applied: no temperature lowered the error on the validation split, so scores are the plain softmax"
+        how = "not applied: scores are the plain softmax"
     calibration = (
-        f"<p>Temperature {cal['temperature']:.3f} ({how}). Expected calibration error on these rows: "
+        f"<p>Temperature {cal['temperature']:.3f} ({html.escape(how)}). Expected calibration error on these rows: "
         f"{cal['ece_before_here']:.4f} before, {cal['ece_after_here']:.4f} after.</p>"
     )
     images = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"></figure>' for p in pngs)
@@ -323,7 +331,8 @@ vertical-align:top}}th{{background:#f3f3f3}}img{{max-width:100%}}td.text{{max-wi
 <p>{numbers["n"]} rows, {len(numbers["labels"])} labels (multi-label: a label is predicted when its sigmoid score
 reaches its threshold). Labels per text: {per_text["true"]:.2f} true, {per_text["predicted"]:.2f} predicted.
 Written by bertfit on {when}.</p>
-<h2>Metrics</h2><p>accuracy is subset accuracy: every label of the row right.</p><table>{headline}</table>
+<h2>Metrics</h2><p>Predicted {html.escape(numbers["thresholds_scored"])}; accuracy is subset accuracy: every label
+of the row right.</p><table>{headline}</table>
 <h2>Per label</h2><table><tr><th>label</th><th>threshold</th><th>precision</th><th>recall</th><th>f1</th>
 <th>support</th></tr>{per_label}</table>
 <h2>Plots</h2>{images}

@@ -39,7 +39,7 @@ from .errors import ConfigError, DataError
 from .evaluation import classification_report, model_card, trainer_metrics
 from .io import check_folder_writable, default_file_mode, write_json
 from .labels import LabelSchema
-from .losses import class_weights, weighted_loss
+from .losses import class_weights, training_loss
 from .modeling import (
     BERTFIT_FILE,
     check_model_files,
@@ -145,16 +145,13 @@ def train(
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     rows = _scored_validation(trainer, val_ds, tokenizer, schema, cfg.data.aggregate)
-    calibration, thresholds = None, None
+    calibration, thresholds, held_out = None, None, None
     if schema.multi_label:
-        thresholds = _thresholds(cfg.train.thresholds, rows)
-        metrics = multilabel.report(rows.labels, rows.proba, thresholds, schema.names)
+        thresholds, held_out = _thresholds(cfg.train.thresholds, rows)
+        metrics = multilabel.report(rows.labels, rows.proba, thresholds, schema.names, held_out)
     else:
         calibration = fit_temperature(rows.logits, rows.labels)
-        logger.info(
-            "calibration: temperature %.3f, expected calibration error %.4f -> %.4f on the validation rows",
-            calibration.temperature, calibration.ece_before, calibration.ece_after,
-        )  # fmt: skip
+        logger.info("calibration: temperature %.3f, %s", calibration.temperature, calibration.reason)
         metrics = classification_report(rows.labels, rows.proba.argmax(-1), schema.names)
     metrics["history"] = [e for e in trainer.state.log_history if "eval_loss" in e]
     trainer.save_model(str(work / "model"))  # model.safetensors, config.json (id2label), tokenizer files
@@ -167,7 +164,7 @@ def train(
         meta["checks"] = {k: checks[k] for k in ("errors", "warnings")} if checks else None
         if checks:
             write_json(checks, work / "model" / CHECKS_FILE)
-        _save(work, meta, metrics, rows, calibration, thresholds)
+        _save(work, meta, metrics, rows, calibration, thresholds, held_out)
         _publish(work / "model", output_dir)
         shutil.rmtree(work, ignore_errors=True)
         logger.info("model written to %s", output_dir)
@@ -264,7 +261,7 @@ def _trainer(
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
         compute_metrics=trainer_metrics(len(schema), schema.multi_label, val_docs, cfg.data.aggregate),
-        compute_loss_func=None if weights is None else weighted_loss(weights, schema),
+        compute_loss_func=training_loss(schema, weights),
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # raw metric dicts; EpochLogger prints readable lines instead
@@ -330,6 +327,7 @@ def training_arguments(
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
+        average_tokens_across_devices=True,  # the loss divides by the step's label count over every process
     )
 
 
@@ -345,18 +343,27 @@ def planned_steps(cfg: TrainConfig, n_train: int) -> int:
 
 
 class BertfitTrainer(Trainer):
-    """Trainer with bertfit's samplers (a global shuffle per epoch, lengths read from the cache) and an optional
-    exponential learning-rate decay after warmup."""
+    """Trainer with bertfit's samplers (a global shuffle per epoch, lengths read from the cache), its loss (see
+    `losses.training_loss`) and an optional exponential learning-rate decay after warmup."""
+
+    # The loss from compute_loss_func is already divided by the label count of the whole optimizer step.
+    loss_is_scaled_for_ga = True
 
     def __init__(self, *args: Any, scheduler: str = "linear", group_by_length: bool = True, **kwargs: Any) -> None:
         self.decay = scheduler
         self.group_by_length = group_by_length
         super().__init__(*args, **kwargs)
+        # The model computes no loss here (compute_loss_func does), so it is not handed num_items_in_batch.
+        self.model_accepts_loss_kwargs = False
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        batch = self.args.per_device_train_batch_size
-        return EpochSampler(dataset.lengths, batch, self.args.seed, self.group_by_length)
+        # Rows are grouped by length into whole optimizer steps, which the loader then cuts into per-device batches
+        # (accumulated in turn, or dealt to the processes in turn): the same rows make each step whether it is one
+        # batch of 16, 2 accumulated batches of 8 or a batch of 8 on each of 2 processes.
+        args = self.args
+        step_rows = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        return EpochSampler(dataset.lengths, step_rows, args.seed, self.group_by_length)
 
     def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
         return LengthOrder(eval_dataset.lengths)
@@ -492,14 +499,15 @@ def _scored_validation(
     return ScoredRows(labels, proba, lengths, texts, list(schema.names), logits)
 
 
-def _thresholds(how: str, rows: ScoredRows) -> np.ndarray:
-    """Multi-label decision thresholds: tuned per label on the validation rows, or 0.5 for every label."""
+def _thresholds(how: str, rows: ScoredRows) -> tuple[np.ndarray, np.ndarray | None]:
+    """Multi-label decision thresholds: tuned per label on the validation rows, with each row's thresholds tuned on
+    the other half of the rows to score it with (cross-fitting); or 0.5 for every label (nothing tuned)."""
     if how == "global":
-        return np.full(len(rows.names), multilabel.DEFAULT_THRESHOLD)
-    thresholds = multilabel.tune_thresholds(rows.labels, rows.proba)
+        return np.full(len(rows.names), multilabel.DEFAULT_THRESHOLD), None
+    thresholds, held_out = multilabel.cross_fitted_thresholds(rows.labels, rows.proba)
     logger.info("thresholds tuned on %d validation rows: %s", len(rows.labels),
                 ", ".join(f"{n} {t:.2f}" for n, t in zip(rows.names, thresholds)))  # fmt: skip
-    return thresholds
+    return thresholds, held_out
 
 
 def _save(
@@ -509,6 +517,7 @@ def _save(
     rows: ScoredRows,
     calibration: Calibration | None,
     thresholds: np.ndarray | None = None,
+    held_out: np.ndarray | None = None,
 ) -> None:
     """bertfit's files beside the weights Trainer saved in work/model: metrics, card, logs, curve, the validation
     report (report/report.html with its plots), bertfit.json."""
@@ -519,7 +528,7 @@ def _save(
         plot_training_curve(folder / LOG_FILE, folder / CURVE_FILE, meta["config"]["train"]["best_metric"])
     if thresholds is not None:
         numbers = write_multilabel_report(
-            folder / REPORT_DIR, rows, thresholds, "Validation report", folder / CURVE_FILE
+            folder / REPORT_DIR, rows, thresholds, "Validation report", folder / CURVE_FILE, held_out
         )
     else:
         numbers = write_report(folder / REPORT_DIR, rows, calibration, "Validation report", folder / CURVE_FILE)
