@@ -22,11 +22,11 @@ from transformers import TrainerCallback
 
 from .config import parse_save_every
 from .errors import DataError
+from .locks import RUN_FILE, clear_work
 
 logger = logging.getLogger(__name__)
 
 COMPLETE = "bertfit-complete"
-RUN_FILE = "run.json"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
@@ -113,8 +113,7 @@ def prepare_work(work: Path, run: dict[str, Any], resume: bool | None, output_di
     if resume is False or not checkpoints:
         if saved and not same and resume is None:
             logger.warning("%s: settings or data differ from the interrupted run; starting over", output_dir)
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        clear_work(work)
         (work / RUN_FILE).write_text(json.dumps(run, indent=1, sort_keys=True), encoding="utf-8")
         return None
     drop_incomplete(work / "checkpoints")

@@ -39,6 +39,7 @@ from .errors import ConfigError, DataError
 from .evaluation import classification_report, model_card, trainer_metrics
 from .io import check_folder_writable, default_file_mode, write_json
 from .labels import LabelSchema
+from .locks import WorkClaim, clear_work, work_folder
 from .losses import class_weights, weighted_loss
 from .modeling import (
     BERTFIT_FILE,
@@ -114,9 +115,35 @@ def train(
     check_not_input(output_dir, _files_read(train_data, validation, cfg, source), "--output folder")
     _check_output(output_dir, overwrite)
     check_model_files(source)  # damaged base weights fail now, not after the data is checked and tokenized
+    state = PartialState(cpu=not torch.cuda.is_available())
+    work = work_folder(output_dir)
+    claim = WorkClaim(work, output_dir) if state.is_main_process else None  # one run at a time per output
+    try:
+        return _train(train_data, validation, cfg, output_dir, source, base_name, state, progress, cache_dir,
+                      resume, check, started)  # fmt: skip
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _train(
+    train_data: DataSource,
+    validation: DataSource | None,
+    cfg: RunConfig,
+    output_dir: Path,
+    source: str,
+    base_name: str,
+    state: PartialState,
+    progress: bool | None,
+    cache_dir: str | Path | None,
+    resume: bool | None,
+    check: bool,
+    started: float,
+) -> TrainResult:
+    """train() in the work folder it holds: check, tokenize, fit (or continue), score, stage and publish."""
+    work = work_folder(output_dir)
     progress = sys.stderr.isatty() if progress is None else progress
     set_seed(cfg.train.seed)
-    state = PartialState(cpu=not torch.cuda.is_available())
 
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     max_length = usable_max_length(cfg.data.max_length, tokenizer, load_model_config(source, cfg.model))
@@ -133,7 +160,6 @@ def train(
         cfg.train.lr = default_lr(steps)
         logger.info("learning rate %g (the default for a run of %d optimizer steps)", cfg.train.lr, steps)
 
-    work = output_dir.parent / f".{output_dir.name}.bertfit-work"
     run = _run_identity(cfg, base_name, train_ds, val_ds, state.num_processes)
     with state.main_process_first():
         checkpoint = prepare_work(work, run, resume, output_dir) if state.is_main_process else _peek_resume(work)
@@ -169,7 +195,7 @@ def train(
             write_json(checks, work / "model" / CHECKS_FILE)
         _save(work, meta, metrics, rows, calibration, thresholds)
         _publish(work / "model", output_dir)
-        shutil.rmtree(work, ignore_errors=True)
+        clear_work(work)
         logger.info("model written to %s", output_dir)
     state.wait_for_everyone()
     return TrainResult(
