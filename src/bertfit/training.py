@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import math
 import os
@@ -30,7 +30,7 @@ from transformers import (
 
 from . import multilabel
 from .calibration import Calibration, fit_temperature, softmax
-from .checkpoints import CommitCheckpoints, SaveEvery, complete_checkpoints, prepare_work
+from .checkpoints import CommitCheckpoints, SaveEvery, complete_checkpoints, prepare_work, run_identity
 from .checks import DataSource
 from .config import RunConfig, TrainConfig, default_lr
 from .datacheck import checked
@@ -104,7 +104,8 @@ def train(
         progress: show progress bars (default: when stderr is a terminal).
         cache_dir: where tokenized data is kept (default: $BERTFIT_CACHE or ~/.cache/bertfit).
         resume: continue an interrupted run into the same output folder: None when possible, True or fail,
-            False never (start over).
+            False never (start over, deleting its checkpoints). A run whose settings differ from the interrupted
+            one's (other than operational ones such as save_every or report_to) is refused, never started over.
         check: run `bertfit.check` on the training and validation data first (cached for unchanged inputs):
             errors stop the run, warnings are logged and saved with the model as checks.json.
     """
@@ -160,13 +161,16 @@ def _train(
         cfg.train.lr = default_lr(steps)
         logger.info("learning rate %g (the default for a run of %d optimizer steps)", cfg.train.lr, steps)
 
-    run = _run_identity(cfg, base_name, train_ds, val_ds, state.num_processes)
+    precision = pick_precision(cfg.train.precision)
+    run = _run_identity(cfg, base_name, train_ds, val_ds, state.num_processes, precision, max_length)
     with state.main_process_first():
-        checkpoint = prepare_work(work, run, resume, output_dir) if state.is_main_process else _peek_resume(work)
+        if state.is_main_process:
+            checkpoint = prepare_work(work, run, cfg.train.patience, resume, output_dir)
+        else:
+            checkpoint = _peek_resume(work)
     resumed = int(checkpoint.name.split("-")[-1]) if checkpoint is not None else None
     if resumed is not None and state.is_main_process:  # the first process alone writes the log
         trim_log(work / LOG_FILE, resumed)
-    precision = pick_precision(cfg.train.precision)
     trainer = _trainer(cfg, model, tokenizer, train_ds, val_ds, schema, work, precision, progress, started)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
@@ -304,18 +308,30 @@ def _peek_resume(work: Path) -> Path | None:
 
 
 def _run_identity(
-    cfg: RunConfig, base_name: str, train_ds: TokenizedRows, val_ds: TokenizedRows, processes: int
+    cfg: RunConfig,
+    base_name: str,
+    train_ds: TokenizedRows,
+    val_ds: TokenizedRows,
+    processes: int,
+    precision: str,
+    max_length: int,
 ) -> dict[str, Any]:
-    """What must match for a checkpoint to be continued: settings, data, base model, process count."""
-    run = {
-        "config": cfg.to_dict(),
-        "base_model": base_name,
-        "train_cache": train_ds.data.folder.name,
-        "val_cache": val_ds.data.folder.name,
-        "rows": [len(train_ds), len(val_ds)],
-        "processes": processes,
-    }
-    return json.loads(json.dumps(run))
+    """What must match for a checkpoint to be continued: the settings that change the result, as resolved for this
+    run, the data (token caches are keyed by the files' identity and the tokenization), base model, process count."""
+    weights = cfg.train.class_weights
+    if weights not in ("none", "auto"):  # a file: what it says, not where it is
+        weights = "sha256:" + hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+    return run_identity(
+        cfg,
+        base_model=base_name,
+        precision=precision,
+        max_length=max_length,
+        class_weights=weights,
+        train_data=train_ds.data.folder.name,
+        val_data=val_ds.data.folder.name,
+        rows=[len(train_ds), len(val_ds)],
+        processes=processes,
+    )
 
 
 def training_arguments(
