@@ -39,7 +39,7 @@ from .errors import ConfigError, DataError
 from .evaluation import classification_report, model_card, trainer_metrics
 from .io import check_folder_writable, default_file_mode, write_json
 from .labels import LabelSchema
-from .locks import WorkClaim, clear_work, work_folder
+from .locks import WorkClaim, work_folder
 from .losses import class_weights, weighted_loss
 from .modeling import (
     BERTFIT_FILE,
@@ -52,6 +52,7 @@ from .modeling import (
     resolve_model,
 )
 from .paths import check_not_input, model_files
+from .publish import publish, recover
 from .report import ScoredRows, write_multilabel_report, write_report
 from .tokenization import aggregate_windows, load_tokenizer, usable_max_length
 from .tracking import JsonlLog, plot_training_curve, resolve_report_to, trim_log
@@ -120,6 +121,8 @@ def train(
     work = work_folder(output_dir)
     claim = WorkClaim(work, output_dir) if state.is_main_process else None  # one run at a time per output
     try:
+        if claim is not None:
+            recover(work, output_dir)  # what a run killed while publishing its model left
         return _train(train_data, validation, cfg, output_dir, source, base_name, state, progress, cache_dir,
                       resume, check, started)  # fmt: skip
     finally:
@@ -198,8 +201,7 @@ def _train(
         if checks:
             write_json(checks, work / "model" / CHECKS_FILE)
         _save(work, meta, metrics, rows, calibration, thresholds)
-        _publish(work / "model", output_dir)
-        clear_work(work)
+        publish(work, output_dir)  # the output holds the old model or the new one, whole, whenever it is killed
         logger.info("model written to %s", output_dir)
     state.wait_for_everyone()
     return TrainResult(
@@ -576,14 +578,3 @@ def _save(
         if path.is_file():
             path.chmod(mode)
     write_json(meta, folder / BERTFIT_FILE)  # written last: its presence marks a complete model folder
-
-
-def _publish(staged: Path, output_dir: Path) -> None:
-    """Move the finished folder into place; an existing folder is swapped out only after that succeeds."""
-    old = None
-    if output_dir.exists():
-        old = output_dir.parent / f".{output_dir.name}.old-{os.getpid()}"
-        os.replace(output_dir, old)
-    os.replace(staged, output_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
