@@ -126,9 +126,9 @@ def test_existing_bertfit_model_is_replaced_but_other_folders_are_kept(tiny_mode
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(DataError, match="notes: folder exists and is not a bertfit model; .* --overwrite"):
-        bertfit.train(data, other, **kwargs)
-    assert (other / "keep.txt").read_text() == "mine"
+    with pytest.raises(DataError, match=r"notes: folder exists and is not a bertfit model \(it holds keep.txt\)"):
+        bertfit.train(data, other, overwrite=True, **kwargs)
+    assert (other / "keep.txt").read_text() == "mine" and sorted(p.name for p in other.iterdir()) == ["keep.txt"]
 
 
 def test_validation_split_is_stratified_and_capped():

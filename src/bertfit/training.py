@@ -101,7 +101,8 @@ def train(
         output_dir: the model folder to write; it appears only once training has finished.
         validation: labelled data to pick the best epoch on; without it a stratified share is split off.
         config: a RunConfig (e.g. from `load_config`); keyword overrides such as `epochs=2` apply on top.
-        overwrite: replace an existing folder that is not a bertfit model.
+        overwrite: kept for old callers; has no effect. An existing bertfit model folder (or an empty folder) is
+            replaced, any other folder is refused: bertfit never deletes files it did not write.
         progress: show progress bars (default: when stderr is a terminal).
         cache_dir: where tokenized data is kept (default: $BERTFIT_CACHE or ~/.cache/bertfit).
         resume: continue an interrupted run into the same output folder: None when possible, True or fail,
@@ -115,7 +116,7 @@ def train(
     output_dir = Path(output_dir)
     source, base_name = resolve_model(cfg.model.model)
     check_not_input(output_dir, _files_read(train_data, validation, cfg, source), "--output folder")
-    _check_output(output_dir, overwrite)
+    _check_output(output_dir)
     check_model_files(source)  # damaged base weights fail now, not after the data is checked and tokenized
     state = PartialState(cpu=not torch.cuda.is_available())
     work = work_folder(output_dir)
@@ -445,14 +446,28 @@ def _files_read(train_data: DataSource, validation: DataSource | None, cfg: RunC
     return [train_data, validation, weights, *model_files(source)]
 
 
-def _check_output(output_dir: Path, overwrite: bool) -> None:
+def _check_output(output_dir: Path) -> None:
+    """The output is replaced whole when the model is published: refuse, before any work, what must not be."""
+    if output_dir.name in ("", ".", "..") or _holds_working_folder(output_dir):
+        raise DataError(
+            f"{output_dir}: the output is the current folder (or a folder above it), which the model folder would "
+            "replace; name a new folder, e.g. -o model"
+        )
     if output_dir.exists() and not output_dir.is_dir():
         raise DataError(f"{output_dir}: exists and is a file; choose another --output folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not is_bertfit_model(output_dir) and not overwrite:
+    found = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
+    if found and not is_bertfit_model(output_dir):
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
         raise DataError(
-            f"{output_dir}: folder exists and is not a bertfit model; choose another --output or pass --overwrite"
+            f"{output_dir}: folder exists and is not a bertfit model (it holds {shown}); bertfit replaces only its "
+            "own model folders (with bertfit.json) or an empty folder, even with --overwrite; choose another --output"
         )
     check_folder_writable(output_dir)  # missing, a file, or read-only: fail now, not after training
+
+
+def _holds_working_folder(output_dir: Path) -> bool:
+    here, target = Path.cwd().resolve(), output_dir.resolve()
+    return target == here or target in here.parents
 
 
 def _report_truncation(data: TokenizedData, max_length: int) -> None:
