@@ -185,21 +185,40 @@ def test_train_bad_label_map_syntax(tmp_path: Path, tiny_model_dir: Path) -> Non
     assert snapshot(tmp_path) == before
 
 
-def test_train_output_folder_that_is_not_a_model_then_overwrite(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_train_never_replaces_a_folder_that_is_not_a_model_even_with_overwrite(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     data = csv_file(tmp_path, "train.csv", labelled(60))
-    out = tmp_path / "model"
-    out.mkdir()
+    out = tmp_path / "project"  # -o ~/project --overwrite
+    (out / "src").mkdir(parents=True)
     (out / "notes.txt").write_text("my precious notes", encoding="utf-8")
     before = snapshot(tmp_path)
-    result = invoke(*train_cmd(data, out, tiny_model_dir))
-    assert_user_error(result, str(out), "not a bertfit model", "--output", "--overwrite")
-    assert snapshot(tmp_path) == before
+    for extra in ([], ["--overwrite"]):
+        result = invoke(*train_cmd(data, out, tiny_model_dir, "--cache-dir", tmp_path / "cache", *extra))
+        assert_user_error(result, str(out), "not a bertfit model (it holds notes.txt, src)", "even with --overwrite")
+        assert snapshot(tmp_path) == before, "refused before any work: no cache, no work folder"
 
-    result = invoke(*train_cmd(data, out, tiny_model_dir, "--overwrite"))
+    (out / "notes.txt").unlink()
+    (out / "src").rmdir()
+    result = invoke(*train_cmd(data, out, tiny_model_dir, "--overwrite"))  # an empty folder is replaced
     assert result.exit_code == 0, result.output
     assert (out / "bertfit.json").is_file() and (out / "config.json").is_file()
-    assert not (out / "notes.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "train.csv"], "work folder left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project", "train.csv"], "work folder left"
+
+
+@pytest.mark.parametrize("spelling", [".", "..", "absolute"])
+def test_train_into_the_current_folder_fails_before_training(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    data = csv_file(tmp_path, "train.csv", labelled(60))
+    here = tmp_path / "project" / "empty"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    before = snapshot(tmp_path)
+    out = here if spelling == "absolute" else spelling
+    result = invoke(*train_cmd(data, out, tiny_model_dir, "--cache-dir", tmp_path / "cache"))
+    assert_user_error(result, "the output is the current folder (or a folder above it)", "-o model")
+    assert snapshot(tmp_path) == before, "refused before any work: no cache, no work folder"
 
 
 def test_debug_shows_the_exception(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,16 +125,19 @@ def test_exponential_schedule_with_accumulation_follows_the_documented_rates(tin
 def test_existing_bertfit_model_is_replaced_but_other_folders_are_kept(tiny_model_dir, tmp_path):
     data = sentiment_frame(40, seed=6)
     kwargs = dict(model=str(tiny_model_dir), progress=False, epochs=1)
-    bertfit.train(data, tmp_path / "m", **kwargs)
-    stamp = json.loads((tmp_path / "m" / "bertfit.json").read_text())["created"]
-    bertfit.train(data, tmp_path / "m", **kwargs)  # a bertfit model folder: replaced
-    assert json.loads((tmp_path / "m" / "bertfit.json").read_text())["created"] >= stamp
+    bertfit.train(data, tmp_path / "m", seed=1, **kwargs)
+    (tmp_path / "m" / "marker.txt").write_text("the first run's folder")
+    first = (tmp_path / "m" / "model.safetensors").read_bytes()
+    bertfit.train(data, tmp_path / "m", seed=2, **kwargs)  # a bertfit model folder: replaced, whole
+    assert not (tmp_path / "m" / "marker.txt").exists(), "the old folder is still there"
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() != first
+    assert json.loads((tmp_path / "m" / "bertfit.json").read_text())["config"]["train"]["seed"] == 2
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(DataError, match="notes: folder exists and is not a bertfit model; .* --overwrite"):
-        bertfit.train(data, other, **kwargs)
-    assert (other / "keep.txt").read_text() == "mine"
+    with pytest.raises(DataError, match=r"notes: folder exists and is not a bertfit model \(it holds keep.txt\)"):
+        bertfit.train(data, other, overwrite=True, **kwargs)
+    assert (other / "keep.txt").read_text() == "mine" and sorted(p.name for p in other.iterdir()) == ["keep.txt"]
 
 
 def test_validation_split_is_stratified_and_capped():
@@ -162,19 +166,33 @@ def test_truncated_share_is_reported(tiny_model_dir, tmp_path, caplog):
     assert json.loads((result.model_dir / "bertfit.json").read_text())["data"]["max_length"] == 8
 
 
-def test_a_crash_while_saving_leaves_the_previous_model_untouched(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_failure_while_the_model_is_swapped_in_leaves_the_previous_model(tiny_model_dir, tmp_path, monkeypatch):
     data = sentiment_frame(40, seed=9)
     kwargs = dict(model=str(tiny_model_dir), progress=False, epochs=1)
-    bertfit.train(data, tmp_path / "m", **kwargs)
-    before = (tmp_path / "m" / "bertfit.json").read_text()
+    bertfit.train(data, tmp_path / "m", seed=1, **kwargs)
+    before = folder_bytes(tmp_path / "m")
+    rename = os.rename
 
-    def crash(obj, path):
-        raise OSError("disk full")
+    def disk_full(src, dst, *args, **kw):  # moving the new model into place fails; other renames work
+        if Path(src).name == "model" and Path(src).parent.name.endswith(".bertfit-work"):
+            raise OSError(28, "No space left on device")
+        return rename(src, dst, *args, **kw)
 
-    monkeypatch.setattr("bertfit.training.write_json", crash)
-    with pytest.raises(OSError, match="disk full"):
-        bertfit.train(data, tmp_path / "m", **kwargs)
-    assert (tmp_path / "m" / "bertfit.json").read_text() == before  # the old, complete model is still there
-    with pytest.raises(OSError):
-        bertfit.train(data, tmp_path / "new", **kwargs)
-    assert not (tmp_path / "new").exists()  # nothing that looks like a model appears
+    with monkeypatch.context() as m:
+        m.setattr("bertfit.publish.exchange", lambda a, b: False)  # two renames: the old folder is moved away first
+        m.setattr("bertfit.publish.os.rename", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            bertfit.train(data, tmp_path / "m", seed=2, **kwargs)
+        assert folder_bytes(tmp_path / "m") == before, "the old, complete model must be back in place"
+        with pytest.raises(OSError, match="No space left"):
+            bertfit.train(data, tmp_path / "new", seed=2, **kwargs)
+        assert not (tmp_path / "new").exists()  # nothing that looks like a model appears
+
+    bertfit.train(data, tmp_path / "m", seed=2, **kwargs)  # the next run finishes the job
+    after = folder_bytes(tmp_path / "m")
+    assert after["model.safetensors"] != before["model.safetensors"] and "bertfit.json" in after
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.")) == []
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}

@@ -15,18 +15,20 @@ import os
 import re
 import shutil
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from .config import parse_save_every
+from .config import RunConfig, parse_save_every
 from .errors import DataError
+from .io import write_json
+from .locks import RUN_FILE, clear_work
 
 logger = logging.getLogger(__name__)
 
 COMPLETE = "bertfit-complete"
-RUN_FILE = "run.json"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
@@ -96,31 +98,99 @@ def drop_incomplete(folder: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def prepare_work(work: Path, run: dict[str, Any], resume: bool | None, output_dir: Path) -> Path | None:
+# Settings that do not change what a run computes: they may differ between an interrupted run and the run that
+# continues it. Every other setting (a new one too) must match for a checkpoint to be continued.
+OPERATIONAL = frozenset(
+    {
+        "save_every",  # when checkpoints are written,
+        "keep_checkpoints",  # how many are kept,
+        "report_to",  # where progress is reported
+        "eval_batch_size",  # validation rows scored at once: the same scores, up to float rounding
+        "thresholds",  # multi-label thresholds are chosen after training, from the final model
+        "allow_pickle",  # permissions: the data and base model they let in are part of the identity
+        "trust_remote_code",
+        "model",  # recorded as the base model that was resolved
+        "patience",  # may grow, not shrink: see _longest_patience
+    }
+)
+DATA_KEYS = {"train_data": "the training data", "val_data": "the validation data", "rows": "the row counts"}
+RUN_FORMAT = 2
+
+
+def run_identity(cfg: RunConfig, **resolved: Any) -> dict[str, Any]:
+    """What a checkpoint's result depends on: every setting that is not OPERATIONAL, by its flat name, with the
+    values this run resolved (`resolved`: base model, learning rate, precision, max length, data, processes)."""
+    sections = (cfg.data, cfg.model, cfg.train)
+    run = {f.name: getattr(s, f.name) for s in sections for f in fields(s) if f.name not in OPERATIONAL}
+    run.update(resolved)
+    return json.loads(json.dumps(run, default=str))
+
+
+def prepare_work(work: Path, run: dict[str, Any], patience: int, resume: bool | None, output_dir: Path) -> Path | None:
     """The checkpoint to continue from, or None after emptying the work folder for a fresh start.
 
-    `run` identifies the run (settings, data, base model); a checkpoint is reused only by the same run.
-    resume=None continues when possible, True insists on continuing, False always starts over.
+    `run` identifies the run (run_identity); a checkpoint is continued only by the same run. resume=None continues
+    when possible, True insists on continuing, False always starts over (the user's explicit --restart: the only
+    case in which an interrupted run's checkpoints are deleted). A run whose settings differ from the interrupted
+    one's is refused with the differences, and the work folder is left as it is.
     """
     saved = _read_run(work)
-    same = saved == run
-    checkpoints = complete_checkpoints(work / "checkpoints") if same else []
+    checkpoints = complete_checkpoints(work / "checkpoints") if saved is not None else []
     if resume is True and not checkpoints:
-        why = "its settings or data have changed" if saved and not same else "no finished checkpoint was found"
         raise DataError(
-            f"{output_dir}: cannot resume the interrupted run ({why}); run again without --resume to start over"
+            f"{output_dir}: cannot resume: no finished checkpoint of an interrupted run was found in {work}; "
+            "run again without --resume to start over"
         )
     if resume is False or not checkpoints:
-        if saved and not same and resume is None:
-            logger.warning("%s: settings or data differ from the interrupted run; starting over", output_dir)
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        (work / RUN_FILE).write_text(json.dumps(run, indent=1, sort_keys=True), encoding="utf-8")
+        clear_work(work)
+        _write_run(work, run, patience)
         return None
+    changed = _differences(saved, run, patience)
+    if changed:
+        raise DataError(
+            f"{output_dir}: cannot continue the interrupted run in {work}: {'; '.join(changed)}; "
+            "use its settings to continue it, or pass --restart to start over (deletes its checkpoints)"
+        )
     drop_incomplete(work / "checkpoints")
+    _write_run(work, run, _longest_patience(saved["patience"], patience))
     latest = checkpoints[-1]
     logger.info("resuming from %s", latest)
     return latest
+
+
+def _differences(saved: dict[str, Any], run: dict[str, Any], patience: int) -> list[str]:
+    """What differs between the interrupted run and this one, in words: 'lr 0.003 -> 0.001'."""
+    if saved.get("format") != RUN_FORMAT:
+        return ["it was started by another version of bertfit"]
+    old = saved["identity"]
+    changed = []
+    for key in sorted(set(old) | set(run)):
+        if old.get(key) == run.get(key):
+            continue
+        if key in DATA_KEYS:
+            changed.append(f"{DATA_KEYS[key]} changed")
+        else:
+            changed.append(f"{key} {_shown(old.get(key))} -> {_shown(run.get(key))}")
+    if _longest_patience(saved["patience"], patience) != patience:
+        changed.append(
+            f"patience {saved['patience']} -> {patience} (a continued run may wait longer for an improvement, "
+            "not less; 0 waits for ever)"
+        )
+    return changed
+
+
+def _longest_patience(old: int, new: int) -> int:
+    """The patience a continued run must keep at least: the longest so far (0 means no early stopping)."""
+    return 0 if 0 in (old, new) else max(old, new)
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _write_run(work: Path, run: dict[str, Any], patience: int) -> None:
+    entry = {"format": RUN_FORMAT, "identity": run, "patience": patience}
+    write_json(entry, work / RUN_FILE)
 
 
 def _read_run(work: Path) -> dict[str, Any] | None:

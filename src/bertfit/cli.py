@@ -210,7 +210,10 @@ def train(
         bool, typer.Option(help="Allow pickle (.bin) weights and pickled HDF5 columns you trust.")
     ] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the hub (only if trusted).")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder that is not a bertfit model.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="No effect (old scripts): a bertfit model or empty folder is replaced, any other refused."),
+    ] = False,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Skip the data checks ('bertfit check') that run before training.")
     ] = False,

@@ -45,6 +45,7 @@ from .config import DataConfig, RunConfig
 from .errors import DataError
 from .io import data_files, estimate_rows, iter_frames, write_json
 from .labels import SET_JOIN, is_list_column, label_sets, label_strings
+from .locks import building
 
 logger = logging.getLogger(__name__)
 
@@ -148,13 +149,13 @@ def checked(
     spec = {"format": 2, "inputs": identity, "data": dataclasses.asdict(cfg.data)}  # 2: CSV values never typed
     key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
     path = cache_root(cache_dir) / "checks" / f"{key}.json"
-    if path.is_file():
-        result = json.loads(path.read_text(encoding="utf-8"))
-    else:
-        result = check(data, validation, config=cfg, lengths=False, progress=progress).to_dict()
-        release_freed_memory()  # the pass freed many small pieces; training should not carry them
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(result, path)
+    if not path.is_file():
+        with building(path, "data checks"):  # a run in parallel checking the same data is waited for, then read
+            if not path.is_file():
+                result = check(data, validation, config=cfg, lengths=False, progress=progress).to_dict()
+                release_freed_memory()  # the pass freed many small pieces; training should not carry them
+                write_json(result, path)
+    result = json.loads(path.read_text(encoding="utf-8"))
     names = {split: f"the {split} DataFrame" if isinstance(src, pd.DataFrame) else str(src)
              for split, src in sources.items()}  # fmt: skip
 

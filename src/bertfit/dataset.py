@@ -32,6 +32,7 @@ from .config import DataConfig
 from .errors import DataError
 from .io import data_files, estimate_rows, iter_frames, require_columns, write_json
 from .labels import MULTI_LABEL, SET_JOIN, LabelSchema, is_list_column, label_sets, label_strings, set_members
+from .locks import building
 from .parts import input_fingerprint
 from .tokenization import WindowEncoder
 
@@ -97,12 +98,16 @@ def tokenize_labelled(
     name = role if isinstance(data, pd.DataFrame) else str(data)
     key = _fingerprint(source, cfg, tokenizer, max_length)
     folder = cache_root(cache_dir) / "tokens" / key
-    if (folder / META_FILE).is_file():
+    cached = (folder / META_FILE).is_file()
+    if not cached:
+        with building(folder, name):  # a run in parallel building the same cache is waited for, then read
+            cached = (folder / META_FILE).is_file()
+            if not cached:
+                encoder = WindowEncoder(tokenizer, max_length, cfg.long, cfg.window_stride)
+                _build(source, name, cfg, encoder, folder, progress)
+                release_freed_memory()
+    if cached:
         logger.info("%s: using tokenized rows cached in %s", name, folder)
-    else:
-        encoder = WindowEncoder(tokenizer, max_length, cfg.long, cfg.window_stride)
-        _build(source, name, cfg, encoder, folder, progress)
-        release_freed_memory()
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     _report_dropped(name, meta)
     _report_no_labels(name, meta)
@@ -193,8 +198,9 @@ def _build(
     from tqdm.auto import tqdm
 
     total = len(source) if isinstance(source, pd.DataFrame) else estimate_rows(source)
+    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by killed builds (the caller holds the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     labels = _LabelCodes(name, cfg.label_col, cfg.is_multi_label, cfg.label_sep or ",")
     stats = {"rows": 0, "empty text": 0, "missing label": 0, "truncated": 0, "docs": 0}

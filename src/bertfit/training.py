@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import math
 import os
@@ -30,7 +30,7 @@ from transformers import (
 
 from . import multilabel
 from .calibration import Calibration, fit_temperature, softmax
-from .checkpoints import CommitCheckpoints, SaveEvery, complete_checkpoints, prepare_work
+from .checkpoints import CommitCheckpoints, SaveEvery, complete_checkpoints, prepare_work, run_identity
 from .checks import DataSource
 from .config import RunConfig, TrainConfig, default_lr
 from .datacheck import checked
@@ -39,6 +39,7 @@ from .errors import ConfigError, DataError
 from .evaluation import classification_report, model_card, trainer_metrics
 from .io import check_folder_writable, default_file_mode, write_json
 from .labels import LabelSchema
+from .locks import WorkClaim, work_folder
 from .losses import class_weights, training_loss
 from .modeling import (
     BERTFIT_FILE,
@@ -51,6 +52,7 @@ from .modeling import (
     resolve_model,
 )
 from .paths import check_not_input, model_files
+from .publish import publish, recover
 from .report import ScoredRows, write_multilabel_report, write_report
 from .tokenization import aggregate_windows, load_tokenizer, usable_max_length
 from .tracking import JsonlLog, plot_training_curve, resolve_report_to, trim_log
@@ -99,11 +101,13 @@ def train(
         output_dir: the model folder to write; it appears only once training has finished.
         validation: labelled data to pick the best epoch on; without it a stratified share is split off.
         config: a RunConfig (e.g. from `load_config`); keyword overrides such as `epochs=2` apply on top.
-        overwrite: replace an existing folder that is not a bertfit model.
+        overwrite: kept for old callers; has no effect. An existing bertfit model folder (or an empty folder) is
+            replaced, any other folder is refused: bertfit never deletes files it did not write.
         progress: show progress bars (default: when stderr is a terminal).
         cache_dir: where tokenized data is kept (default: $BERTFIT_CACHE or ~/.cache/bertfit).
         resume: continue an interrupted run into the same output folder: None when possible, True or fail,
-            False never (start over).
+            False never (start over, deleting its checkpoints). A run whose settings differ from the interrupted
+            one's (other than operational ones such as save_every or report_to) is refused, never started over.
         check: run `bertfit.check` on the training and validation data first (cached for unchanged inputs):
             errors stop the run, warnings are logged and saved with the model as checks.json.
     """
@@ -112,11 +116,39 @@ def train(
     output_dir = Path(output_dir)
     source, base_name = resolve_model(cfg.model.model)
     check_not_input(output_dir, _files_read(train_data, validation, cfg, source), "--output folder")
-    _check_output(output_dir, overwrite)
+    _check_output(output_dir)
     check_model_files(source)  # damaged base weights fail now, not after the data is checked and tokenized
+    state = PartialState(cpu=not torch.cuda.is_available())
+    work = work_folder(output_dir)
+    claim = WorkClaim(work, output_dir) if state.is_main_process else None  # one run at a time per output
+    try:
+        if claim is not None:
+            recover(work, output_dir)  # what a run killed while publishing its model left
+        return _train(train_data, validation, cfg, output_dir, source, base_name, state, progress, cache_dir,
+                      resume, check, started)  # fmt: skip
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _train(
+    train_data: DataSource,
+    validation: DataSource | None,
+    cfg: RunConfig,
+    output_dir: Path,
+    source: str,
+    base_name: str,
+    state: PartialState,
+    progress: bool | None,
+    cache_dir: str | Path | None,
+    resume: bool | None,
+    check: bool,
+    started: float,
+) -> TrainResult:
+    """train() in the work folder it holds: check, tokenize, fit (or continue), score, stage and publish."""
+    work = work_folder(output_dir)
     progress = sys.stderr.isatty() if progress is None else progress
     set_seed(cfg.train.seed)
-    state = PartialState(cpu=not torch.cuda.is_available())
 
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     max_length = usable_max_length(cfg.data.max_length, tokenizer, load_model_config(source, cfg.model))
@@ -133,14 +165,16 @@ def train(
         cfg.train.lr = default_lr(steps)
         logger.info("learning rate %g (the default for a run of %d optimizer steps)", cfg.train.lr, steps)
 
-    work = output_dir.parent / f".{output_dir.name}.bertfit-work"
-    run = _run_identity(cfg, base_name, train_ds, val_ds, state.num_processes)
+    precision = pick_precision(cfg.train.precision)
+    run = _run_identity(cfg, base_name, train_ds, val_ds, state.num_processes, precision, max_length)
     with state.main_process_first():
-        checkpoint = prepare_work(work, run, resume, output_dir) if state.is_main_process else _peek_resume(work)
+        if state.is_main_process:
+            checkpoint = prepare_work(work, run, cfg.train.patience, resume, output_dir)
+        else:
+            checkpoint = _peek_resume(work)
     resumed = int(checkpoint.name.split("-")[-1]) if checkpoint is not None else None
     if resumed is not None and state.is_main_process:  # the first process alone writes the log
         trim_log(work / LOG_FILE, resumed)
-    precision = pick_precision(cfg.train.precision)
     trainer = _trainer(cfg, model, tokenizer, train_ds, val_ds, schema, work, precision, progress, started)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
@@ -165,8 +199,7 @@ def train(
         if checks:
             write_json(checks, work / "model" / CHECKS_FILE)
         _save(work, meta, metrics, rows, calibration, thresholds, held_out)
-        _publish(work / "model", output_dir)
-        shutil.rmtree(work, ignore_errors=True)
+        publish(work, output_dir)  # the output holds the old model or the new one, whole, whenever it is killed
         logger.info("model written to %s", output_dir)
     state.wait_for_everyone()
     return TrainResult(
@@ -275,18 +308,30 @@ def _peek_resume(work: Path) -> Path | None:
 
 
 def _run_identity(
-    cfg: RunConfig, base_name: str, train_ds: TokenizedRows, val_ds: TokenizedRows, processes: int
+    cfg: RunConfig,
+    base_name: str,
+    train_ds: TokenizedRows,
+    val_ds: TokenizedRows,
+    processes: int,
+    precision: str,
+    max_length: int,
 ) -> dict[str, Any]:
-    """What must match for a checkpoint to be continued: settings, data, base model, process count."""
-    run = {
-        "config": cfg.to_dict(),
-        "base_model": base_name,
-        "train_cache": train_ds.data.folder.name,
-        "val_cache": val_ds.data.folder.name,
-        "rows": [len(train_ds), len(val_ds)],
-        "processes": processes,
-    }
-    return json.loads(json.dumps(run))
+    """What must match for a checkpoint to be continued: the settings that change the result, as resolved for this
+    run, the data (token caches are keyed by the files' identity and the tokenization), base model, process count."""
+    weights = cfg.train.class_weights
+    if weights not in ("none", "auto"):  # a file: what it says, not where it is
+        weights = "sha256:" + hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+    return run_identity(
+        cfg,
+        base_model=base_name,
+        precision=precision,
+        max_length=max_length,
+        class_weights=weights,
+        train_data=train_ds.data.folder.name,
+        val_data=val_ds.data.folder.name,
+        rows=[len(train_ds), len(val_ds)],
+        processes=processes,
+    )
 
 
 def training_arguments(
@@ -408,14 +453,28 @@ def _files_read(train_data: DataSource, validation: DataSource | None, cfg: RunC
     return [train_data, validation, weights, *model_files(source)]
 
 
-def _check_output(output_dir: Path, overwrite: bool) -> None:
+def _check_output(output_dir: Path) -> None:
+    """The output is replaced whole when the model is published: refuse, before any work, what must not be."""
+    if output_dir.name in ("", ".", "..") or _holds_working_folder(output_dir):
+        raise DataError(
+            f"{output_dir}: the output is the current folder (or a folder above it), which the model folder would "
+            "replace; name a new folder, e.g. -o model"
+        )
     if output_dir.exists() and not output_dir.is_dir():
         raise DataError(f"{output_dir}: exists and is a file; choose another --output folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not is_bertfit_model(output_dir) and not overwrite:
+    found = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
+    if found and not is_bertfit_model(output_dir):
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
         raise DataError(
-            f"{output_dir}: folder exists and is not a bertfit model; choose another --output or pass --overwrite"
+            f"{output_dir}: folder exists and is not a bertfit model (it holds {shown}); bertfit replaces only its "
+            "own model folders (with bertfit.json) or an empty folder, even with --overwrite; choose another --output"
         )
     check_folder_writable(output_dir)  # missing, a file, or read-only: fail now, not after training
+
+
+def _holds_working_folder(output_dir: Path) -> bool:
+    here, target = Path.cwd().resolve(), output_dir.resolve()
+    return target == here or target in here.parents
 
 
 def _report_truncation(data: TokenizedData, max_length: int) -> None:
@@ -543,14 +602,3 @@ def _save(
         if path.is_file():
             path.chmod(mode)
     write_json(meta, folder / BERTFIT_FILE)  # written last: its presence marks a complete model folder
-
-
-def _publish(staged: Path, output_dir: Path) -> None:
-    """Move the finished folder into place; an existing folder is swapped out only after that succeeds."""
-    old = None
-    if output_dir.exists():
-        old = output_dir.parent / f".{output_dir.name}.old-{os.getpid()}"
-        os.replace(output_dir, old)
-    os.replace(staged, output_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
