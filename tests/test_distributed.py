@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ import bertfit
 from bertfit.cli import app
 from bertfit.errors import ConfigError, DataError, MissingDependency, ModelError
 from bertfit.io import read_table, write_table
+from bertfit.parts import OutputLock
 
 ray = pytest.importorskip("ray", reason="the ray engine needs: pip install 'bertfit[ray]'")
 from bertfit import distributed  # noqa: E402
@@ -177,6 +182,47 @@ def test_errors_before_ray_starts(
     with pytest.raises(error, match=match):
         predict_with_ray(**{**args, **change})
     assert leftovers(tmp_path, "in.parquet") == []
+
+
+@contextmanager
+def held_by_another_thread(output: Path) -> Iterator[None]:
+    """OutputLock(output) held by another thread: refused like another process (test_predict_stream shows that)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with OutputLock(output):
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(30)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("name", ["out.parquet", "out_folder"])
+def test_a_second_run_into_the_same_output_refuses_before_ray_starts(
+    tiny_trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    unlabelled(20, seed=8).to_parquet(tmp_path / "in.parquet", index=False)
+    out = tmp_path / name
+    work = tmp_path / f".{name}.bertfit-{'parts' if out.suffix else 'ray'}"  # what the first run is writing
+    work.mkdir()
+    (work / "part-00000.parquet").write_bytes(b"the first run's")
+    monkeypatch.setattr(distributed, "_import_ray", lambda: pytest.fail("Ray was reached"))
+    with held_by_another_thread(out):
+        holder = rf"{name}: another run is writing it \(bertfit predict, pid {os.getpid()} on "
+        with pytest.raises(DataError, match=holder):
+            predict_with_ray(tiny_trained, tmp_path / "in.parquet", out)
+        result = runner.invoke(app, ["predict", str(tiny_trained), str(tmp_path / "in.parquet"), str(out),
+                                     "--engine", "ray"])  # fmt: skip
+        assert_one_line_error(result, f"pid {os.getpid()} on {socket.gethostname()}")
+    assert (work / "part-00000.parquet").read_bytes() == b"the first run's"
+    assert leftovers(tmp_path, "in.parquet", work.name) == []
 
 
 def test_error_in_a_worker_comes_back_as_itself(ray_cluster: None, tiny_trained: Path, tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ from .io import (
     table_format,
 )
 from .modeling import pick_precision, read_meta, require_model_dir
-from .parts import PartWriter, check_output, is_folder_output
+from .parts import OutputLock, PartWriter, check_output, is_folder_output
 from .paths import check_not_input, model_files
 from .textfiles import raw_members, resolve_quoting
 
@@ -86,7 +86,8 @@ def predict_with_ray(
 
     The output is what `bertfit.inference.predict_file` writes: all input columns and rows, in order, plus
     pred_label, pred_score and (with `probs`) prob_<label> columns; it appears only once complete. An output path
-    with no extension is a folder that receives Parquet shards (part-00000.parquet, ... in input order).
+    with no extension is a folder that receives Parquet shards (part-00000.parquet, ... in input order). A second
+    run into the same output refuses while this one runs.
 
     Args:
         input_path: a Parquet, CSV, TSV or JSON Lines file, or a folder of such shards.
@@ -116,26 +117,28 @@ def predict_with_ray(
     cols = text_cols or trained.get("text_cols", ["text"])
     read = read or PLAIN
     read_cols = DataConfig(text_cols=cols, pair_col=trained.get("pair_col")).read_as_text
-    _check_input(files, fmt, read_cols, read, str(input_path))
-    ray = _import_ray()
     labeller = {"model_dir": str(Path(model_dir).resolve()), "device": "cuda" if gpus_per_worker else "cpu",
                 "dtype": dtype, "max_length": max_length, "compile": compile, "calibration": calibration,
                 "raw_json": fmt == "jsonl", "keep_json": not is_folder_output(output_path)
                 and table_format(output_path) == "jsonl",
                 "text_cols": text_cols, "probs": probs,
                 "batch_tokens": batch_tokens, "batch_size": batch_size, "source": str(input_path)}  # fmt: skip
-    try:
-        with _ray_session(ray, address), _data_context(ray, progress and is_folder_output(output_path)):
-            plan = _plan(ray, num_workers, gpus_per_worker, cpus_per_worker, window)
-            started = time.perf_counter()
-            chunks = _run(ray, files, fmt, read_cols, read, plan, labeller, output_path, progress)
-            seconds = time.perf_counter() - started
-    except Exception as error:
-        user_error = _user_error(error, input_path)
-        if user_error is None:
-            raise
-    else:
-        return _summary(chunks, input_path, output_path, seconds, plan["workers"], dtype)
+    with OutputLock(output_path):  # held until the output is in place: a second run into it refuses at once
+        check_output(output_path)  # under the lock: a run that held it before may have filled an output folder
+        _check_input(files, fmt, read_cols, read, str(input_path))
+        ray = _import_ray()
+        try:
+            with _ray_session(ray, address), _data_context(ray, progress and is_folder_output(output_path)):
+                plan = _plan(ray, num_workers, gpus_per_worker, cpus_per_worker, window)
+                started = time.perf_counter()
+                chunks = _run(ray, files, fmt, read_cols, read, plan, labeller, output_path, progress)
+                seconds = time.perf_counter() - started
+        except Exception as error:
+            user_error = _user_error(error, input_path)
+            if user_error is None:
+                raise
+        else:
+            return _summary(chunks, input_path, output_path, seconds, plan["workers"], dtype)
     # Ray Data's traceback holds the failed run's actors in a reference cycle until the cycle collector runs;
     # collect now, so that their CPUs go back to a cluster that outlives this call.
     gc.collect()

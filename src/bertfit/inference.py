@@ -28,7 +28,7 @@ from .errors import BertfitError, ConfigError, DataError
 from .io import PLAIN, ReadOptions, count_rows, data_files, estimate_rows, iter_frames
 from .labels import LabelSchema
 from .modeling import load_trained, pick_precision
-from .parts import PartWriter, check_output, input_fingerprint
+from .parts import OutputLock, PartWriter, check_output, input_fingerprint
 from .paths import check_not_input, model_files
 from .tokenization import (
     Encoded,
@@ -269,6 +269,18 @@ class Classifier:
         input_path, output_path = Path(input_path), Path(output_path)
         check_not_input(output_path, [input_path, *model_files(self.model_dir)])
         check_output(output_path)
+        with OutputLock(output_path):
+            return self._predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window,
+                                      progress, read)  # fmt: skip
+
+    # -- internals -----------------------------------------------------------------------------------------------
+
+    def _predict_file(
+        self, input_path: Path, output_path: Path, text_cols: list[str] | None, probs: bool, batch_tokens: int,
+        batch_size: int | None, window: int, progress: bool, read: ReadOptions | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """predict_file with `OutputLock(output_path)` held."""
+        check_output(output_path)  # under the lock: a run that held it before may have filled an output folder
         files = data_files(input_path)
         settings = {"model": self._identity(), "dtype": self.dtype, "max_length": self.max_length,
                     "text_cols": text_cols or self.text_cols, "probs": probs, "window": window,
@@ -292,8 +304,6 @@ class Classifier:
         return {**totals, "resumed_rows": resumed, "output": str(output_path), "labels": self.labels,
                 "seconds": round(seconds, 2), "rows_per_s": round((totals["rows"] - resumed) / max(seconds, 1e-9), 1),
                 "dtype": self.dtype}  # fmt: skip
-
-    # -- internals -----------------------------------------------------------------------------------------------
 
     def columns_read(self, text_cols: list[str] | None = None) -> list[str]:
         """The input columns the model reads (read as text from CSV): the text columns, then the pair column."""
@@ -430,15 +440,17 @@ def predict_file(
     to JSON Lines as the same JSON), Parquet/HDF5/Excel values with their stored types. `read` says how to read
     the input (a headerless CSV/TSV's column names, quoting, text encoding, pickled HDF5); see `io.ReadOptions`.
     """
+    input_path, output_path = Path(input_path), Path(output_path)
     check_not_input(output_path, [input_path, *model_files(model_dir)])
-    check_output(Path(output_path))
+    check_output(output_path)
     data_files(input_path)  # a missing input fails before the model is loaded
-    clf = Classifier.from_pretrained(
-        model_dir, dtype=dtype, max_length=max_length, compile=compile, calibration=calibration,
-        allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
-    )  # fmt: skip
-    return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window, progress,
-                            read)  # fmt: skip
+    with OutputLock(output_path):  # a second run into this output refuses now, not after loading the model
+        clf = Classifier.from_pretrained(
+            model_dir, dtype=dtype, max_length=max_length, compile=compile, calibration=calibration,
+            allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
+        )  # fmt: skip
+        return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window,
+                                progress, read)  # fmt: skip
 
 
 def _remaining_frames(
