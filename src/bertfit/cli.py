@@ -393,8 +393,6 @@ def predict(
 
     Rerunning the same command after a crash continues where it stopped.
     """
-    if engine == "ray" and any(v is not None for v in (long, stride, aggregate, threshold)):
-        _guard(lambda: _refuse("--long, --stride, --aggregate and --threshold work with --engine local only"))
     if engine not in ("local", "ray"):
         _guard(lambda: _bad_choice("engine", engine, "local, ray"))
     if engine == "ray" and allow_pickle:
@@ -414,7 +412,8 @@ def predict(
                 lambda: predict_with_ray(
                     model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
                     max_length, address, num_workers, gpus_per_worker, _progress(), window=window, compile=compile,
-                    calibration=not no_calibration, read=_read_options(columns, quoting, encoding),
+                    calibration=not no_calibration, read=_read_options(columns, quoting, encoding), long=long,
+                    stride=stride, aggregate=aggregate, threshold=threshold,
                 )
             )  # fmt: skip
         else:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .checks import join_text
 from .config import DataConfig
 from .errors import BertfitError, ConfigError, DataError, MissingDependency
-from .inference import log_counts
+from .inference import check_threshold, log_counts, window_settings
 from .io import (
     COMPRESSIONS,
     PLAIN,
@@ -81,13 +81,18 @@ def predict_with_ray(
     compile: bool = False,
     calibration: bool = True,
     read: ReadOptions | None = None,
+    long: str | None = None,
+    stride: int | None = None,
+    aggregate: str | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Label every row of a table, or of a folder of shards, with model replicas on a Ray cluster.
 
     The output is what `bertfit.inference.predict_file` writes: all input columns and rows, in order, plus
-    pred_label, pred_score and (with `probs`) prob_<label> columns; it appears only once complete. An output path
-    with no extension is a folder that receives Parquet shards (part-00000.parquet, ... in input order). A second
-    run into the same output refuses while this one runs.
+    pred_label, pred_score and (with `probs`) prob_<label> columns (multi-label models: pred_labels and every
+    prob_<label>); it appears only once complete. Pair models read both texts; sliding-window models give one row
+    per input row, its windows aggregated. An output path with no extension is a folder that receives Parquet
+    shards (part-00000.parquet, ... in input order). A second run into the same output refuses while this one runs.
 
     Args:
         input_path: a Parquet, CSV, TSV or JSON Lines file, or a folder of such shards.
@@ -101,6 +106,7 @@ def predict_with_ray(
         calibration: apply the model's fitted temperature to the scores (see `Classifier.from_pretrained`).
         read: how to read CSV/TSV/JSON Lines input (headerless columns, quoting, encoding); see `io.ReadOptions`.
             Every input value comes back as the local engine gives it back: text files' values as their text.
+        long, stride, aggregate, threshold: override what the model was trained with (see `predict_file`).
 
     Returns:
         The local engine's summary (rows, empty_text, truncated, resumed_rows, output, labels, seconds, rows_per_s,
@@ -114,11 +120,16 @@ def predict_with_ray(
                     "num_workers": (num_workers, 1), "cpus_per_worker": (cpus_per_worker, 1), "window": (window, 1),
                     "gpus_per_worker": (gpus_per_worker, 0)})  # fmt: skip
     trained = read_meta(model_dir).get("data", {})
+    # Checked here, not once per replica after the cluster has started (a replica also caps max_length to what
+    # its model can take, and checks the stride again against that).
+    window_settings(trained, max_length or int(trained.get("max_length", 512)), long, stride, aggregate)
+    check_threshold(threshold)
     cols = text_cols or trained.get("text_cols", ["text"])
     read = read or PLAIN
     read_cols = DataConfig(text_cols=cols, pair_col=trained.get("pair_col")).read_as_text
     labeller = {"model_dir": str(Path(model_dir).resolve()), "device": "cuda" if gpus_per_worker else "cpu",
                 "dtype": dtype, "max_length": max_length, "compile": compile, "calibration": calibration,
+                "long": long, "stride": stride, "aggregate": aggregate, "threshold": threshold,
                 "raw_json": fmt == "jsonl", "keep_json": not is_folder_output(output_path)
                 and table_format(output_path) == "jsonl",
                 "text_cols": text_cols, "probs": probs,
@@ -349,7 +360,8 @@ class _Labeller:
 
     def __init__(self, model_dir: str, device: str, dtype: str, max_length: int | None, compile: bool,
                  calibration: bool, threads: int, raw_json: bool = False, keep_json: bool = False,
-                 **stream_args: Any) -> None:  # fmt: skip
+                 long: str | None = None, stride: int | None = None, aggregate: str | None = None,
+                 threshold: float | None = None, **stream_args: Any) -> None:  # fmt: skip
         import torch
 
         from .inference import Classifier
@@ -366,6 +378,10 @@ class _Labeller:
                 max_length=max_length,
                 compile=compile,
                 calibration=calibration,
+                long=long,
+                stride=stride,
+                aggregate=aggregate,
+                threshold=threshold,
             )
         except BertfitError as error:
             # Raised on the first window: from a call Ray Data passes it to the driver unchanged; from here it

@@ -82,12 +82,7 @@ class Classifier:
         self.pair_col: str | None = data.get("pair_col")
         trained_length = int(data.get("max_length", 512))
         self.max_length = usable_max_length(max_length or trained_length, tokenizer, model.config)
-        self.long = long or data.get("long", "truncate")
-        self.aggregate = aggregate or data.get("aggregate", "mean")
-        if stride is None:
-            stride = self.max_length // 4 if long or data.get("stride") is None else int(data["stride"])
-        self.stride = stride
-        check_windows(self.long, self.stride if self.long == "sliding" else 0, self.aggregate, self.max_length)
+        self.long, self.stride, self.aggregate = window_settings(data, self.max_length, long, stride, aggregate)
         self.device = device
         self.dtype = dtype
         self.encoder = WindowEncoder(tokenizer, self.max_length, self.long, self.stride)
@@ -143,9 +138,7 @@ class Classifier:
         clf.model_dir = Path(model_dir).resolve()
         if not calibration:
             clf.temperature = 1.0
-        if threshold is not None:
-            if not 0 < threshold < 1:
-                raise ConfigError(f"threshold must be between 0 and 1 (got {threshold}); try 0.5")
+        if check_threshold(threshold) is not None:
             clf.thresholds = np.full(len(clf.schema), float(threshold))
         if compile:
             clf.forward = torch.compile(model, dynamic=True)
@@ -381,6 +374,27 @@ class Classifier:
         return {"labels": self.labels, "folder": folder, "weights": _weights_stamp(self.model_dir),
                 "temperature": self.temperature, "long": [self.long, self.stride, self.aggregate],
                 "thresholds": self.thresholds.tolist()}  # fmt: skip
+
+
+def window_settings(
+    data: dict[str, Any], max_length: int, long: str | None, stride: int | None, aggregate: str | None
+) -> tuple[str, int, str]:
+    """long, stride and aggregate for prediction: the ones given, else those the model was trained with (`data`,
+    from bertfit.json); a stride given with no `long` override keeps training's, and `long` alone takes a quarter
+    of max_length. Checked, so a bad override is one line."""
+    long_mode = long or data.get("long", "truncate")
+    aggregate = aggregate or data.get("aggregate", "mean")
+    if stride is None:
+        stride = max_length // 4 if long or data.get("stride") is None else int(data["stride"])
+    check_windows(long_mode, stride if long_mode == "sliding" else 0, aggregate, max_length)
+    return long_mode, stride, aggregate
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    """A multi-label threshold override: None (the tuned ones), or a number strictly between 0 and 1."""
+    if threshold is not None and not 0 < threshold < 1:
+        raise ConfigError(f"threshold must be between 0 and 1 (got {threshold}); try 0.5")
+    return threshold
 
 
 def stored_thresholds(meta: dict[str, Any], schema: LabelSchema) -> np.ndarray:
