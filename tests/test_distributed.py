@@ -180,6 +180,12 @@ def test_multi_label_model_with_a_threshold_into_a_folder(ray_cluster: None, mul
     assert (summary["rows"], summary["empty_text"], summary["labels"]) == (240, 2, local["labels"])
 
 
+def test_rows_left_unscored_are_counted_for_multi_label_models_too() -> None:
+    """A file output's counts come from pred_labels when the model is multi-label ('' is a row with no labels)."""
+    assert distributed._unscored(pd.DataFrame({"pred_labels": ["a", None, "", None, "a,b"]})) == 2
+    assert distributed._unscored(pd.DataFrame({"pred_label": ["a", None], "pred_score": [0.9, None]})) == 1
+
+
 def test_pair_model_reads_both_texts_through_the_cli(ray_cluster: None, pair_model: Path, tmp_path: Path) -> None:
     df = pair_frame(200, seed=10).drop(columns="label")
     df.insert(0, "id", [f"{i:04d}" for i in range(200)])
