@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -127,8 +129,8 @@ def tiny_trained(tiny_model_dir: Path, sentiment_data, tmp_path_factory: pytest.
     return out
 
 
-@pytest.fixture
-def restore_cli_state() -> Iterator[None]:
+@contextmanager
+def cli_state_restored() -> Iterator[None]:
     """The CLI points the 'bertfit' logger at the runner's (soon closed) stderr; restore it afterwards."""
     from bertfit import cli
 
@@ -137,3 +139,105 @@ def restore_cli_state() -> Iterator[None]:
     yield
     logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
     cli.state.update(saved[3])
+
+
+@pytest.fixture
+def restore_cli_state() -> Iterator[None]:
+    with cli_state_restored():
+        yield
+
+
+# -- the other kinds of model, each trained once per session: multi-label, sentence pairs, sliding windows ---------
+
+MULTI_TRAIN = {**TINY_TRAIN, "epochs": 10}  # one sigmoid per label learns more slowly than a softmax
+
+
+def multilabel_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """Texts with a positive word, a negative word, both or neither; the label set names which are there."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        labels = [["positive"], ["positive", "negative"], ["negative"], []][i % 4]
+        words = rng.sample(FILLER, rng.randint(3, 7))
+        for label in labels:
+            words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "positive" else NEGATIVE))
+        rows.append({"text": " ".join(words), "labels": labels})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT at hidden size 64: at 32, the two sigmoids of this task reliably learned only one label
+    (one detector stayed at 0.5 through 10 epochs, whatever the learning rate or seed); at 64 both are learned."""
+    from transformers import BertConfig
+
+    folder = tmp_path_factory.mktemp("small-bert")
+    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
+    config = BertConfig.from_pretrained(tiny_model_dir)
+    config.hidden_size, config.intermediate_size, config.num_attention_heads = 64, 128, 4
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def multi_model(small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    import bertfit
+
+    train, val = multilabel_frame(480, seed=1), multilabel_frame(120, seed=2)
+    out = tmp_path_factory.mktemp("multi") / "model"
+    return bertfit.train(
+        train, out, validation=val, model=str(small_model_dir), label_col="labels", progress=False, **MULTI_TRAIN
+    )
+
+
+def pair_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """Premise and hypothesis: 'agree' when both carry a word of the same sentiment. Either text alone says
+    nothing: each sentiment appears in both texts equally often under both labels."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        first_pos, agree = i % 2 == 0, (i // 2) % 2 == 0
+        second_pos = first_pos if agree else not first_pos
+        a = rng.sample(FILLER, 3) + [rng.choice(POSITIVE if first_pos else NEGATIVE)]
+        b = rng.sample(FILLER, 3) + [rng.choice(POSITIVE if second_pos else NEGATIVE)]
+        rng.shuffle(a), rng.shuffle(b)
+        rows.append({"premise": " ".join(a), "hypothesis": " ".join(b), "label": "agree" if agree else "differ"})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def pair_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pair model trained through the CLI (--pair: the two --text-col columns are the two texts)."""
+    from typer.testing import CliRunner
+
+    from bertfit.cli import app
+
+    folder = tmp_path_factory.mktemp("pairs")
+    pair_frame(320, seed=1).to_csv(folder / "train.csv", index=False)
+    pair_frame(80, seed=2).to_csv(folder / "val.csv", index=False)
+    settings = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_TRAIN.items()]
+    args = ["train", str(folder / "train.csv"), "--validation", str(folder / "val.csv"), "-o", str(folder / "m"),
+            "--model", str(tiny_model_dir), "--text-col", "premise", "--text-col", "hypothesis", "--pair"]  # fmt: skip
+    with cli_state_restored():
+        result = CliRunner().invoke(app, args + settings)
+    assert result.exit_code == 0, result.output
+    return folder / "m"
+
+
+LONG_WORDS = ["movie", "plot", "story", "film", "really", "very"]
+
+
+def long_text(n: int, offset: int = 0) -> str:
+    return " ".join(LONG_WORDS[(i + offset) % len(LONG_WORDS)] for i in range(n))
+
+
+@pytest.fixture(scope="session")
+def sliding_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Trained on windows of 8 tokens (stride 2), scored per document by the mean of its windows' logits."""
+    import bertfit
+
+    train, val = sentiment_frame(320, seed=1), sentiment_frame(80, seed=2)
+    out = tmp_path_factory.mktemp("sliding") / "m"
+    return bertfit.train(train, out, validation=val, model=str(tiny_model_dir), long="sliding", max_length=8,
+                         stride=2, progress=False, **TINY_TRAIN)  # fmt: skip

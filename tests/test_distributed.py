@@ -6,22 +6,27 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import Result
-from conftest import sentiment_frame
+from conftest import long_text, multilabel_frame, pair_frame, sentiment_frame
 from typer.testing import CliRunner
 
 import bertfit
 from bertfit.cli import app
 from bertfit.errors import ConfigError, DataError, MissingDependency, ModelError
 from bertfit.io import read_table, write_table
+from bertfit.parts import OutputLock
 
 ray = pytest.importorskip("ray", reason="the ray engine needs: pip install 'bertfit[ray]'")
 from bertfit import distributed  # noqa: E402
@@ -130,6 +135,101 @@ def test_text_formats_through_the_cli(ray_cluster: None, tiny_trained: Path, tmp
     assert leftovers(tmp_path, inp.name, out.name, f"local.{fmt}") == []
 
 
+# -- multi-label, sentence-pair and sliding-window models: one Ray call each, against the local engine -------------
+
+
+def assert_same_frames(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """The same columns and rows, in order; every value equal (missing as None), scores to float tolerance."""
+    assert list(got.columns) == list(want.columns) and len(got) == len(want)
+    scores = [c for c in want.columns if c.startswith("prob_") or c == "pred_score"]
+    exact = [c for c in want.columns if c not in scores]
+
+    def values(frame: pd.DataFrame) -> dict[str, list]:
+        return {c: [None if pd.isna(v) else v for v in frame[c]] for c in exact}
+
+    assert values(got) == values(want)
+    for col in scores:
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), atol=1e-5, equal_nan=True)
+
+
+def test_multi_label_model_with_a_threshold_into_a_folder(ray_cluster: None, multi_model, tmp_path: Path) -> None:
+    df = multilabel_frame(240, seed=9).drop(columns="labels")
+    df.insert(0, "id", np.arange(240, 0, -1))
+    df.loc[[5, 100], "text"] = [None, " "]
+    df.to_parquet(tmp_path / "in.parquet", index=False)
+    model = multi_model.model_dir
+    local = bertfit.predict_file(
+        model, tmp_path / "in.parquet", tmp_path / "local.parquet", dtype="fp32", threshold=0.05
+    )
+    bertfit.predict_file(model, tmp_path / "in.parquet", tmp_path / "tuned.parquet", dtype="fp32")
+
+    summary = predict_with_ray(model, tmp_path / "in.parquet", tmp_path / "labelled", dtype="fp32", threshold=0.05,
+                               **RAY_ARGS, window=50)  # fmt: skip
+
+    names = sorted(p.name for p in (tmp_path / "labelled").iterdir())
+    got = pd.concat([pd.read_parquet(tmp_path / "labelled" / n) for n in names], ignore_index=True)
+    want, tuned = pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "tuned.parquet")
+    assert len(names) >= 3 and "pred_labels" in want.columns and "pred_label" not in want.columns
+    assert_same_frames(got, want)
+    assert got["pred_labels"].isna().tolist() == [i in (5, 100) for i in range(240)]
+    # 0.05 reached the replicas: every positive score is above it (the tuned thresholds give all four label sets)
+    assert set(tuned["pred_labels"].dropna()) == {"", "negative", "positive", "negative,positive"}
+    assert set(got["pred_labels"].dropna()) <= {"positive", "negative,positive"} and "negative,positive" in set(
+        got["pred_labels"]
+    )
+    assert (summary["rows"], summary["empty_text"], summary["labels"]) == (240, 2, local["labels"])
+
+
+def test_rows_left_unscored_are_counted_for_multi_label_models_too() -> None:
+    """A file output's counts come from pred_labels when the model is multi-label ('' is a row with no labels)."""
+    assert distributed._unscored(pd.DataFrame({"pred_labels": ["a", None, "", None, "a,b"]})) == 2
+    assert distributed._unscored(pd.DataFrame({"pred_label": ["a", None], "pred_score": [0.9, None]})) == 1
+
+
+def test_pair_model_reads_both_texts_through_the_cli(ray_cluster: None, pair_model: Path, tmp_path: Path) -> None:
+    df = pair_frame(200, seed=10).drop(columns="label")
+    df.insert(0, "id", [f"{i:04d}" for i in range(200)])
+    df.loc[3, "hypothesis"] = " "  # no second text: no prediction
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_table(df, inp)
+    bertfit.predict_file(pair_model, inp, tmp_path / "local.jsonl", dtype="fp32", probs=True)
+
+    args = ["predict", pair_model, inp, out, "--engine", "ray", "--num-workers", 2, "--window", 60, "--dtype", "fp32",
+            "--probs", "--json"]  # fmt: skip
+    result = runner.invoke(app, [str(a) for a in args])
+
+    assert result.exit_code == 0, result.output
+    got, want = read_table(out), read_table(tmp_path / "local.jsonl")
+    assert_same_frames(got, want)
+    assert got["pred_label"].isna().tolist() == [i == 3 for i in range(200)]
+    assert json.loads(result.stdout)["empty_text"] == 1
+
+
+def test_sliding_window_model_with_overrides_through_the_cli(ray_cluster: None, sliding_model, tmp_path: Path) -> None:
+    texts = [long_text(30 + i % 50, i) + (" great" if i % 2 else " awful") for i in range(150)]
+    df = pd.DataFrame({"id": range(150), "text": texts})
+    df.loc[7, "text"] = ""
+    df.to_csv(tmp_path / "in.csv", index=False)
+    model = sliding_model.model_dir
+    overrides = {"stride": 3, "aggregate": "max"}
+    local = bertfit.predict_file(model, tmp_path / "in.csv", tmp_path / "local.parquet", dtype="fp32", probs=True,
+                                 **overrides)  # fmt: skip
+    bertfit.predict_file(model, tmp_path / "in.csv", tmp_path / "trained.parquet", dtype="fp32", probs=True)
+
+    args = ["predict", model, tmp_path / "in.csv", tmp_path / "out.parquet", "--engine", "ray", "--num-workers", 2,
+            "--window", 40, "--dtype", "fp32", "--probs", "--stride", 3, "--aggregate", "max", "--json"]  # fmt: skip
+    result = runner.invoke(app, [str(a) for a in args])
+
+    assert result.exit_code == 0, result.output
+    got, want = pd.read_parquet(tmp_path / "out.parquet"), pd.read_parquet(tmp_path / "local.parquet")
+    assert_same_frames(got, want)  # one row per input row, its windows aggregated as the local engine does
+    trained = pd.read_parquet(tmp_path / "trained.parquet")
+    assert not np.allclose(got["pred_score"].fillna(0), trained["pred_score"].fillna(0))  # the overrides reached them
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["empty_text"], summary["truncated"]) == (150, 1, local["truncated"])
+    assert local["truncated"] == 149
+
+
 def assert_one_line_error(result: Result, *fragments: str) -> None:
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -165,8 +265,21 @@ def test_cli_missing_input(tiny_trained: Path, tmp_path: Path) -> None:
         ({"batch_size": 0}, ConfigError, "batch_size must be at least 1"),
         ({"num_workers": 0}, ConfigError, "num_workers must be at least 1"),
         ({"model_dir": "no-model"}, ModelError, "model folder not found"),
+        ({"long": "sliding", "stride": 100}, ConfigError, r"stride .* must be 0 to max_length / 2 = 64"),
+        ({"aggregate": "median"}, ConfigError, "aggregate must be one of mean, max"),
+        ({"threshold": 1.5}, ConfigError, "threshold must be between 0 and 1"),
     ],
-    ids=["text-col", "dtype", "fp16-on-cpu", "batch-size", "num-workers", "model-dir"],
+    ids=[
+        "text-col",
+        "dtype",
+        "fp16-on-cpu",
+        "batch-size",
+        "num-workers",
+        "model-dir",
+        "stride",
+        "aggregate",
+        "threshold",
+    ],  # fmt: skip
 )
 def test_errors_before_ray_starts(
     tiny_trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: dict, error: type, match: str
@@ -177,6 +290,47 @@ def test_errors_before_ray_starts(
     with pytest.raises(error, match=match):
         predict_with_ray(**{**args, **change})
     assert leftovers(tmp_path, "in.parquet") == []
+
+
+@contextmanager
+def held_by_another_thread(output: Path) -> Iterator[None]:
+    """OutputLock(output) held by another thread: refused like another process (test_predict_stream shows that)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with OutputLock(output):
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(30)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("name", ["out.parquet", "out_folder"])
+def test_a_second_run_into_the_same_output_refuses_before_ray_starts(
+    tiny_trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    unlabelled(20, seed=8).to_parquet(tmp_path / "in.parquet", index=False)
+    out = tmp_path / name
+    work = tmp_path / f".{name}.bertfit-{'parts' if out.suffix else 'ray'}"  # what the first run is writing
+    work.mkdir()
+    (work / "part-00000.parquet").write_bytes(b"the first run's")
+    monkeypatch.setattr(distributed, "_import_ray", lambda: pytest.fail("Ray was reached"))
+    with held_by_another_thread(out):
+        holder = rf"{name}: another run is writing it \(bertfit predict, pid {os.getpid()} on "
+        with pytest.raises(DataError, match=holder):
+            predict_with_ray(tiny_trained, tmp_path / "in.parquet", out)
+        result = runner.invoke(app, ["predict", str(tiny_trained), str(tmp_path / "in.parquet"), str(out),
+                                     "--engine", "ray"])  # fmt: skip
+        assert_one_line_error(result, f"pid {os.getpid()} on {socket.gethostname()}")
+    assert (work / "part-00000.parquet").read_bytes() == b"the first run's"
+    assert leftovers(tmp_path, "in.parquet", work.name) == []
 
 
 def test_error_in_a_worker_comes_back_as_itself(ray_cluster: None, tiny_trained: Path, tmp_path: Path) -> None:

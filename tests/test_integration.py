@@ -78,7 +78,12 @@ def test_explain_credits_the_sentiment_words_of_clear_reviews(sst2_model):
 
     In the positive review the model saturates: its positive logit is near its ceiling once "wonderful" is read, so
     "moving" gets ~0 (removing it moves the centred logit by ~0.004 of ~0.30; alone, "it is moving" credits it
-    +0.23). The negative review does not saturate, and all three of its sentiment words lead.
+    +0.23). In the negative review "dull" leads and the three sentiment words together carry the prediction, while
+    which word comes third is a near tie that the CPU decides: trained in fp32 (a CPU without AMX) the comma beats
+    "badly" (+0.173, +0.154); in bf16 (AMX, "auto") "badly" beats it (+0.144, +0.123); each gives the same bits on
+    every run, loaded or not (test_determinism). Over fp32/bf16 and seeds 1, 2, 42 the three words held 0.90-0.93
+    of the positive credit and no other word more than 0.05 of theirs; with seed 2, "tedious" even gets ~0 (the
+    logit saturates after "dull", as "moving" does above). So the test asserts that, not a ranking of the three.
     """
     clf = bertfit.Classifier.from_pretrained(sst2_model.model_dir, dtype="fp32")
     texts = ["a wonderful, moving and beautifully acted film", "a dull, tedious and badly acted film"]
@@ -97,8 +102,12 @@ def test_explain_credits_the_sentiment_words_of_clear_reviews(sst2_model):
     positive_mass = sum(a for a in good.attributions if a > 0)
     assert sum(attribution[w] for w in ("wonderful", "moving", "beautifully")) >= 0.5 * positive_mass
     assert bad.label == bad.predicted == "negative" and bad.score > 0.8
-    assert {w for w, _ in bad.top(3)} == {"dull", "tedious", "badly"}
-    assert all(a > 0 for w, a in bad.top(3))
+    sentiment = {"dull", "tedious", "badly"}
+    credit = dict(zip(bad.words, bad.attributions))
+    carried = sum(credit[w] for w in sentiment)
+    assert bad.top(1)[0][0] in sentiment
+    assert carried >= 0.8 * sum(a for a in bad.attributions if a > 0)
+    assert all(a < 0.1 * carried for w, a in credit.items() if w not in sentiment), credit
 
 
 def test_real_model_has_a_full_report_and_calibration_that_helps(sst2_model, tmp_path):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_TRAIN, sentiment_frame
+from conftest import long_text
 from transformers import AutoTokenizer
 
 import bertfit
@@ -16,12 +16,6 @@ from bertfit.dataset import split_rows, tokenize_labelled
 from bertfit.errors import ConfigError
 from bertfit.inference import Classifier
 from bertfit.tokenization import WindowEncoder, aggregate_windows
-
-WORDS = ["movie", "plot", "story", "film", "really", "very"]
-
-
-def long_text(n: int, offset: int = 0) -> str:
-    return " ".join(WORDS[(i + offset) % len(WORDS)] for i in range(n))
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +71,6 @@ def test_sliding_training_rows_are_windows_and_validation_splits_whole_documents
     assert len(train_rows) + len(val_rows) == len(data)
     assert not set(data.docs[train_rows]) & set(data.docs[val_rows])
     assert len(set(data.docs[val_rows])) == 6
-
-
-@pytest.fixture(scope="module")
-def sliding_model(tiny_model_dir, tmp_path_factory):
-    train, val = sentiment_frame(320, seed=1), sentiment_frame(80, seed=2)
-    out = tmp_path_factory.mktemp("sliding") / "m"
-    result = bertfit.train(train, out, validation=val, model=str(tiny_model_dir), long="sliding", max_length=8,
-                           stride=2, progress=False, **TINY_TRAIN)  # fmt: skip
-    return result
 
 
 def test_a_sliding_model_stores_its_window_settings(sliding_model):

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FILLER, NEGATIVE, POSITIVE, TINY_TRAIN
+from conftest import MULTI_TRAIN, multilabel_frame
 from sklearn.metrics import f1_score, hamming_loss
-from transformers import BertConfig, BertModel
 from typer.testing import CliRunner
 
 import bertfit
@@ -28,44 +25,6 @@ from bertfit.multilabel import (
     report,
     tune_thresholds,
 )
-
-MULTI_TRAIN = {**TINY_TRAIN, "epochs": 10}  # one sigmoid per label learns more slowly than a softmax
-
-
-def multilabel_frame(n: int, seed: int = 0) -> pd.DataFrame:
-    """Texts with a positive word, a negative word, both or neither; the label set names which are there."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        labels = [["positive"], ["positive", "negative"], ["negative"], []][i % 4]
-        words = rng.sample(FILLER, rng.randint(3, 7))
-        for label in labels:
-            words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "positive" else NEGATIVE))
-        rows.append({"text": " ".join(words), "labels": labels})
-    return pd.DataFrame(rows)
-
-
-@pytest.fixture(scope="module")
-def small_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny BERT at hidden size 64: at 32, the two sigmoids of this task reliably learned only one label
-    (one detector stayed at 0.5 through 10 epochs, whatever the learning rate or seed); at 64 both are learned."""
-    folder = tmp_path_factory.mktemp("small-bert")
-    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
-    config = BertConfig.from_pretrained(tiny_model_dir)
-    config.hidden_size, config.intermediate_size, config.num_attention_heads = 64, 128, 4
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def multi_model(small_model_dir, tmp_path_factory):
-    train, val = multilabel_frame(480, seed=1), multilabel_frame(120, seed=2)
-    out = tmp_path_factory.mktemp("multi") / "model"
-    result = bertfit.train(
-        train, out, validation=val, model=str(small_model_dir), label_col="labels", progress=False, **MULTI_TRAIN
-    )
-    return result
 
 
 def test_label_sets_are_canonical_for_lists_and_separated_strings():

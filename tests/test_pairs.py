@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FILLER, NEGATIVE, POSITIVE, TINY_TRAIN
+from conftest import POSITIVE, pair_frame
 from transformers import AutoTokenizer, DataCollatorWithPadding
 from typer.testing import CliRunner
 
@@ -19,21 +18,6 @@ from bertfit.dataset import TokenizedRows, tokenize_labelled
 from bertfit.errors import ConfigError, DataError
 from bertfit.inference import Classifier
 from bertfit.tokenization import WindowEncoder
-
-
-def pair_frame(n: int, seed: int = 0) -> pd.DataFrame:
-    """Premise and hypothesis: 'agree' when both carry a word of the same sentiment. Either text alone says
-    nothing: each sentiment appears in both texts equally often under both labels."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        first_pos, agree = i % 2 == 0, (i // 2) % 2 == 0
-        second_pos = first_pos if agree else not first_pos
-        a = rng.sample(FILLER, 3) + [rng.choice(POSITIVE if first_pos else NEGATIVE)]
-        b = rng.sample(FILLER, 3) + [rng.choice(POSITIVE if second_pos else NEGATIVE)]
-        rng.shuffle(a), rng.shuffle(b)
-        rows.append({"premise": " ".join(a), "hypothesis": " ".join(b), "label": "agree" if agree else "differ"})
-    return pd.DataFrame(rows)
 
 
 def test_each_text_alone_is_uninformative():
@@ -71,20 +55,6 @@ def test_pair_col_is_checked(tiny_model_dir, tmp_path):
     with pytest.raises(DataError, match="no column 'hypothesis'"):
         bertfit.train(frame, tmp_path / "m", model=str(tiny_model_dir), text_cols=["premise"],
                       pair_col="hypothesis", progress=False)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def pair_model(tiny_model_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pairs")
-    pair_frame(320, seed=1).to_csv(folder / "train.csv", index=False)
-    pair_frame(80, seed=2).to_csv(folder / "val.csv", index=False)
-    settings = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_TRAIN.items()]
-    args = ["train", str(folder / "train.csv"), "--validation", str(folder / "val.csv"), "-o", str(folder / "m"),
-            "--model", str(tiny_model_dir), "--text-col", "premise", "--text-col", "hypothesis", "--pair"]  # fmt: skip
-    args += settings
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return folder / "m"
 
 
 def test_pair_models_store_and_reuse_the_pair_column(pair_model, tmp_path, restore_cli_state):

@@ -146,6 +146,23 @@ def test_predict_refuses_an_output_inside_the_input_shard_folder(tmp_path, tiny_
     assert snapshot(tmp_path) == before
 
 
+def test_a_run_into_the_model_folder_resumes_past_its_own_work_files(tmp_path, tiny_trained):
+    """A killed predict into the model folder leaves its lock file and parts there: they are not model files, so
+    the rerun is not refused for writing over them."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_trained, model)
+    data = write_csv(tmp_path / "reviews.csv")
+    out = model / "report" / "per_class.csv"
+    parts = model / "report" / ".per_class.csv.bertfit-parts"
+    parts.mkdir()
+    (parts / "manifest.json").write_text("{}")  # nothing committed: started over
+    (model / "report" / ".per_class.csv.bertfit-lock").write_text('{"pid": 1}')  # the killed run's, stale
+    assert not {p.name for p in model_files(model)} & {"manifest.json", ".per_class.csv.bertfit-lock"}
+    result = invoke("predict", model, data, out)
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out)) == 24 and not parts.exists()
+
+
 def test_predict_refuses_to_write_over_a_model_file(tmp_path, tiny_trained):
     model = tmp_path / "model"
     shutil.copytree(tiny_trained, model)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from conftest import sentiment_frame
 import bertfit
 from bertfit.errors import ConfigError, DataError
 from bertfit.io import iter_frames
+from bertfit.parts import OutputLock, lock_file
 from bertfit.tokenization import token_budget_batches
 
 
@@ -204,6 +207,8 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(tiny_trained, tmp_path
     killed_at = committed_parts(out)
     assert 5 <= killed_at < 200, "the run should be killed part-way (200 parts in all)"
     assert not out.exists(), "no output under the final name before the run completes"
+    stale = json.loads(lock_file(out).read_text())  # the killed run's lock file is left; its flock died with it
+    assert stale["pid"] == proc.pid
 
     rerun = subprocess.run(predict_cmd(tiny_trained, tmp_path / "in.parquet", out), env=env, capture_output=True)
     assert rerun.returncode == 0, rerun.stderr
@@ -211,6 +216,77 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(tiny_trained, tmp_path
     assert summary["resumed_rows"] >= killed_at * 100 and summary["rows"] == 20_000
     assert out.read_bytes() == reference.read_bytes()
     assert not list(tmp_path.glob(".out.csv.*")), "no parts left behind"
+
+
+def test_a_second_run_into_the_same_output_refuses_while_the_first_finishes(tiny_trained, tmp_path):
+    """Two predicts into one output: the second stops at once with one line naming the first, touching nothing;
+    the first's output is complete and the same as a run alone."""
+    rows_with_ids(20_000, empty_every=97).to_parquet(tmp_path / "in.parquet")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out.csv"
+    first = subprocess.Popen(predict_cmd(tiny_trained, tmp_path / "in.parquet", out), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while committed_parts(out) < 2 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    second = subprocess.run(predict_cmd(tiny_trained, tmp_path / "in.parquet", out), env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert second.returncode == 2 and second.stdout == "", second.stderr[-2000:]
+    assert first.poll() is None, "the first run ended before the second was refused; the test proves nothing"
+    [line] = second.stderr.splitlines()
+    assert line.startswith(f"error: {out}: another run is writing it (bertfit predict, pid {first.pid} on ")
+    assert socket.gethostname() in line and "wait for it to finish or stop it" in line
+
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert (summary["rows"], summary["resumed_rows"]) == (20_000, 0)
+    bertfit.predict_file(tiny_trained, tmp_path / "in.parquet", tmp_path / "alone.csv", window=100)
+    assert out.read_bytes() == (tmp_path / "alone.csv").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.csv", "in.parquet", "out.csv"]
+
+
+def test_the_lock_names_its_holder_and_dies_with_it(tiny_trained, tmp_path):
+    """The OS lock ends with its process (kill -9 included): a stale lock file blocks nothing. In one process, a
+    second thread is refused like a second process, and the library calls refuse like the CLI."""
+    out = tmp_path / "out.parquet"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    rows_with_ids(10).to_parquet(tmp_path / "in.parquet")
+    with pytest.raises(DataError, match=rf"another run is writing it \(bertfit predict, pid {holder.pid} on "):
+        bertfit.predict_file(tiny_trained, tmp_path / "in.parquet", out)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert json.loads(lock_file(out).read_text())["pid"] == holder.pid  # stale: left by the killed holder
+
+    with OutputLock(out):
+        assert json.loads(lock_file(out).read_text())["pid"] == os.getpid()
+        refused = []
+        thread = threading.Thread(target=lambda: refused.append(catch(lambda: OutputLock(out).__enter__())))
+        thread.start()
+        thread.join()
+        assert isinstance(refused[0], DataError) and f"pid {os.getpid()}" in str(refused[0])
+    assert not lock_file(out).exists()
+    assert bertfit.predict_file(tiny_trained, tmp_path / "in.parquet", out)["rows"] == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "out.parquet"]
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from bertfit.parts import OutputLock
+with OutputLock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def catch(call):
+    try:
+        call()
+    except Exception as error:
+        return error
+    return None
 
 
 def test_changed_settings_start_over_instead_of_mixing(tiny_trained, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -395,33 +396,40 @@ def predict(
 
     Rerunning the same command after a crash continues where it stopped.
     """
-    if engine == "ray" and any(v is not None for v in (long, stride, aggregate, threshold)):
-        _guard(lambda: _refuse("--long, --stride, --aggregate and --threshold work with --engine local only"))
     if engine not in ("local", "ray"):
         _guard(lambda: _bad_choice("engine", engine, "local, ray"))
     if engine == "ray" and allow_pickle:
         _guard(lambda: _refuse("--allow-pickle works with --engine local only; convert the model to safetensors"))
-    if engine == "ray":
-        from .distributed import predict_with_ray
+    with contextlib.ExitStack() as held:
+        # Locked before an engine is imported (torch alone takes seconds): a second run into this output refuses at
+        # once. The engine checks again and takes the same lock again, a no-op in the same thread.
+        from .parts import OutputLock
+        from .paths import check_not_input, model_files
 
-        summary = _guard(
-            lambda: predict_with_ray(
-                model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
-                max_length, address, num_workers, gpus_per_worker, _progress(), window=window, compile=compile,
-                calibration=not no_calibration, read=_read_options(columns, quoting, encoding),
-            )
-        )  # fmt: skip
-    else:
-        from .inference import DEFAULT_WINDOW, predict_file
+        _guard(lambda: check_not_input(output_file, [input_file, *model_files(model_dir)]))
+        _guard(lambda: held.enter_context(OutputLock(output_file)))
+        if engine == "ray":
+            from .distributed import predict_with_ray
 
-        summary = _guard(
-            lambda: predict_file(
-                model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
-                max_length, window or DEFAULT_WINDOW, compile, _progress(), calibration=not no_calibration,
-                allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
-                read=_read_options(columns, quoting, encoding, allow_pickle),
-            )
-        )  # fmt: skip
+            summary = _guard(
+                lambda: predict_with_ray(
+                    model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
+                    max_length, address, num_workers, gpus_per_worker, _progress(), window=window, compile=compile,
+                    calibration=not no_calibration, read=_read_options(columns, quoting, encoding), long=long,
+                    stride=stride, aggregate=aggregate, threshold=threshold,
+                )
+            )  # fmt: skip
+        else:
+            from .inference import DEFAULT_WINDOW, predict_file
+
+            summary = _guard(
+                lambda: predict_file(
+                    model_dir, input_file, output_file, text_col or None, probs, dtype, batch_tokens, batch_size,
+                    max_length, window or DEFAULT_WINDOW, compile, _progress(), calibration=not no_calibration,
+                    allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
+                    read=_read_options(columns, quoting, encoding, allow_pickle),
+                )
+            )  # fmt: skip
     if as_json:
         out.print_json(json.dumps(summary))
         return

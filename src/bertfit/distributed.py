@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .checks import join_text
 from .config import DataConfig
 from .errors import BertfitError, ConfigError, DataError, MissingDependency
-from .inference import log_counts
+from .inference import check_threshold, log_counts, window_settings
 from .io import (
     COMPRESSIONS,
     PLAIN,
@@ -48,7 +48,7 @@ from .io import (
 )
 from .jsonlines import raw_members
 from .modeling import pick_precision, read_meta, require_model_dir
-from .parts import PartWriter, check_output, is_folder_output
+from .parts import OutputLock, PartWriter, check_output, is_folder_output
 from .paths import check_not_input, model_files
 from .textfiles import resolve_quoting
 
@@ -82,12 +82,18 @@ def predict_with_ray(
     compile: bool = False,
     calibration: bool = True,
     read: ReadOptions | None = None,
+    long: str | None = None,
+    stride: int | None = None,
+    aggregate: str | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Label every row of a table, or of a folder of shards, with model replicas on a Ray cluster.
 
     The output is what `bertfit.inference.predict_file` writes: all input columns and rows, in order, plus
-    pred_label, pred_score and (with `probs`) prob_<label> columns; it appears only once complete. An output path
-    with no extension is a folder that receives Parquet shards (part-00000.parquet, ... in input order).
+    pred_label, pred_score and (with `probs`) prob_<label> columns (multi-label models: pred_labels and every
+    prob_<label>); it appears only once complete. Pair models read both texts; sliding-window models give one row
+    per input row, its windows aggregated. An output path with no extension is a folder that receives Parquet
+    shards (part-00000.parquet, ... in input order). A second run into the same output refuses while this one runs.
 
     Args:
         input_path: a Parquet, CSV, TSV or JSON Lines file, or a folder of such shards.
@@ -101,6 +107,7 @@ def predict_with_ray(
         calibration: apply the model's fitted temperature to the scores (see `Classifier.from_pretrained`).
         read: how to read CSV/TSV/JSON Lines input (headerless columns, quoting, encoding); see `io.ReadOptions`.
             Every input value comes back as the local engine gives it back: text files' values as their text.
+        long, stride, aggregate, threshold: override what the model was trained with (see `predict_file`).
 
     Returns:
         The local engine's summary (rows, empty_text, truncated, resumed_rows, output, labels, seconds, rows_per_s,
@@ -114,29 +121,36 @@ def predict_with_ray(
                     "num_workers": (num_workers, 1), "cpus_per_worker": (cpus_per_worker, 1), "window": (window, 1),
                     "gpus_per_worker": (gpus_per_worker, 0)})  # fmt: skip
     trained = read_meta(model_dir).get("data", {})
+    # Checked here, not once per replica after the cluster has started (a replica also caps max_length to what
+    # its model can take, and checks the stride again against that).
+    window_settings(trained, max_length or int(trained.get("max_length", 512)), long, stride, aggregate)
+    check_threshold(threshold)
     cols = text_cols or trained.get("text_cols", ["text"])
     read = read or PLAIN
     read_cols = DataConfig(text_cols=cols, pair_col=trained.get("pair_col")).read_as_text
-    _check_input(files, fmt, read_cols, read, str(input_path))
-    ray = _import_ray()
     labeller = {"model_dir": str(Path(model_dir).resolve()), "device": "cuda" if gpus_per_worker else "cpu",
                 "dtype": dtype, "max_length": max_length, "compile": compile, "calibration": calibration,
+                "long": long, "stride": stride, "aggregate": aggregate, "threshold": threshold,
                 "raw_json": fmt == "jsonl", "keep_json": not is_folder_output(output_path)
                 and table_format(output_path) == "jsonl",
                 "text_cols": text_cols, "probs": probs,
                 "batch_tokens": batch_tokens, "batch_size": batch_size, "source": str(input_path)}  # fmt: skip
-    try:
-        with _ray_session(ray, address), _data_context(ray, progress and is_folder_output(output_path)):
-            plan = _plan(ray, num_workers, gpus_per_worker, cpus_per_worker, window)
-            started = time.perf_counter()
-            chunks = _run(ray, files, fmt, read_cols, read, plan, labeller, output_path, progress)
-            seconds = time.perf_counter() - started
-    except Exception as error:
-        user_error = _user_error(error, input_path)
-        if user_error is None:
-            raise
-    else:
-        return _summary(chunks, input_path, output_path, seconds, plan["workers"], dtype)
+    with OutputLock(output_path):  # held until the output is in place: a second run into it refuses at once
+        check_output(output_path)  # under the lock: a run that held it before may have filled an output folder
+        _check_input(files, fmt, read_cols, read, str(input_path))
+        ray = _import_ray()
+        try:
+            with _ray_session(ray, address), _data_context(ray, progress and is_folder_output(output_path)):
+                plan = _plan(ray, num_workers, gpus_per_worker, cpus_per_worker, window)
+                started = time.perf_counter()
+                chunks = _run(ray, files, fmt, read_cols, read, plan, labeller, output_path, progress)
+                seconds = time.perf_counter() - started
+        except Exception as error:
+            user_error = _user_error(error, input_path)
+            if user_error is None:
+                raise
+        else:
+            return _summary(chunks, input_path, output_path, seconds, plan["workers"], dtype)
     # Ray Data's traceback holds the failed run's actors in a reference cycle until the cycle collector runs;
     # collect now, so that their CPUs go back to a cluster that outlives this call.
     gc.collect()
@@ -347,7 +361,8 @@ class _Labeller:
 
     def __init__(self, model_dir: str, device: str, dtype: str, max_length: int | None, compile: bool,
                  calibration: bool, threads: int, raw_json: bool = False, keep_json: bool = False,
-                 **stream_args: Any) -> None:  # fmt: skip
+                 long: str | None = None, stride: int | None = None, aggregate: str | None = None,
+                 threshold: float | None = None, **stream_args: Any) -> None:  # fmt: skip
         import torch
 
         from .inference import Classifier
@@ -364,6 +379,10 @@ class _Labeller:
                 max_length=max_length,
                 compile=compile,
                 calibration=calibration,
+                long=long,
+                stride=stride,
+                aggregate=aggregate,
+                threshold=threshold,
             )
         except BertfitError as error:
             # Raised on the first window: from a call Ray Data passes it to the driver unchanged; from here it

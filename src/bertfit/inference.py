@@ -28,7 +28,7 @@ from .errors import BertfitError, ConfigError, DataError
 from .io import PLAIN, ReadOptions, count_rows, data_files, estimate_rows, iter_frames
 from .labels import LabelSchema
 from .modeling import load_trained, pick_precision
-from .parts import PartWriter, check_output, input_fingerprint
+from .parts import OutputLock, PartWriter, check_output, input_fingerprint
 from .paths import check_not_input, model_files
 from .tokenization import (
     Encoded,
@@ -82,12 +82,7 @@ class Classifier:
         self.pair_col: str | None = data.get("pair_col")
         trained_length = int(data.get("max_length", 512))
         self.max_length = usable_max_length(max_length or trained_length, tokenizer, model.config)
-        self.long = long or data.get("long", "truncate")
-        self.aggregate = aggregate or data.get("aggregate", "mean")
-        if stride is None:
-            stride = self.max_length // 4 if long or data.get("stride") is None else int(data["stride"])
-        self.stride = stride
-        check_windows(self.long, self.stride if self.long == "sliding" else 0, self.aggregate, self.max_length)
+        self.long, self.stride, self.aggregate = window_settings(data, self.max_length, long, stride, aggregate)
         self.device = device
         self.dtype = dtype
         self.encoder = WindowEncoder(tokenizer, self.max_length, self.long, self.stride)
@@ -143,9 +138,7 @@ class Classifier:
         clf.model_dir = Path(model_dir).resolve()
         if not calibration:
             clf.temperature = 1.0
-        if threshold is not None:
-            if not 0 < threshold < 1:
-                raise ConfigError(f"threshold must be between 0 and 1 (got {threshold}); try 0.5")
+        if check_threshold(threshold) is not None:
             clf.thresholds = np.full(len(clf.schema), float(threshold))
         if compile:
             clf.forward = torch.compile(model, dynamic=True)
@@ -269,6 +262,18 @@ class Classifier:
         input_path, output_path = Path(input_path), Path(output_path)
         check_not_input(output_path, [input_path, *model_files(self.model_dir)])
         check_output(output_path)
+        with OutputLock(output_path):
+            return self._predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window,
+                                      progress, read)  # fmt: skip
+
+    # -- internals -----------------------------------------------------------------------------------------------
+
+    def _predict_file(
+        self, input_path: Path, output_path: Path, text_cols: list[str] | None, probs: bool, batch_tokens: int,
+        batch_size: int | None, window: int, progress: bool, read: ReadOptions | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """predict_file with `OutputLock(output_path)` held."""
+        check_output(output_path)  # under the lock: a run that held it before may have filled an output folder
         files = data_files(input_path)
         settings = {"model": self._identity(), "dtype": self.dtype, "max_length": self.max_length,
                     "text_cols": text_cols or self.text_cols, "probs": probs, "window": window,
@@ -292,8 +297,6 @@ class Classifier:
         return {**totals, "resumed_rows": resumed, "output": str(output_path), "labels": self.labels,
                 "seconds": round(seconds, 2), "rows_per_s": round((totals["rows"] - resumed) / max(seconds, 1e-9), 1),
                 "dtype": self.dtype}  # fmt: skip
-
-    # -- internals -----------------------------------------------------------------------------------------------
 
     def columns_read(self, text_cols: list[str] | None = None) -> list[str]:
         """The input columns the model reads (read as text from CSV): the text columns, then the pair column."""
@@ -373,6 +376,27 @@ class Classifier:
                 "thresholds": self.thresholds.tolist()}  # fmt: skip
 
 
+def window_settings(
+    data: dict[str, Any], max_length: int, long: str | None, stride: int | None, aggregate: str | None
+) -> tuple[str, int, str]:
+    """long, stride and aggregate for prediction: the ones given, else those the model was trained with (`data`,
+    from bertfit.json); a stride given with no `long` override keeps training's, and `long` alone takes a quarter
+    of max_length. Checked, so a bad override is one line."""
+    long_mode = long or data.get("long", "truncate")
+    aggregate = aggregate or data.get("aggregate", "mean")
+    if stride is None:
+        stride = max_length // 4 if long or data.get("stride") is None else int(data["stride"])
+    check_windows(long_mode, stride if long_mode == "sliding" else 0, aggregate, max_length)
+    return long_mode, stride, aggregate
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    """A multi-label threshold override: None (the tuned ones), or a number strictly between 0 and 1."""
+    if threshold is not None and not 0 < threshold < 1:
+        raise ConfigError(f"threshold must be between 0 and 1 (got {threshold}); try 0.5")
+    return threshold
+
+
 def stored_thresholds(meta: dict[str, Any], schema: LabelSchema) -> np.ndarray:
     """A multi-label model's per-label thresholds from bertfit.json (0.5 for any it does not name)."""
     values = (meta.get("thresholds") or {}).get("values", {})
@@ -430,15 +454,17 @@ def predict_file(
     to JSON Lines as the same JSON), Parquet/HDF5/Excel values with their stored types. `read` says how to read
     the input (a headerless CSV/TSV's column names, quoting, text encoding, pickled HDF5); see `io.ReadOptions`.
     """
+    input_path, output_path = Path(input_path), Path(output_path)
     check_not_input(output_path, [input_path, *model_files(model_dir)])
-    check_output(Path(output_path))
+    check_output(output_path)
     data_files(input_path)  # a missing input fails before the model is loaded
-    clf = Classifier.from_pretrained(
-        model_dir, dtype=dtype, max_length=max_length, compile=compile, calibration=calibration,
-        allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
-    )  # fmt: skip
-    return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window, progress,
-                            read)  # fmt: skip
+    with OutputLock(output_path):  # a second run into this output refuses now, not after loading the model
+        clf = Classifier.from_pretrained(
+            model_dir, dtype=dtype, max_length=max_length, compile=compile, calibration=calibration,
+            allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
+        )  # fmt: skip
+        return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window,
+                                progress, read)  # fmt: skip
 
 
 def _remaining_frames(

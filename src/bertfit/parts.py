@@ -5,14 +5,21 @@ The parts live in a hidden folder beside the output (`.NAME.bertfit-parts/`). A 
 the manifest names only parts that are whole. Running the same command again (same input files, same settings)
 continues after the last committed part; anything else starts over. The final output appears under its own name
 only once every part is in it.
+
+One run at a time writes an output: `OutputLock` holds an OS file lock (flock) on `.NAME.bertfit-lock` beside it
+from before any work folder is read or removed until the output is in place; a second run refuses at once.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,88 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+LOCK_WAIT_S = 1.0  # a lock freed as it is tried (the holder ends and removes the file) is retried for this long
+_HELD: dict[str, int] = {}  # lock files this process holds -> the thread that holds each
+
+
+def lock_file(output: Path) -> Path:
+    """The lock file beside `output` (kept while a run holds it; a killed run's file is stale and blocks nothing)."""
+    return output.parent / f".{output.name}.bertfit-lock"
+
+
+class OutputLock:
+    """Only one run writes `output` at a time: a second one refuses with a DataError naming the first (pid, host).
+
+    The lock is the kernel's (flock, through `filelock`), so it ends with the process that holds it, however that
+    process ends (kill -9 included): a killed run's lock file is left behind but blocks nothing, and a rerun
+    resumes. The file holds the holder's pid, host and start time, for the message. It is removed when the lock is
+    released, while still held, so a run that comes later creates a new one. Over a shared filesystem the lock works
+    between machines where the filesystem supports flock (NFSv4 does); where it does not, the run goes on unlocked
+    with a warning.
+    """
+
+    def __init__(self, output: Path, command: str = "bertfit predict") -> None:
+        self.output, self.command = Path(output), command
+        self.path = lock_file(self.output)
+        self._lock: Any = None
+        self._key: str | None = None
+        self._inode: tuple[int, int] | None = None
+
+    def __enter__(self) -> OutputLock:
+        from filelock import FileLock, Timeout
+
+        key = str(self.path.absolute())
+        if _HELD.get(key) == threading.get_ident():
+            return self  # nested in the same run (the CLI, then predict_file, then Classifier.predict_file)
+        check_folder_writable(self.output)  # a missing or read-only folder is one line, not a failed lock
+        lock = FileLock(self.path, timeout=LOCK_WAIT_S, preserve_lock_file=True, on_acquired=self._stamp)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise DataError(
+                f"{self.output}: another run is writing it ({self._holder()}); wait for it to finish or stop it, "
+                "or write to another output"
+            ) from None
+        except OSError as error:
+            if error.errno not in (errno.ENOSYS, errno.ENOTSUP, errno.ENOLCK):
+                raise
+            logger.warning("%s: this filesystem cannot lock files; two runs into this output would mix", self.output)
+        else:
+            self._lock = lock
+        self._key = key
+        _HELD[key] = threading.get_ident()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._key is None:
+            return  # the nested one
+        _HELD.pop(self._key, None)
+        if self._lock is None:
+            return
+        try:  # removed while held: a run waiting on this inode sees it unlinked and retries on a new file
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self._lock.release()
+        self._lock = None
+
+    def _stamp(self, fd: int) -> None:
+        """Write who holds the lock into the lock file (called by filelock with the lock held)."""
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "command": self.command}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        st = os.fstat(fd)
+        self._inode = (st.st_dev, st.st_ino)
+
+    def _holder(self) -> str:
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+            return f"{holder['command']}, pid {holder['pid']} on {holder['host']}, since {holder['started']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"it holds {self.path}"
 
 
 def input_fingerprint(files: list[Path]) -> list[dict[str, Any]]:
@@ -68,9 +157,13 @@ class PartWriter:
     Args:
         output: the final file, or a folder (no extension) to receive the parts as Parquet shards.
         key: what must match for a rerun to resume: input fingerprint and every setting that changes the output.
+
+    The caller holds `OutputLock(output)`: the writer reads, resumes and removes the work folder that it guards.
     """
 
     def __init__(self, output: Path, key: dict[str, Any]) -> None:
+        if str(lock_file(output).absolute()) not in _HELD:
+            raise RuntimeError(f"PartWriter({output}) needs OutputLock({output}) held")  # a bug, not a user error
         self.output = output
         self.key = json.loads(json.dumps(key))  # as it will read back from JSON
         self.work = output.parent / f".{output.name}.bertfit-parts"

@@ -44,10 +44,16 @@ def check_not_input(
 def model_files(model_dir: str | Path | None) -> list[Path]:
     """Every file of a model folder (weights, configs, tokenizer, bertfit's reports): none may be written over.
 
-    The folder itself is not an input as a whole: new files may go inside it (an evaluation report, say)."""
+    The folder itself is not an input as a whole: new files may go inside it (an evaluation report, say). The work
+    files of a run writing into it (`.NAME.bertfit-lock`, `-parts`, ...) are not the model's."""
     if model_dir is None or not Path(model_dir).is_dir():
         return []
-    return [p for p in Path(model_dir).rglob("*") if p.is_file()]
+    folder = Path(model_dir)
+    return [p for p in folder.rglob("*") if p.is_file() and not _is_side_path(p.relative_to(folder))]
+
+
+def _is_side_path(path: Path) -> bool:
+    return any(part.startswith(".") and SIDE_MARK in part for part in path.parts)
 
 
 def _paths(inputs: Iterable[object]) -> Iterator[Path]:
