@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import MULTI_TRAIN, multilabel_frame
+from conftest import multilabel_frame
 from sklearn.metrics import f1_score, hamming_loss
 from typer.testing import CliRunner
 
