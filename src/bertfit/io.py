@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from . import unreadable
 from .errors import BertfitError, DataError, MissingDependency
 from .jsonlines import RAW_JSON, json_display, jsonl_frames
-from .textfiles import ReadOptions, delimited_frames, header_frame
+from .textfiles import ReadOptions, delimited_frames, header_frame, is_utf8, rebatch
 from .textfiles import check_header as check_header
 from .textfiles import open_text as open_text
 from .textfiles import parse_columns as parse_columns
@@ -93,8 +93,9 @@ def data_files(path: str | Path) -> list[Path]:
         table_format(path)
         return [path]
     entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
-    files = [p for p in entries if _known(p)]
-    skipped = [p.name for p in entries if not _known(p)]
+    known = {p: _known(p) for p in entries}
+    files = [p for p in entries if known[p]]
+    skipped = [p.name for p in entries if not known[p]]
     if not files:
         raise DataError(f"{path}: folder holds no data files ({', '.join(sorted(FORMATS))}); point at a file")
     if skipped:
@@ -171,7 +172,7 @@ def _frames(
     if fmt == "parquet":
         parquet = pq.ParquetFile(path, buffer_size=1 << 20)  # column chunks decoded page by page
         batches = parquet.iter_batches(batch_size=min(rows, 65536))
-        yield from _rebatch(batches, parquet.schema_arrow, rows, passthrough)
+        yield from _rebatch(batches, rows, passthrough)
     elif fmt in ("csv", "tsv"):
         yield from delimited_frames(path, fmt, rows, opts)
     elif fmt == "jsonl":
@@ -212,20 +213,10 @@ def arrow_to_pandas(table: pa.Table, exact: bool = True) -> pd.DataFrame:
     return table.to_pandas(types_mapper=_NULLABLE.get if exact else None)
 
 
-def _rebatch(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int, exact: bool) -> Iterator[pd.DataFrame]:
-    """Regroup record batches of any size into frames of exactly `rows` rows."""
-    pending: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        pending.append(batch)
-        count += batch.num_rows
-        while count >= rows:
-            table = pa.Table.from_batches(pending, schema=schema)
-            yield arrow_to_pandas(table.slice(0, rows), exact)
-            rest = table.slice(rows)
-            pending, count = rest.to_batches(), rest.num_rows
-    if count:
-        yield arrow_to_pandas(pa.Table.from_batches(pending, schema=schema), exact)
+def _rebatch(batches: Iterator[pa.RecordBatch], rows: int, exact: bool) -> Iterator[pd.DataFrame]:
+    """Record batches of any size as frames of exactly `rows` rows."""
+    for table in rebatch(batches, rows):
+        yield arrow_to_pandas(table, exact)
 
 
 def _hdf_frames(path: Path, rows: int, opts: ReadOptions) -> Iterator[pd.DataFrame]:
@@ -375,8 +366,7 @@ def check_folder_writable(path: str | Path) -> None:
 
 def check_text_file(path: Path, fmt: str, opts: ReadOptions = PLAIN) -> None:
     """Catch a CSV, TSV or JSON Lines file that is not UTF-8 text at all, before a parser calls it a bad line."""
-    utf8 = opts.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-    if fmt in ("csv", "tsv", "jsonl") and utf8 and path.suffix.lower() not in COMPRESSIONS:
+    if fmt in ("csv", "tsv", "jsonl") and is_utf8(opts.encoding) and path.suffix.lower() not in COMPRESSIONS:
         unreadable.check_text(path, fmt)
 
 

@@ -18,7 +18,7 @@ import itertools
 import logging
 import lzma
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -67,7 +67,7 @@ def parse_columns(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
     """A text stream over a (possibly compressed) file, universal newlines off (the csv module wants them raw)."""
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    enc = "utf-8-sig" if is_utf8(encoding) else encoding
     suffix = path.suffix.lower()
     if suffix in _OPENERS:
         return _OPENERS[suffix](path, "rt", encoding=enc, newline="")
@@ -158,11 +158,15 @@ ARROW_BLOCK = 1 << 22  # bytes pyarrow parses at a time
 
 def _arrow_can_read(path: Path, opts: ReadOptions) -> bool:
     suffix = path.suffix.lower()
-    return (suffix in _ARROW_CODECS or suffix not in (*_OPENERS, ".zip", ".zst")) and _utf8(opts.encoding)
+    return (suffix in _ARROW_CODECS or suffix not in (*_OPENERS, ".zip", ".zst")) and is_utf8(opts.encoding)
 
 
-def _utf8(encoding: str) -> bool:
+def is_utf8(encoding: str) -> bool:
     return encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+
+
+class _HandOver(Exception):
+    """A value holds a line break: the careful reader takes over after the windows already given."""
 
 
 def _arrow_frames(path: Path, fmt: str, rows: int, opts: ReadOptions) -> Iterator[pd.DataFrame | None]:
@@ -179,26 +183,38 @@ def _arrow_frames(path: Path, fmt: str, rows: int, opts: ReadOptions) -> Iterato
         stream.close()
         yield None
         return
-    pending: list[pa.RecordBatch] = []
-    count = 0
     with reader:
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except (pa.ArrowInvalid, ValueError):
-                yield None
-                return
-            if any(_breaks(batch.column(i)) for i in range(batch.num_columns)):
-                yield None  # the careful reader starts after the windows already given, so windows stay whole
-                return
-            pending.append(batch)
-            count += batch.num_rows
-            if count >= rows:
-                pending, count = yield from _take_windows(pending, rows)
-    if pending:
-        yield from _windows(pending, rows)
+        try:
+            for window in rebatch(_whole_lines(reader), rows):
+                yield _arrow_frame(window)
+        except (_HandOver, pa.ArrowInvalid, ValueError):
+            yield None  # rows held back in an unfinished window are read again by the careful reader
+
+
+def _whole_lines(reader: Any) -> Iterator[Any]:
+    """The reader's batches, until one holds a value with a line break (or fails to parse)."""
+    for batch in reader:
+        if any(_breaks(batch.column(i)) for i in range(batch.num_columns)):
+            raise _HandOver
+        yield batch
+
+
+def rebatch(batches: Iterable[Any], rows: int) -> Iterator[Any]:
+    """Regroup Arrow record batches of any size into tables of exactly `rows` rows (the last may be shorter)."""
+    import pyarrow as pa
+
+    pending: list[Any] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(pending)
 
 
 def _open_csv(stream: Any, header: list[str], opts: ReadOptions, fmt: str, quoting: str) -> Any:
@@ -228,27 +244,6 @@ def _breaks(column: Any) -> bool:
     import pyarrow.compute as pc
 
     return bool(pc.any(pc.match_substring_regex(column, "[\r\n]")).as_py())
-
-
-def _take_windows(pending: list, rows: int) -> Iterator[pd.DataFrame]:
-    """Yield whole windows from the pending batches; return the rest (and its row count)."""
-    import pyarrow as pa
-
-    table = pa.Table.from_batches(pending)
-    start = 0
-    while table.num_rows - start >= rows:
-        yield _arrow_frame(table.slice(start, rows))
-        start += rows
-    rest = table.slice(start)
-    return rest.to_batches(), rest.num_rows
-
-
-def _windows(pending: list, rows: int) -> Iterator[pd.DataFrame]:
-    import pyarrow as pa
-
-    table = pa.Table.from_batches(pending)
-    for start in range(0, table.num_rows, rows):
-        yield _arrow_frame(table.slice(start, rows))
 
 
 def _arrow_frame(table: Any) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from .errors import DataError
+from .textfiles import is_utf8
 
 
 def check_text(path: Path, fmt: str) -> None:
@@ -119,7 +120,7 @@ def not_decodable(path: Path, err: UnicodeDecodeError | None, encoding: str = "u
 
 
 def _name(encoding: str) -> str:
-    return "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    return "UTF-8" if is_utf8(encoding) else encoding
 
 
 def guess_encoding(path: Path) -> str | None:
