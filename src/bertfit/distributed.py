@@ -50,7 +50,7 @@ from .jsonlines import raw_members
 from .modeling import pick_precision, read_meta, require_model_dir
 from .parts import OutputLock, PartWriter, check_output, is_folder_output
 from .paths import check_not_input, model_files
-from .textfiles import resolve_quoting
+from .textfiles import arrow_csv_options, header_frame, resolve_quoting
 
 logger = logging.getLogger(__name__)
 
@@ -289,30 +289,16 @@ def _plan(
 def _read(ray: Any, files: list[Path], fmt: str, text_cols: list[str], read: ReadOptions) -> Any:
     """A dataset over the input files, in their order, each value as the local engine reads it: CSV/TSV fields as
     their text ("" when empty), JSON Lines values decoded for the text columns and raw JSON text for the others."""
-    import pyarrow.csv as pa_csv
 
     paths = [str(f) for f in files]
     if fmt == "parquet":
         return ray.data.read_parquet(paths, file_extensions=None)
     if fmt in ("csv", "tsv"):
-        header = list(iter_frames(files[0], 1, (), read))[0].columns.tolist() if read.columns is None else None
-        names = list(read.columns or header or [])
-        quoted = resolve_quoting(files[0], fmt, read) == "csv"
+        names = list(read.columns or header_frame(files[0], fmt, read).columns)  # the header alone is read
+        quoting = resolve_quoting(files[0], fmt, read)
         return ray.data.read_csv(
             paths,
-            read_options=pa_csv.ReadOptions(
-                column_names=names, skip_rows=0 if read.columns else 1, encoding=read.encoding
-            ),  # fmt: skip
-            parse_options=pa_csv.ParseOptions(
-                delimiter="," if fmt == "csv" else "\t",
-                quote_char='"' if quoted else False,
-                newlines_in_values=quoted,
-            ),  # fmt: skip
-            convert_options=pa_csv.ConvertOptions(
-                column_types={c: pa.string() for c in names},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),  # fmt: skip
+            **arrow_csv_options(names, read, fmt, quoting),
             file_extensions=None,
         )
     lines = ray.data.read_text(paths, encoding=read.encoding, drop_empty_lines=True, file_extensions=None)

@@ -218,26 +218,34 @@ def rebatch(batches: Iterable[Any], rows: int) -> Iterator[Any]:
 
 
 def _open_csv(stream: Any, header: list[str], opts: ReadOptions, fmt: str, quoting: str) -> Any:
-    """pyarrow's streaming CSV reader with every column as text: "" for an empty field, never null."""
+    import pyarrow.csv as pa_csv
+
+    return pa_csv.open_csv(stream, **arrow_csv_options(header, opts, fmt, quoting, ARROW_BLOCK))
+
+
+def arrow_csv_options(header: list[str], opts: ReadOptions, fmt: str, quoting: str, block_size: int | None = None
+                      ) -> dict[str, Any]:  # fmt: skip
+    """pyarrow CSV options that read every column as text, "" for an empty field, never null (this module's fast
+    path and the Ray engine's reader)."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    return pa_csv.open_csv(
-        stream,
-        read_options=pa_csv.ReadOptions(
-            column_names=header, skip_rows=0 if opts.columns else 1, block_size=ARROW_BLOCK
-        ),
-        parse_options=pa_csv.ParseOptions(
+    extra = {"block_size": block_size} if block_size else {}
+    return {
+        "read_options": pa_csv.ReadOptions(
+            column_names=header, skip_rows=0 if opts.columns else 1, encoding=opts.encoding, **extra
+        ),  # fmt: skip
+        "parse_options": pa_csv.ParseOptions(
             delimiter="," if fmt == "csv" else "\t",
             quote_char='"' if quoting == "csv" else False,
             newlines_in_values=quoting == "csv",
         ),
-        convert_options=pa_csv.ConvertOptions(
+        "convert_options": pa_csv.ConvertOptions(
             column_types={name: pa.string() for name in header},
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         ),
-    )
+    }
 
 
 def _breaks(column: Any) -> bool:
