@@ -44,7 +44,7 @@ import transformers
 from machine import machine
 
 import bertfit
-from bertfit.inference import Classifier
+from bertfit.prediction.classifier import Classifier
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CACHE = Path(__file__).resolve().parent / ".cache"

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from machine import machine
 
-from bertfit.io import iter_frames
+from bertfit.data.io import iter_frames
 
 WINDOW = 50_000
 

@@ -27,7 +27,7 @@ import torch
 from machine import machine
 
 import bertfit
-from bertfit.inference import Classifier
+from bertfit.prediction.classifier import Classifier
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARGETS = {"micro_f1": 0.55, "macro_f1": 0.45}

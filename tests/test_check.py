@@ -14,10 +14,10 @@ from conftest import SHARED_DATA
 from typer.testing import CliRunner
 
 import bertfit
-from bertfit.checks import normalise, text_hashes
+from bertfit.checks.checker import CheckReport, DataChecker, _TextSample
 from bertfit.cli import app
-from bertfit.datacheck import CheckReport, DataChecker, _TextSample
-from bertfit.io import read_table
+from bertfit.data.io import read_table
+from bertfit.data.rows import normalise, text_hashes
 from bertfit.tokenization import load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("restore_cli_state")
@@ -25,7 +25,7 @@ runner = CliRunner()
 EMOTION = SHARED_DATA / "emotion"
 
 
-def by_code(report: CheckReport, split: str = "train") -> dict[str, bertfit.checks.Finding]:
+def by_code(report: CheckReport, split: str = "train") -> dict[str, bertfit.data.rows.Finding]:
     found = {}
     for f in report.findings:
         if f.split == split:

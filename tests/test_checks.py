@@ -5,8 +5,8 @@ import logging
 import pandas as pd
 import pytest
 
-from bertfit.checks import join_text, load_labelled, usable_rows
 from bertfit.config import DataConfig
+from bertfit.data.rows import join_text, load_labelled, usable_rows
 from bertfit.errors import DataError
 
 

@@ -13,12 +13,12 @@ from conftest import sentiment_frame
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 import bertfit
-import bertfit.training
+import bertfit.training.run
 from bertfit.config import DataConfig
-from bertfit.dataset import EpochSampler, TokenizedRows, tokenize_labelled
+from bertfit.data.cache import EpochSampler, TokenizedRows, tokenize_labelled
 from bertfit.errors import DataError
 from bertfit.labels import LabelSchema
-from bertfit.losses import class_weights, training_loss
+from bertfit.training.losses import class_weights, training_loss
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_folder_of_shards_and_validation_labels(tokenizer, tmp_path):
 
 @pytest.mark.parametrize("form", ["csv", "jsonl", "frame"])
 def test_integer_labels_are_ordered_as_numbers_in_any_form_and_window(form, tokenizer, tmp_path, monkeypatch):
-    monkeypatch.setattr(bertfit.dataset, "WINDOW_ROWS", 7)  # labels are typed from every window together
+    monkeypatch.setattr(bertfit.data.cache, "WINDOW_ROWS", 7)  # labels are typed from every window together
     df = sentiment_frame(60, seed=5).assign(label=[str(v) for v in [10, 2, 1] * 20])
     df.loc[:6, "label"] = "2"  # the first window holds one label only
     source = {"csv": tmp_path / "t.csv", "jsonl": tmp_path / "t.jsonl", "frame": df}[form]
@@ -128,9 +128,9 @@ def test_sorted_by_label_input_is_shuffled_globally(tiny_model_dir, tokenizer, t
     # Sorted by label, as files often are: 4 labels in blocks of 400 rows.
     df = pd.concat([sentiment_frame(400, seed=i).assign(label=f"c{i}") for i in range(4)], ignore_index=True)
     data, _ = tokenize(df, tokenizer, tmp_path)
-    trainer = bertfit.training.BertfitTrainer(
+    trainer = bertfit.training.run.BertfitTrainer(
         model=AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=4),
-        args=bertfit.training.training_arguments(
+        args=bertfit.training.run.training_arguments(
             bertfit.config.TrainConfig(batch_size=16), tmp_path, "fp32", 1600, False
         ),
         train_dataset=TokenizedRows(data),
@@ -227,9 +227,9 @@ def test_the_loss_of_a_step_is_the_sum_of_its_batches_losses(multi):
 
 def test_cache_location(monkeypatch, tmp_path):
     monkeypatch.setenv("BERTFIT_CACHE", str(tmp_path / "x"))
-    assert bertfit.dataset.cache_root() == tmp_path / "x"
-    assert bertfit.dataset.cache_root(tmp_path / "y") == tmp_path / "y"
+    assert bertfit.data.cache.cache_root() == tmp_path / "x"
+    assert bertfit.data.cache.cache_root(tmp_path / "y") == tmp_path / "y"
     monkeypatch.delenv("BERTFIT_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert bertfit.dataset.cache_root() == tmp_path / "xdg" / "bertfit"
+    assert bertfit.data.cache.cache_root() == tmp_path / "xdg" / "bertfit"
     assert os.environ.get("BERTFIT_CACHE") is None

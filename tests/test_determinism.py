@@ -14,7 +14,7 @@ from conftest import TINY_TRAIN
 from safetensors.torch import load_file
 
 import bertfit
-from bertfit.checkpoints import CommitCheckpoints
+from bertfit.training.checkpoints import CommitCheckpoints
 
 HOG = "while True: pass"
 

@@ -24,13 +24,13 @@ from typer.testing import CliRunner
 
 import bertfit
 from bertfit.cli import app
+from bertfit.data.io import read_table, write_table
 from bertfit.errors import ConfigError, DataError, MissingDependency, ModelError
-from bertfit.io import read_table, write_table
-from bertfit.parts import OutputLock
+from bertfit.prediction.parts import OutputLock
 
 ray = pytest.importorskip("ray", reason="the ray engine needs: pip install 'bertfit[ray]'")
-from bertfit import distributed  # noqa: E402
-from bertfit.distributed import predict_with_ray  # noqa: E402
+from bertfit.prediction import ray_engine as distributed  # noqa: E402
+from bertfit.prediction.ray_engine import predict_with_ray  # noqa: E402
 
 PROBS = ["prob_negative", "prob_positive"]
 RAY_ARGS = {"num_workers": 2, "cpus_per_worker": 1}  # two one-thread replicas on the 2-CPU test cluster

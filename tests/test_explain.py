@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from bertfit import explain as explain_module
 from bertfit.cli import app
 from bertfit.errors import ConfigError, DataError, MissingDependency
-from bertfit.inference import Classifier
+from bertfit.prediction.classifier import Classifier
 
 pytest.importorskip("captum")
 from captum.attr import LayerIntegratedGradients  # noqa: E402

@@ -21,7 +21,7 @@ from click.testing import Result
 from safetensors.torch import load_file
 from test_cli import assert_user_error, invoke, snapshot
 
-from bertfit.io import read_table
+from bertfit.data.io import read_table
 
 INPUTS = Path(__file__).resolve().parent / "inputs"
 ONE_EPOCH = ["--epochs", "1", "--lr", "3e-3", "--batch-size", "16"]

@@ -1,4 +1,4 @@
-"""bertfit.io: every format round-trips, CSV quirks are read right, bad files give one-line DataErrors."""
+"""bertfit.data.io: every format round-trips, CSV quirks are read right, bad files give one-line DataErrors."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bertfit.data.io import read_table, require_columns, table_format, write_table
 from bertfit.errors import DataError
-from bertfit.io import read_table, require_columns, table_format, write_table
 
 FORMATS = ["csv", "tsv", "jsonl", "parquet", "h5", "xlsx", "csv.gz", "jsonl.gz"]
 TEXT_FORMATS = ("csv", "tsv", "csv.gz")  # no types: every value comes back as the text that was written

@@ -69,7 +69,7 @@ def test_label_map_classes_are_the_mapped_names_that_occur(build, tiny_model_dir
             from transformers import AutoTokenizer
 
             from bertfit.config import DataConfig
-            from bertfit.dataset import tokenize_labelled
+            from bertfit.data.cache import tokenize_labelled
 
             frame = pd.DataFrame({"text": ["good film"] * len(labels), "stars": labels})
             cfg = DataConfig(label_col="stars", label_map=label_map)

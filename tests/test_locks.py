@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("restore_cli_state")
 COUNTED_CLI = r"""
 import os, sys, time
 from pathlib import Path
-import bertfit.datacheck, bertfit.dataset
+import bertfit.checks.checker, bertfit.data.cache
 marks = Path(os.environ["BUILD_MARKS"])
 
 def counted(module, name, what):
@@ -39,8 +39,8 @@ def counted(module, name, what):
         return original(*args, **kwargs)
     setattr(module, name, wrapper)
 
-counted(bertfit.dataset, "_build", "tokens")
-counted(bertfit.datacheck, "check", "checks")
+counted(bertfit.data.cache, "_build", "tokens")
+counted(bertfit.checks.checker, "check", "checks")
 from bertfit.cli import main
 sys.argv = ["bertfit", *sys.argv[1:]]
 main()

@@ -12,9 +12,9 @@ from transformers import AutoTokenizer
 
 import bertfit
 from bertfit.config import DataConfig
-from bertfit.dataset import split_rows, tokenize_labelled
+from bertfit.data.cache import split_rows, tokenize_labelled
 from bertfit.errors import ConfigError
-from bertfit.inference import Classifier
+from bertfit.prediction.classifier import Classifier
 from bertfit.tokenization import WindowEncoder, aggregate_windows
 
 

@@ -132,8 +132,8 @@ def test_truncated_weights_are_one_line_naming_the_file(tmp_path, damaged_model,
 )
 def test_damaged_weights_raise_a_bertfit_error_in_the_api(tmp_path, tiny_trained, damage):
     from bertfit.errors import BertfitError
-    from bertfit.inference import Classifier
     from bertfit.modeling import describe_model
+    from bertfit.prediction.classifier import Classifier
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_trained, folder)
@@ -148,7 +148,7 @@ def test_damaged_weights_raise_a_bertfit_error_in_the_api(tmp_path, tiny_trained
 
 
 def test_the_ray_engine_names_the_damaged_file_before_ray_starts(tmp_path, damaged_model, monkeypatch):
-    from bertfit import distributed
+    from bertfit.prediction import ray_engine as distributed
 
     monkeypatch.setattr(distributed, "_import_ray", lambda: pytest.fail("Ray was started for a damaged model"))
     data = labelled_csv(tmp_path)

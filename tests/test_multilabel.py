@@ -15,9 +15,7 @@ from typer.testing import CliRunner
 import bertfit
 from bertfit.cli import app
 from bertfit.errors import ConfigError, DataError
-from bertfit.inference import Classifier
-from bertfit.labels import SET_JOIN, LabelSchema, label_sets
-from bertfit.multilabel import (
+from bertfit.evaluation.multilabel import (
     CROSS_FITTED,
     DEFAULT_THRESHOLD,
     cross_fitted_thresholds,
@@ -25,6 +23,8 @@ from bertfit.multilabel import (
     report,
     tune_thresholds,
 )
+from bertfit.labels import SET_JOIN, LabelSchema, label_sets
+from bertfit.prediction.classifier import Classifier
 
 
 def test_label_sets_are_canonical_for_lists_and_separated_strings():
@@ -165,7 +165,7 @@ def test_rows_with_an_empty_label_cell_are_trained_on_as_all_zero_rows(form, tin
     from transformers import AutoTokenizer
 
     from bertfit.config import DataConfig
-    from bertfit.dataset import tokenize_labelled
+    from bertfit.data.cache import tokenize_labelled
 
     frame = multilabel_frame(40, seed=4)
     frame["label"] = frame["labels"].map(",".join).replace("", " " if form == "csv with spaces" else "")
@@ -217,7 +217,7 @@ def test_explain_refuses_multi_label_models_in_one_line(multi_model):
 
 
 def test_a_model_starts_at_each_labels_base_rate():
-    from bertfit.multilabel import sigmoid, start_at_base_rates
+    from bertfit.evaluation.multilabel import sigmoid, start_at_base_rates
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
     labels = np.array([[1, 0, 0]] * 1 + [[0, 1, 0]] * 3 + [[0, 0, 0]] * 6, dtype=np.uint8)
@@ -296,7 +296,7 @@ def test_labels_with_no_label_in_any_row_are_a_clear_error(tiny_model_dir, tmp_p
     from transformers import AutoTokenizer
 
     from bertfit.config import DataConfig
-    from bertfit.dataset import tokenize_labelled
+    from bertfit.data.cache import tokenize_labelled
 
     frame = pd.DataFrame({"text": ["good film", "bad film"] * 5, "label": ["", " "] * 5})
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 import bertfit
 from bertfit.cli import app
 from bertfit.config import DataConfig
-from bertfit.dataset import TokenizedRows, tokenize_labelled
+from bertfit.data.cache import TokenizedRows, tokenize_labelled
 from bertfit.errors import ConfigError, DataError
-from bertfit.inference import Classifier
+from bertfit.prediction.classifier import Classifier
 from bertfit.tokenization import WindowEncoder
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import bertfit
-from bertfit.jsonlines import raw_members
+from bertfit.data.jsonlines import raw_members
 
 INPUTS = Path(__file__).resolve().parent / "inputs"
 COLUMNS = ["id", "text", "amount", "flag", "code", "mixed"]
@@ -50,7 +50,7 @@ def predict(model: Path, inp: Path, out: Path, engine: str) -> None:
     if engine == "local":
         bertfit.predict_file(model, inp, out, window=WINDOW, dtype="fp32")
     else:
-        from bertfit.distributed import predict_with_ray
+        from bertfit.prediction.ray_engine import predict_with_ray
 
         predict_with_ray(model, inp, out, dtype="fp32", num_workers=2, cpus_per_worker=1, window=WINDOW)
 

@@ -14,8 +14,8 @@ import pytest
 from conftest import sentiment_frame
 from test_cli import assert_user_error, invoke, snapshot
 
+from bertfit.data.paths import check_not_input, model_files
 from bertfit.errors import DataError
-from bertfit.paths import check_not_input, model_files
 
 pytestmark = pytest.mark.usefixtures("restore_cli_state")
 
@@ -178,8 +178,8 @@ def test_predict_refuses_to_write_over_a_model_file(tmp_path, tiny_trained):
 
 
 def test_the_python_api_refuses_too(tmp_path, tiny_trained):
-    from bertfit.distributed import predict_with_ray
-    from bertfit.inference import Classifier, predict_file
+    from bertfit.prediction.classifier import Classifier, predict_file
+    from bertfit.prediction.ray_engine import predict_with_ray
 
     data = write_csv(tmp_path / "reviews.csv")
     original = data.read_bytes()
@@ -259,7 +259,7 @@ def test_evaluate_refuses_to_write_over_the_models_own_files(tmp_path, tiny_trai
 
 def test_evaluate_writes_a_report_beside_its_data(tmp_path, tiny_trained):
     """Only what a report writes counts: a folder that also holds the data is a fine report folder."""
-    from bertfit.report import REPORT_FILES
+    from bertfit.evaluation.report import REPORT_FILES
 
     data = write_csv(tmp_path / "test.csv")
     original = data.read_bytes()

@@ -16,8 +16,8 @@ import pytest
 from conftest import sentiment_frame
 
 import bertfit
-from bertfit.checkpoints import complete_checkpoints
-from bertfit.publish import CRASH_HOOK, exchange, recover
+from bertfit.training.checkpoints import complete_checkpoints
+from bertfit.training.publish import CRASH_HOOK, exchange, recover
 
 KWARGS = dict(epochs=2, lr=3e-3, batch_size=16, seed=2, precision="fp32", report_to="tensorboard", progress=False)
 
@@ -50,7 +50,7 @@ def staged(tiny_model_dir, tmp_path_factory) -> dict:
         raise Stop
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr("bertfit.training.publish", stop)
+        m.setattr("bertfit.training.run.publish", stop)
         with pytest.raises(Stop):
             bertfit.train(data, base / "model", **kwargs)
     assert digest(base / "model") == old
@@ -83,7 +83,7 @@ def test_a_kill_at_each_publish_step_leaves_a_complete_model(staged, tmp_path, c
     out = case_from(staged, tmp_path)
     work = work_dir(out)
     patch = "p.exchange = lambda a, b: False; " if two_renames else ""
-    code = f"import sys, pathlib, bertfit.publish as p; {patch}p.publish(*map(pathlib.Path, sys.argv[1:]))"
+    code = f"import sys, pathlib, bertfit.training.publish as p; {patch}p.publish(*map(pathlib.Path, sys.argv[1:]))"
     done = subprocess.run([sys.executable, "-c", code, str(work), str(out)], env={**os.environ, CRASH_HOOK: step})
     assert done.returncode == -signal.SIGKILL, "the publish was not killed at this step"
 
@@ -94,7 +94,7 @@ def test_a_kill_at_each_publish_step_leaves_a_complete_model(staged, tmp_path, c
 
     with caplog.at_level(logging.INFO, logger="bertfit"):
         result = bertfit.train(staged["data"], out, **staged["kwargs"])
-    recovered = [r.getMessage() for r in caplog.records if r.name == "bertfit.publish"]
+    recovered = [r.getMessage() for r in caplog.records if r.name == "bertfit.training.publish"]
     if step == "staged":  # no journal: a staged folder might be partial; it goes, and the run continues instead
         assert result.resumed_from_step is not None and any("not finished writing" in m for m in recovered)
     else:

@@ -15,10 +15,10 @@ from conftest import sentiment_frame
 from typer.testing import CliRunner
 
 import bertfit
-from bertfit import dataset
 from bertfit.cli import app
+from bertfit.data import cache as dataset
+from bertfit.data.io import ReadOptions, data_files, iter_frames, read_table
 from bertfit.errors import ConfigError, DataError
-from bertfit.io import ReadOptions, data_files, iter_frames, read_table
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("restore_cli_state")
@@ -294,7 +294,7 @@ def test_explain_reads_a_headerless_input_with_columns(tiny_trained: Path, tmp_p
 
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bertfit import textfiles
+    from bertfit.data import textfiles
 
     monkeypatch.setattr(textfiles, "ARROW_BLOCK", 256)  # a few rows per block, so the hand-over is mid-file
 

@@ -13,7 +13,8 @@ from conftest import TINY_TRAIN, sentiment_frame
 from typer.testing import CliRunner
 
 import bertfit
-from bertfit.calibration import (
+from bertfit.cli import app
+from bertfit.evaluation.calibration import (
     T_RANGE,
     expected_calibration_error,
     fit_temperature,
@@ -21,8 +22,7 @@ from bertfit.calibration import (
     rescale,
     softmax,
 )
-from bertfit.cli import app
-from bertfit.inference import Classifier
+from bertfit.prediction.classifier import Classifier
 
 PLOTS = {"confusion.png", "per_class.png", "reliability.png", "error_by_length.png"}
 
@@ -84,7 +84,8 @@ def test_temperature_is_kept_at_one_when_the_halves_cannot_gain():
     labels = np.array([0] * 300 + [1] * 100)
     cal = fit_temperature(logits, labels)
     assert not cal.applied and cal.temperature == 1.0 and cal.errors == 100
-    assert cal.ece_after == cal.ece_before == 0 and cal.nll_after == cal.nll_before
+    # ECE is 0 up to rounding (1.1e-16 where numpy sums without AVX-512); T = 1 changes no score
+    assert cal.ece_after == cal.ece_before < 1e-12 and cal.nll_after == cal.nll_before
 
 
 def test_temperature_stays_within_its_range():
@@ -210,7 +211,7 @@ ODD_NAMES = ["$x^$", "[/]", "a|b", "<b>&amp;", "../x"]
 
 @pytest.mark.parametrize("multi", [False, True], ids=["single-label", "multi-label"])
 def test_reports_draw_and_escape_label_names_as_written(multi, tmp_path):
-    from bertfit.report import ScoredRows, write_multilabel_report, write_report
+    from bertfit.evaluation.report import ScoredRows, write_multilabel_report, write_report
 
     rng = np.random.default_rng(0)
     proba = rng.dirichlet(np.ones(len(ODD_NAMES)), 60)
@@ -228,7 +229,7 @@ def test_reports_draw_and_escape_label_names_as_written(multi, tmp_path):
 def test_model_card_front_matter_is_yaml_and_tables_keep_their_cells():
     import yaml
 
-    from bertfit.evaluation import model_card
+    from bertfit.evaluation.evaluate import model_card
 
     names = ["a|b", "x\\|y", "$x^$", "[/]", "*", "line\nbreak"]
     per_class = {n: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3, "threshold": 0.5} for n in names}

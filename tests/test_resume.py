@@ -18,10 +18,10 @@ from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
 import bertfit
-from bertfit.checkpoints import CommitCheckpoints, complete_checkpoints, run_identity
 from bertfit.cli import app
 from bertfit.config import RunConfig
 from bertfit.errors import DataError
+from bertfit.training.checkpoints import CommitCheckpoints, complete_checkpoints, run_identity
 
 STEPS_PER_EPOCH = 50  # 800 rows / batch 16
 

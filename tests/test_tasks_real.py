@@ -11,7 +11,7 @@ from conftest import SHARED_DATA
 from transformers import pipeline
 
 import bertfit
-from bertfit.inference import Classifier
+from bertfit.prediction.classifier import Classifier
 
 pytestmark = [
     pytest.mark.slow,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from bertfit import tracking
 from bertfit.errors import BertfitError, MissingDependency
-from bertfit.tracking import JsonlLog, plot_training_curve, read_log, resolve_report_to, trim_log
+from bertfit.training import tracking
+from bertfit.training.tracking import JsonlLog, plot_training_curve, read_log, resolve_report_to, trim_log
 
 
 def state(step: int, epoch: float | None = None, main: bool = True) -> SimpleNamespace:

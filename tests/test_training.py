@@ -11,7 +11,7 @@ from conftest import TINY_TRAIN, sentiment_frame
 from transformers import AutoConfig
 
 import bertfit
-from bertfit.dataset import split_rows
+from bertfit.data.cache import split_rows
 from bertfit.errors import DataError
 
 
@@ -179,8 +179,9 @@ def test_a_failure_while_the_model_is_swapped_in_leaves_the_previous_model(tiny_
         return rename(src, dst, *args, **kw)
 
     with monkeypatch.context() as m:
-        m.setattr("bertfit.publish.exchange", lambda a, b: False)  # two renames: the old folder is moved away first
-        m.setattr("bertfit.publish.os.rename", disk_full)
+        # two renames: the old folder is moved away first
+        m.setattr("bertfit.training.publish.exchange", lambda a, b: False)
+        m.setattr("bertfit.training.publish.os.rename", disk_full)
         with pytest.raises(OSError, match="No space left"):
             bertfit.train(data, tmp_path / "m", seed=2, **kwargs)
         assert folder_bytes(tmp_path / "m") == before, "the old, complete model must be back in place"

@@ -11,27 +11,27 @@ except metadata.PackageNotFoundError:  # running from a source tree that was not
 
 from typing import TYPE_CHECKING, Any
 
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
-from .errors import BertfitError, ConfigError, DataError, MissingDependency, ModelError
-from .labels import LabelSchema
+from bertfit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
+from bertfit.errors import BertfitError, ConfigError, DataError, MissingDependency, ModelError
+from bertfit.labels import LabelSchema
 
 # The heavy parts (torch, transformers, scikit-learn: seconds to import) load on first use, so that
 # `bertfit --help` and a Ray worker's start do not pay for what they do not touch.
 _LAZY = {
-    "Classifier": "inference",
-    "predict_file": "inference",
-    "evaluate": "evaluation",
-    "train": "training",
-    "TrainResult": "training",
-    "check": "datacheck",
-    "CheckReport": "datacheck",
+    "Classifier": "prediction.classifier",
+    "predict_file": "prediction.classifier",
+    "evaluate": "evaluation.evaluate",
+    "train": "training.run",
+    "TrainResult": "training.run",
+    "check": "checks.checker",
+    "CheckReport": "checks.checker",
 }
 
 if TYPE_CHECKING:
-    from .datacheck import CheckReport, check
-    from .evaluation import evaluate
-    from .inference import Classifier, predict_file
-    from .training import TrainResult, train
+    from bertfit.checks.checker import CheckReport, check
+    from bertfit.evaluation.evaluate import evaluate
+    from bertfit.prediction.classifier import Classifier, predict_file
+    from bertfit.training.run import TrainResult, train
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
 """`python -m bertfit` runs the command line, as the `bertfit` script does."""
 
-from .cli import main
+from bertfit.cli import main
 
 main()

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .errors import BertfitError
+from bertfit.errors import BertfitError
 
 app = typer.Typer(
     help="Fine-tune BERT-family encoders for text classification, then label millions of texts fast.",
@@ -124,8 +124,8 @@ def check(
     of texts cut at max length, replacement characters, mojibake, control characters. Info: columns, label
     distribution, token lengths (measured on a sample of at most 100,000 rows per split).
     """
-    from .config import RunConfig, load_config
-    from .datacheck import check as run_check
+    from bertfit.checks.checker import check as run_check
+    from bertfit.config import RunConfig, load_config
 
     def call() -> Any:
         base = load_config(config) if config else RunConfig()
@@ -224,12 +224,12 @@ def train(
 
     The data is checked first (see 'bertfit check'): errors stop the run, warnings are shown and saved with the model.
     """
-    from .config import RunConfig, load_config
-    from .training import train as run_train
+    from bertfit.config import RunConfig, load_config
+    from bertfit.training.run import train as run_train
 
     def call() -> Any:
-        from .io import check_folder_writable
-        from .paths import check_not_input
+        from bertfit.data.io import check_folder_writable
+        from bertfit.data.paths import check_not_input
 
         check_not_input(output, [config], "--output folder")  # the library checks the data and model it reads
         check_folder_writable(output)  # fail now, not after tokenizing and training, when the model is written
@@ -332,7 +332,7 @@ def evaluate(
 ) -> None:
     """Score a trained model on labelled data: accuracy, F1, MCC, calibration error, per-class report, confusion
     matrix; with --report, an HTML report with plots."""
-    from .evaluation import evaluate as run_evaluate
+    from bertfit.evaluation.evaluate import evaluate as run_evaluate
 
     report = _guard(
         lambda: run_evaluate(
@@ -403,13 +403,13 @@ def predict(
     with contextlib.ExitStack() as held:
         # Locked before an engine is imported (torch alone takes seconds): a second run into this output refuses at
         # once. The engine checks again and takes the same lock again, a no-op in the same thread.
-        from .parts import OutputLock
-        from .paths import check_not_input, model_files
+        from bertfit.data.paths import check_not_input, model_files
+        from bertfit.prediction.parts import OutputLock
 
         _guard(lambda: check_not_input(output_file, [input_file, *model_files(model_dir)]))
         _guard(lambda: held.enter_context(OutputLock(output_file)))
         if engine == "ray":
-            from .distributed import predict_with_ray
+            from bertfit.prediction.ray_engine import predict_with_ray
 
             summary = _guard(
                 lambda: predict_with_ray(
@@ -420,7 +420,7 @@ def predict(
                 )
             )  # fmt: skip
         else:
-            from .inference import DEFAULT_WINDOW, predict_file
+            from bertfit.prediction.classifier import DEFAULT_WINDOW, predict_file
 
             summary = _guard(
                 lambda: predict_file(
@@ -442,7 +442,7 @@ def predict(
 
 def _read_options(columns: str | None, quoting: str | None, encoding: str | None, allow_pickle: bool = False) -> Any:
     """--columns, --quoting, --encoding and --allow-pickle as io.ReadOptions (defaults where not given)."""
-    from .io import ReadOptions, parse_columns
+    from bertfit.data.io import ReadOptions, parse_columns
 
     return ReadOptions(parse_columns(columns), quoting or "auto", encoding or "utf-8", allow_pickle)
 
@@ -457,13 +457,13 @@ def _text_settings(text_col: list[str] | None, pair_col: str | None, pair: bool)
 
 
 def _bad_choice(option: str, value: str, choices: str) -> None:
-    from .errors import ConfigError
+    from bertfit.errors import ConfigError
 
     raise ConfigError(f"--{option} must be one of {choices} (got '{value}')")
 
 
 def _refuse(message: str) -> None:
-    from .errors import ConfigError
+    from bertfit.errors import ConfigError
 
     raise ConfigError(message)
 
@@ -474,7 +474,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show a model's labels, base model, max length, training metrics and library versions."""
-    from .modeling import describe_model
+    from bertfit.modeling import describe_model
 
     details = _guard(lambda: describe_model(model_dir))
     if as_json:
@@ -506,7 +506,7 @@ def explain(
 
     Green words raise the label's score, red ones lower it; the stronger the colour, the larger the effect.
     """
-    from .explain import explain as run_explain
+    from bertfit.explain import explain as run_explain
 
     explanations = _guard(
         lambda: run_explain(
@@ -531,7 +531,7 @@ def explain(
 
 
 def _print_explanation(e: Any) -> None:
-    from .explain import to_rich
+    from bertfit.explain import to_rich
 
     predicted = "" if e.label == e.predicted else f" (predicted: {escape(e.predicted)})"
     out.print(f"[bold]{escape(e.label)}[/] {e.score:.3f}{predicted}", highlight=False)

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
-from .textfiles import ReadOptions, parse_columns
+from bertfit.data.textfiles import ReadOptions, parse_columns
+from bertfit.errors import ConfigError
 
 SCHEDULERS = ("linear", "exponential")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")

@@ -33,10 +33,10 @@ from rich.style import Style
 from rich.text import Text
 from tqdm.auto import tqdm
 
-from .checks import clean_text, join_text
-from .errors import ConfigError, DataError, MissingDependency, ModelError
-from .io import PLAIN, ReadOptions, atomic_path, check_writable, read_table
-from .paths import check_not_input, model_files
+from bertfit.data.io import PLAIN, ReadOptions, atomic_path, check_writable, read_table
+from bertfit.data.paths import check_not_input, model_files
+from bertfit.data.rows import clean_text, join_text
+from bertfit.errors import ConfigError, DataError, MissingDependency, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def explain(
         output: also write the explanations as one self-contained HTML file (complete, or not at all).
         read: how to read `input_path` (headerless columns, quoting, encoding); see `io.ReadOptions`.
     """
-    from .inference import Classifier
+    from bertfit.prediction.classifier import Classifier
 
     if (texts is None) == (input_path is None):
         raise ConfigError("give texts to explain or an input file (--input), not both and not neither")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from bertfit.errors import DataError
 
 logger = logging.getLogger(__name__)
 

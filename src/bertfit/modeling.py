@@ -15,9 +15,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
-from .config import PRECISIONS, ModelConfig
-from .errors import ConfigError, ModelError
-from .labels import LabelSchema
+from bertfit.config import PRECISIONS, ModelConfig
+from bertfit.errors import ConfigError, ModelError
+from bertfit.labels import LabelSchema
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .errors import ModelError
+from bertfit.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from .calibration import MIN_ERRORS, MIN_GAIN, MIN_ROWS, T_RANGE
-from .checks import DataSource, load_labelled
-from .config import DataConfig
-from .errors import DataError
-from .io import ReadOptions, check_folder_writable, check_writable, write_json
-from .paths import check_not_input, model_files
+from bertfit.config import DataConfig
+from bertfit.data.io import ReadOptions, check_folder_writable, check_writable, write_json
+from bertfit.data.paths import check_not_input, model_files
+from bertfit.data.rows import DataSource, load_labelled
+from bertfit.errors import DataError
+from bertfit.evaluation.calibration import MIN_ERRORS, MIN_GAIN, MIN_ROWS, T_RANGE
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def trainer_metrics(
         if docs is not None and len(docs) == len(logits):
             logits, labels = per_document(logits, labels, docs, aggregate)
         if multi_label:
-            from .multilabel import headline, sigmoid
+            from bertfit.evaluation.multilabel import headline, sigmoid
 
             return headline(labels > 0.5, sigmoid(logits) >= 0.5)
         return headline_metrics(labels, logits.argmax(-1), n_labels)
@@ -85,7 +85,7 @@ def per_document(
     logits: np.ndarray, labels: np.ndarray, docs: np.ndarray, aggregate: str = "mean"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Window rows -> one row per document (in order of document id): aggregated logits, the document's label."""
-    from .tokenization import aggregate_windows
+    from bertfit.tokenization import aggregate_windows
 
     ids, first, index = np.unique(docs, return_index=True, return_inverse=True)
     return aggregate_windows(logits, index, len(ids), aggregate), labels[first]
@@ -117,16 +117,16 @@ def evaluate(
     read the pair column they were trained with; `long`, `stride` and `aggregate` override the model's own.
 
     Args:
-        report: a folder to write report.html and its plots into (see `bertfit.report`).
+        report: a folder to write report.html and its plots into (see `bertfit.evaluation.report`).
         calibration: score with the model's fitted temperature (the expected calibration error is reported both
             with and without it either way).
         allow_pickle: load a model folder that has only a pickle checkpoint (pytorch_model.bin), or an HDF5 data
             file with pickled columns; unpickling can run code hidden in the file, so only for files you trust.
         read: how to read the data file (a headerless CSV/TSV's columns, quoting, encoding); see `io.ReadOptions`.
     """
-    from .calibration import Calibration, expected_calibration_error, rescale
-    from .inference import Classifier
-    from .report import REPORT_FILES
+    from bertfit.evaluation.calibration import Calibration, expected_calibration_error, rescale
+    from bertfit.evaluation.report import REPORT_FILES
+    from bertfit.prediction.classifier import Classifier
 
     inputs = [data, *model_files(model_dir)]
     if output is not None:
@@ -165,8 +165,8 @@ def evaluate(
     results["temperature"] = temperature
     results["dropped"] = labelled.dropped
     if report is not None:
-        from .checks import shown_text
-        from .report import ScoredRows, write_report
+        from bertfit.data.rows import shown_text
+        from bertfit.evaluation.report import ScoredRows, write_report
 
         encoded = clf.encoder(list(labelled.texts))
         lengths = encoded.lengths  # tokens per text; with sliding windows, summed over its windows
@@ -186,13 +186,13 @@ def evaluate(
 def _multilabel_results(
     clf: Any, labelled: Any, proba: np.ndarray, report: str | Path | None, model_dir: str | Path
 ) -> dict[str, Any]:
-    from .multilabel import report as multilabel_report
+    from bertfit.evaluation.multilabel import report as multilabel_report
 
     results = multilabel_report(labelled.labels, proba, clf.thresholds, clf.schema.names)
     results["dropped"] = labelled.dropped
     if report is not None:
-        from .checks import shown_text
-        from .report import ScoredRows, write_multilabel_report
+        from bertfit.data.rows import shown_text
+        from bertfit.evaluation.report import ScoredRows, write_multilabel_report
 
         texts = [shown_text(t) for t in labelled.texts]
         rows = ScoredRows(labelled.labels, proba, np.zeros(len(texts), np.int64), lambda idx: [texts[i] for i in idx],

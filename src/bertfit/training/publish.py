@@ -23,7 +23,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .locks import JOURNAL_FILE, RUN_FILE, clear_work
+from bertfit.data.locks import JOURNAL_FILE, RUN_FILE, clear_work
 
 logger = logging.getLogger(__name__)
 

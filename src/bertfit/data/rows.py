@@ -13,10 +13,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .config import DataConfig
-from .errors import DataError
-from .io import PLAIN, ReadOptions, read_table, require_columns
-from .labels import LabelSchema, is_list_column
+from bertfit.config import DataConfig
+from bertfit.data.io import PLAIN, ReadOptions, read_table, require_columns
+from bertfit.errors import DataError
+from bertfit.labels import LabelSchema, is_list_column
 
 logger = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .checks import DataSource, no_rows_fix, usable_rows
-from .config import DataConfig
-from .errors import DataError
-from .io import data_files, estimate_rows, iter_frames, require_columns, write_json
-from .labels import MULTI_LABEL, SET_JOIN, LabelSchema, is_list_column, label_sets, label_strings, set_members
-from .locks import building
-from .parts import input_fingerprint
-from .tokenization import WindowEncoder
+from bertfit.config import DataConfig
+from bertfit.data.io import data_files, estimate_rows, iter_frames, require_columns, write_json
+from bertfit.data.locks import building
+from bertfit.data.rows import DataSource, no_rows_fix, usable_rows
+from bertfit.errors import DataError
+from bertfit.labels import MULTI_LABEL, SET_JOIN, LabelSchema, is_list_column, label_sets, label_strings, set_members
+from bertfit.prediction.parts import input_fingerprint
+from bertfit.tokenization import WindowEncoder
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import yaml
 
-from .errors import ConfigError
-from .labels import LabelSchema
+from bertfit.errors import ConfigError
+from bertfit.labels import LabelSchema
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .checks import (
+from bertfit.config import DataConfig, RunConfig
+from bertfit.data.io import data_files, estimate_rows, iter_frames, write_json
+from bertfit.data.locks import building
+from bertfit.data.rows import (
     DataSource,
     Finding,
     class_findings,
@@ -41,11 +44,8 @@ from .checks import (
     text_label_finding,
     unseen_label_findings,
 )
-from .config import DataConfig, RunConfig
-from .errors import DataError
-from .io import data_files, estimate_rows, iter_frames, write_json
-from .labels import SET_JOIN, is_list_column, label_sets, label_strings
-from .locks import building
+from bertfit.errors import DataError
+from bertfit.labels import SET_JOIN, is_list_column, label_sets, label_strings
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def checked(
     Returns the report as a dict (saved with the model). Token lengths are left out: training reports the
     truncated share from its own token cache.
     """
-    from .dataset import cache_root, input_identity, release_freed_memory
+    from bertfit.data.cache import cache_root, input_identity, release_freed_memory
 
     sources = {"train": data, "validation": validation}
     identity = {split: input_identity(src, cfg.data) for split, src in _inputs(sources).items()}
@@ -287,7 +287,7 @@ class DataChecker:
         return found
 
     def _length_finding(self, part: _Split) -> tuple[dict[str, Any], Finding]:
-        from .tokenization import ENCODE_CHUNK, WindowEncoder
+        from bertfit.tokenization import ENCODE_CHUNK, WindowEncoder
 
         encoder = WindowEncoder(self.tokenizer, 1 << 20)  # no practical cap: full lengths, for the percentiles
         texts = part.sample.items
@@ -515,8 +515,8 @@ def _windows(
 
 def _tokenizer(cfg: RunConfig) -> tuple[Any, int]:
     """The model's tokenizer and the max length training would use (the requested one, clamped to the model's)."""
-    from .modeling import load_model_config, resolve_model
-    from .tokenization import load_tokenizer, usable_max_length
+    from bertfit.modeling import load_model_config, resolve_model
+    from bertfit.tokenization import load_tokenizer, usable_max_length
 
     source, _ = resolve_model(cfg.model.model)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)

@@ -11,8 +11,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .errors import MissingDependency
-from .io import atomic_path
+from bertfit.data.io import atomic_path
+from bertfit.errors import MissingDependency
 
 _FIELDS = ("step", "epoch", "time", "elapsed_s")
 

@@ -11,7 +11,7 @@ import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import DataError
+from bertfit.errors import DataError
 
 SIDE_MARK = ".bertfit-"  # bertfit's work folders beside an output are named .NAME.bertfit-parts, -work, ...
 

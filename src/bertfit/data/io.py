@@ -20,15 +20,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import unreadable
-from .errors import BertfitError, DataError, MissingDependency
-from .jsonlines import RAW_JSON, json_display, jsonl_frames
-from .textfiles import ReadOptions, delimited_frames, header_frame, is_utf8, rebatch
-from .textfiles import check_header as check_header
-from .textfiles import open_text as open_text
-from .textfiles import parse_columns as parse_columns
-from .textwriter import TextWriter
-from .textwriter import cell_text as cell_text
+from bertfit.data import unreadable
+from bertfit.data.jsonlines import RAW_JSON, json_display, jsonl_frames
+from bertfit.data.textfiles import ReadOptions, delimited_frames, header_frame, is_utf8, rebatch
+from bertfit.data.textfiles import check_header as check_header
+from bertfit.data.textfiles import open_text as open_text
+from bertfit.data.textfiles import parse_columns as parse_columns
+from bertfit.data.textwriter import TextWriter
+from bertfit.data.textwriter import cell_text as cell_text
+from bertfit.errors import BertfitError, DataError, MissingDependency
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def _rebatch(batches: Iterator[pa.RecordBatch], rows: int, exact: bool) -> Itera
 
 
 def _hdf_frames(path: Path, rows: int, opts: ReadOptions) -> Iterator[pd.DataFrame]:
-    from .hdf import check_no_pickles
+    from bertfit.data.hdf import check_no_pickles
 
     check_no_pickles(path, opts.allow_pickle)
     with pd.HDFStore(path, mode="r") as store:
@@ -414,7 +414,7 @@ def _write(df: pd.DataFrame, tmp: Path, fmt: str, suffixes: str) -> None:
     if fmt == "parquet":
         pq.write_table(pa_table(df), tmp)
     elif fmt == "hdf5":
-        from .hdf import write_hdf
+        from bertfit.data.hdf import write_hdf
 
         write_hdf(df, tmp, HDF_KEY)
     else:

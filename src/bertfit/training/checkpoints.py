@@ -21,10 +21,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .config import RunConfig, parse_save_every
-from .errors import DataError
-from .io import write_json
-from .locks import RUN_FILE, clear_work
+from bertfit.config import RunConfig, parse_save_every
+from bertfit.data.io import write_json
+from bertfit.data.locks import RUN_FILE, clear_work
+from bertfit.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import DataError
+from bertfit.errors import DataError
 
 # Opcodes that make unpickling import a name or call something: what a payload needs, what lists and dicts do not.
 _CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "BUILD", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2",
@@ -73,7 +73,7 @@ def _null(value: object) -> bool:
 
 def write_hdf(df: pd.DataFrame, path: Path, key: str) -> None:
     """Write a frame as a pandas "table" (text stored as text, not pickled); mixed columns become text."""
-    from .textwriter import cell_text
+    from bertfit.data.textwriter import cell_text
 
     plain = df.copy()
     for col in plain.columns:

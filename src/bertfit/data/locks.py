@@ -18,7 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import DataError
+from bertfit.errors import DataError
 
 logger = logging.getLogger(__name__)
 

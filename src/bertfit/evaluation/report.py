@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import Calibration, expected_calibration_error, reliability_table, rescale
-from .evaluation import HEADLINE, classification_report
-from .io import atomic_path
+from bertfit.data.io import atomic_path
+from bertfit.evaluation.calibration import Calibration, expected_calibration_error, reliability_table, rescale
+from bertfit.evaluation.evaluate import HEADLINE, classification_report
 
 REPORT_FILE = "report.html"
 # The files a report writes into its folder (plus training_curve.png when given a curve), which must not be inputs.
@@ -111,7 +111,7 @@ def write_multilabel_report(
     """The multi-label report: metrics at the stored thresholds (or, with `held_out`, each row at thresholds tuned
     on other rows: see `multilabel.report`), per-label precision/recall/F1 with each label's threshold, and the rows
     with the most wrong labels. `rows.labels` is multi-hot, `rows.proba` sigmoid."""
-    from .multilabel import report
+    from bertfit.evaluation.multilabel import report
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from .errors import ConfigError, DataError, MissingDependency
+from bertfit.errors import ConfigError, DataError, MissingDependency
 
 logger = logging.getLogger(__name__)
 

@@ -28,20 +28,20 @@ from transformers import (
     set_seed,
 )
 
-from . import multilabel
-from .calibration import Calibration, fit_temperature, softmax
-from .checkpoints import CommitCheckpoints, SaveEvery, complete_checkpoints, prepare_work, run_identity
-from .checks import DataSource
-from .config import RunConfig, TrainConfig, default_lr
-from .datacheck import checked
-from .dataset import EpochSampler, LengthOrder, TokenizedData, TokenizedRows, split_rows, tokenize_labelled
-from .errors import ConfigError, DataError
-from .evaluation import classification_report, model_card, trainer_metrics
-from .io import check_folder_writable, default_file_mode, write_json
-from .labels import LabelSchema
-from .locks import WorkClaim, work_folder
-from .losses import class_weights, training_loss
-from .modeling import (
+from bertfit.checks.checker import checked
+from bertfit.config import RunConfig, TrainConfig, default_lr
+from bertfit.data.cache import EpochSampler, LengthOrder, TokenizedData, TokenizedRows, split_rows, tokenize_labelled
+from bertfit.data.io import check_folder_writable, default_file_mode, write_json
+from bertfit.data.locks import WorkClaim, work_folder
+from bertfit.data.paths import check_not_input, model_files
+from bertfit.data.rows import DataSource
+from bertfit.errors import ConfigError, DataError
+from bertfit.evaluation import multilabel
+from bertfit.evaluation.calibration import Calibration, fit_temperature, softmax
+from bertfit.evaluation.evaluate import classification_report, model_card, trainer_metrics
+from bertfit.evaluation.report import ScoredRows, write_multilabel_report, write_report
+from bertfit.labels import LabelSchema
+from bertfit.modeling import (
     BERTFIT_FILE,
     check_model_files,
     is_bertfit_model,
@@ -51,11 +51,11 @@ from .modeling import (
     pick_precision,
     resolve_model,
 )
-from .paths import check_not_input, model_files
-from .publish import publish, recover
-from .report import ScoredRows, write_multilabel_report, write_report
-from .tokenization import aggregate_windows, load_tokenizer, usable_max_length
-from .tracking import JsonlLog, plot_training_curve, resolve_report_to, trim_log
+from bertfit.tokenization import aggregate_windows, load_tokenizer, usable_max_length
+from bertfit.training.checkpoints import CommitCheckpoints, SaveEvery, complete_checkpoints, prepare_work, run_identity
+from bertfit.training.losses import class_weights, training_loss
+from bertfit.training.publish import publish, recover
+from bertfit.training.tracking import JsonlLog, plot_training_curve, resolve_report_to, trim_log
 
 LOG_FILE = "training_log.jsonl"
 CURVE_FILE = "training_curve.png"

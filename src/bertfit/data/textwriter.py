@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import IO, Any
 
-from .jsonlines import json_display
+from bertfit.data.jsonlines import json_display
 
 
 def cell_text(value: Any) -> str:

@@ -29,11 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .checks import join_text
-from .config import DataConfig
-from .errors import BertfitError, ConfigError, DataError, MissingDependency
-from .inference import check_threshold, log_counts, window_settings
-from .io import (
+from bertfit.config import DataConfig
+from bertfit.data.io import (
     COMPRESSIONS,
     PLAIN,
     RAW_JSON,
@@ -46,11 +43,14 @@ from .io import (
     iter_frames,
     table_format,
 )
-from .jsonlines import raw_members
-from .modeling import pick_precision, read_meta, require_model_dir
-from .parts import OutputLock, PartWriter, check_output, is_folder_output
-from .paths import check_not_input, model_files
-from .textfiles import arrow_csv_options, header_frame, resolve_quoting
+from bertfit.data.jsonlines import raw_members
+from bertfit.data.paths import check_not_input, model_files
+from bertfit.data.rows import join_text
+from bertfit.data.textfiles import arrow_csv_options, header_frame, resolve_quoting
+from bertfit.errors import BertfitError, ConfigError, DataError, MissingDependency
+from bertfit.modeling import pick_precision, read_meta, require_model_dir
+from bertfit.prediction.classifier import check_threshold, log_counts, window_settings
+from bertfit.prediction.parts import OutputLock, PartWriter, check_output, is_folder_output
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def predict_with_ray(
 ) -> dict[str, Any]:
     """Label every row of a table, or of a folder of shards, with model replicas on a Ray cluster.
 
-    The output is what `bertfit.inference.predict_file` writes: all input columns and rows, in order, plus
+    The output is what `bertfit.prediction.classifier.predict_file` writes: all input columns and rows, in order, plus
     pred_label, pred_score and (with `probs`) prob_<label> columns (multi-label models: pred_labels and every
     prob_<label>); it appears only once complete. Pair models read both texts; sliding-window models give one row
     per input row, its windows aggregated. An output path with no extension is a folder that receives Parquet
@@ -351,7 +351,7 @@ class _Labeller:
                  threshold: float | None = None, **stream_args: Any) -> None:  # fmt: skip
         import torch
 
-        from .inference import Classifier
+        from bertfit.prediction.classifier import Classifier
 
         torch.set_num_threads(threads)
         self.stream_args = stream_args

@@ -13,8 +13,8 @@ import json
 import re
 from pathlib import Path
 
-from .errors import DataError
-from .textfiles import is_utf8
+from bertfit.data.textfiles import is_utf8
+from bertfit.errors import DataError
 
 
 def check_text(path: Path, fmt: str) -> None:

@@ -28,8 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DataError
-from .io import (
+from bertfit.data.io import (
     RAW_JSON,
     TextWriter,
     arrow_to_pandas,
@@ -42,6 +41,7 @@ from .io import (
     write_json,
     write_table,
 )
+from bertfit.errors import DataError
 
 logger = logging.getLogger(__name__)
 

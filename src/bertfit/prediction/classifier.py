@@ -22,15 +22,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .checks import clean_text, input_texts
-from .config import DataConfig, ModelConfig, check_windows
-from .errors import BertfitError, ConfigError, DataError
-from .io import PLAIN, ReadOptions, count_rows, data_files, estimate_rows, iter_frames
-from .labels import LabelSchema
-from .modeling import load_trained, pick_precision
-from .parts import OutputLock, PartWriter, check_output, input_fingerprint
-from .paths import check_not_input, model_files
-from .tokenization import (
+from bertfit.config import DataConfig, ModelConfig, check_windows
+from bertfit.data.io import PLAIN, ReadOptions, count_rows, data_files, estimate_rows, iter_frames
+from bertfit.data.paths import check_not_input, model_files
+from bertfit.data.rows import clean_text, input_texts
+from bertfit.errors import BertfitError, ConfigError, DataError
+from bertfit.labels import LabelSchema
+from bertfit.modeling import load_trained, pick_precision
+from bertfit.prediction.parts import OutputLock, PartWriter, check_output, input_fingerprint
+from bertfit.tokenization import (
     Encoded,
     WindowEncoder,
     aggregate_windows,
@@ -40,7 +40,7 @@ from .tokenization import (
 )
 
 if TYPE_CHECKING:
-    from .explain import Explanation
+    from bertfit.explain import Explanation
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Classifier:
         """
         proba = self.predict_proba(texts, batch_tokens=batch_tokens, batch_size=batch_size, progress=progress)
         if self.schema.multi_label:
-            from .multilabel import label_lists
+            from bertfit.evaluation.multilabel import label_lists
 
             return [
                 {"labels": labels, "scores": None if labels is None else dict(zip(self.labels, map(float, row)))}
@@ -213,7 +213,7 @@ class Classifier:
     ) -> list[Explanation]:
         """Word attributions for each text towards `label` (default: its predicted label), by Integrated
         Gradients in fp32; needs `pip install 'bertfit[explain]'`. See `bertfit.explain` for the method."""
-        from .explain import explain_texts
+        from bertfit.explain import explain_texts
 
         if self.schema.multi_label or self.pair_col or self.long == "sliding":
             kind = "multi-label" if self.schema.multi_label else "pair" if self.pair_col else "sliding-window"
@@ -336,7 +336,7 @@ class Classifier:
         if encoded.docs is not None:
             logits = aggregate_windows(logits, encoded.docs, int(present.sum()), self.aggregate)
         if self.schema.multi_label:
-            from .multilabel import sigmoid
+            from bertfit.evaluation.multilabel import sigmoid
 
             proba[present] = sigmoid(logits)
         else:
@@ -353,7 +353,7 @@ class Classifier:
         names = np.asarray(self.labels, dtype=object)
         out = frame.copy()
         if multi:
-            from .multilabel import label_lists
+            from bertfit.evaluation.multilabel import label_lists
 
             sep = self.schema.label_sep
             joined = [

@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import DataError
-from .textfiles import ReadOptions, open_text
+from bertfit.data.textfiles import ReadOptions, open_text
+from bertfit.errors import DataError
 
 RAW_JSON = "bertfit_raw_json"  # frame.attrs key: columns that hold raw JSON texts (JSON Lines pass-through)
 _WS = re.compile(r"[ \t\n\r]*")

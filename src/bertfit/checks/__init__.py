@@ -1,0 +1,1 @@
+"""The streaming data checker (`bertfit check`) and its findings."""

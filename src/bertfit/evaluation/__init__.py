@@ -1,0 +1,1 @@
+"""Metrics, calibration, thresholds, the report and the model card; evaluate()."""

@@ -1,0 +1,1 @@
+"""Classifier, streaming prediction into resumable parts, and the Ray engine."""

@@ -1,0 +1,1 @@
+"""train(): check, tokenize, build the Trainer, fit, finalize, publish."""
