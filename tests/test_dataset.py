@@ -13,12 +13,13 @@ from conftest import sentiment_frame
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 import bertfit
-import bertfit.training.run
+import bertfit.training.trainer
 from bertfit.config import DataConfig
-from bertfit.data.cache import EpochSampler, TokenizedRows, tokenize_labelled
+from bertfit.data.cache import TokenizedRows, tokenize_labelled
 from bertfit.errors import DataError
 from bertfit.labels import LabelSchema
 from bertfit.training.losses import class_weights, training_loss
+from bertfit.training.sampling import EpochSampler
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +129,9 @@ def test_sorted_by_label_input_is_shuffled_globally(tiny_model_dir, tokenizer, t
     # Sorted by label, as files often are: 4 labels in blocks of 400 rows.
     df = pd.concat([sentiment_frame(400, seed=i).assign(label=f"c{i}") for i in range(4)], ignore_index=True)
     data, _ = tokenize(df, tokenizer, tmp_path)
-    trainer = bertfit.training.run.BertfitTrainer(
+    trainer = bertfit.training.trainer.BertfitTrainer(
         model=AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=4),
-        args=bertfit.training.run.training_arguments(
+        args=bertfit.training.trainer.training_arguments(
             bertfit.config.TrainConfig(batch_size=16), tmp_path, "fp32", 1600, False
         ),
         train_dataset=TokenizedRows(data),

@@ -209,3 +209,18 @@ def test_the_identity_holds_what_changes_the_result_and_nothing_else():
                   group_by_length=False)  # fmt: skip
     for key, value in result.items():
         assert run_identity(base.override({key: value}), base_model="m") != identity, key
+
+
+def test_trainer_args_are_part_of_the_identity(tiny_model_dir, small_files, tmp_path, monkeypatch):
+    data, val = small_files
+    out = tmp_path / "model"
+    kwargs = dict(validation=val, model=str(tiny_model_dir), **SMALL, trainer_args={"lr_scheduler_type": "cosine"})
+    with monkeypatch.context() as m:
+        m.setattr(CommitCheckpoints, "on_save", stop_after(12))
+        with pytest.raises(Stop):
+            bertfit.train(data, out, **kwargs)
+    with pytest.raises(DataError, match=r"trainer_args .*cosine.* -> null.*--restart"):
+        bertfit.train(data, out, **{**kwargs, "trainer_args": None})
+    with pytest.raises(DataError, match=r"trainer_args .*cosine.*constant"):
+        bertfit.train(data, out, **{**kwargs, "trainer_args": {"lr_scheduler_type": "constant"}})
+    assert bertfit.train(data, out, **kwargs).resumed_from_step == 12
