@@ -20,7 +20,7 @@ import numpy as np
 
 from bertfit.data.io import atomic_path
 from bertfit.evaluation.calibration import Calibration, expected_calibration_error, reliability_table, rescale
-from bertfit.evaluation.evaluate import HEADLINE, classification_report
+from bertfit.evaluation.metrics import HEADLINE, classification_report
 
 REPORT_FILE = "report.html"
 # The files a report writes into its folder (plus training_curve.png when given a curve), which must not be inputs.

@@ -38,7 +38,8 @@ from bertfit.data.rows import DataSource
 from bertfit.errors import ConfigError, DataError
 from bertfit.evaluation import multilabel
 from bertfit.evaluation.calibration import Calibration, fit_temperature, softmax
-from bertfit.evaluation.evaluate import classification_report, model_card, trainer_metrics
+from bertfit.evaluation.card import model_card
+from bertfit.evaluation.metrics import classification_report, trainer_metrics
 from bertfit.evaluation.report import ScoredRows, write_multilabel_report, write_report
 from bertfit.labels import LabelSchema
 from bertfit.modeling import (
