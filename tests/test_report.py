@@ -268,3 +268,21 @@ def test_model_card_loads_with_huggingface_hub_and_holds_the_validation_metrics(
     assert {r.task_type for r in card.data.eval_results} == {"text-classification"}
     assert sorted(card.data.metrics) == ["accuracy", "f1", "matthews_correlation"]
     assert "| \\<pos\\> | 0.500 |" in card.text  # the body as bertfit writes it
+
+
+def test_every_template_ships_as_package_data():
+    import fnmatch
+
+    import bertfit.templates
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    folder = Path(bertfit.templates.__file__).parent
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = declared["package-data"]["bertfit.templates"]
+    templates = [p.name for p in folder.iterdir() if p.is_file() and p.suffix != ".py"]
+    assert {"report.html", "explain.html", "model_card.md.jinja"} <= set(templates)
+    assert all(any(fnmatch.fnmatch(name, pattern) for pattern in patterns) for name in templates)
+    for name in templates:  # each parses
+        env = bertfit.templates.HTML if name.endswith(".html") else bertfit.templates.MARKDOWN
+        env.get_template(name)
