@@ -229,7 +229,7 @@ def test_reports_draw_and_escape_label_names_as_written(multi, tmp_path):
 def test_model_card_front_matter_is_yaml_and_tables_keep_their_cells():
     import yaml
 
-    from bertfit.evaluation.evaluate import model_card
+    from bertfit.evaluation.card import model_card
 
     names = ["a|b", "x\\|y", "$x^$", "[/]", "*", "line\nbreak"]
     per_class = {n: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 3, "threshold": 0.5} for n in names}
@@ -237,13 +237,52 @@ def test_model_card_front_matter_is_yaml_and_tables_keep_their_cells():
     meta = {"base_model": base, "data": {"text_cols": ["text|body"]}, "labels": {}}
     card = model_card(meta, {"labels": names, "per_class": per_class, "n": 18, "micro_f1": 1.0})
     _, front, body = card.split("---\n", 2)
-    assert yaml.safe_load(front) == {
+    front = yaml.safe_load(front)
+    assert {k: front.pop(k) for k in ("library_name", "pipeline_tag", "base_model", "tags")} == {
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
         "base_model": base,
         "tags": ["bertfit", "text-classification"],
     }
+    assert set(front) == {"metrics", "model-index"}  # the validation metrics, for the Hub
     cells = [re.split(r"(?<!\\)\|", line)[1:-1] for line in body.splitlines() if line.startswith("| ")]
     assert [len(c) for c in cells] == [2, 2] + [6] * (1 + len(names))  # metric | value; the per-label table
     shown = [re.sub(r"\\(.)", r"\1", c[0].strip()) for c in cells[3:]]
     assert shown == [n.replace("\n", " ") for n in names]
+
+
+def test_model_card_loads_with_huggingface_hub_and_holds_the_validation_metrics(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from bertfit.evaluation.card import model_card
+
+    metrics = {"accuracy": 0.75, "macro_f1": 0.5, "micro_f1": 0.75, "weighted_f1": 0.625, "mcc": 0.25}
+    per_class = {n: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for n in ("neg", "<pos>")}
+    meta = {"base_model": "prajjwal1/bert-tiny", "data": {"text_cols": ["text"]}, "labels": {}}
+    path = tmp_path / "README.md"
+    path.write_text(model_card(meta, {**metrics, "labels": ["neg", "<pos>"], "per_class": per_class, "n": 4}))
+    card = ModelCard.load(path)
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-classification"
+    assert card.data.base_model == "prajjwal1/bert-tiny"
+    assert {r.metric_name: r.metric_value for r in card.data.eval_results} == metrics
+    assert {r.task_type for r in card.data.eval_results} == {"text-classification"}
+    assert sorted(card.data.metrics) == ["accuracy", "f1", "matthews_correlation"]
+    assert "| \\<pos\\> | 0.500 |" in card.text  # the body as bertfit writes it
+
+
+def test_every_template_ships_as_package_data():
+    import fnmatch
+
+    import bertfit.templates
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    folder = Path(bertfit.templates.__file__).parent
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = declared["package-data"]["bertfit.templates"]
+    templates = [p.name for p in folder.iterdir() if p.is_file() and p.suffix != ".py"]
+    assert {"report.html", "explain.html", "model_card.md.jinja"} <= set(templates)
+    assert all(any(fnmatch.fnmatch(name, pattern) for pattern in patterns) for name in templates)
+    for name in templates:  # each parses
+        env = bertfit.templates.HTML if name.endswith(".html") else bertfit.templates.MARKDOWN
+        env.get_template(name)

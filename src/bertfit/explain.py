@@ -18,7 +18,6 @@ Attributions run in fp32: in bf16 the gradients are too coarse for the sums to a
 from __future__ import annotations
 
 import copy
-import html
 import logging
 import sys
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from bertfit.data.io import PLAIN, ReadOptions, atomic_path, check_writable, rea
 from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import clean_text, join_text
 from bertfit.errors import ConfigError, DataError, MissingDependency, ModelError
+from bertfit.templates import render_html as render_template
 
 logger = logging.getLogger(__name__)
 
@@ -288,11 +288,11 @@ def to_rich(explanation: Explanation) -> Text:
 
 
 def render_html(explanations: Sequence[Explanation]) -> str:
-    """One self-contained HTML page: each text with its words shaded by attribution, its label and score."""
-    sections = "\n".join(_html_section(i, e) for i, e in enumerate(explanations, 1))
-    return _PAGE.format(
-        pos=_css(shade(1, 1)), neg=_css(shade(-1, 1)), count=len(explanations), sections=sections
-    ).strip()
+    """One self-contained HTML page (templates/explain.html): each text with its words shaded by attribution, its
+    label and score."""
+    sections = [_html_section(e) for e in explanations]
+    page = render_template("explain.html", sections=sections, positive=_css(shade(1, 1)), negative=_css(shade(-1, 1)))
+    return page.strip()
 
 
 def write_html(explanations: Sequence[Explanation], path: str | Path) -> None:
@@ -301,48 +301,19 @@ def write_html(explanations: Sequence[Explanation], path: str | Path) -> None:
         tmp.write_text(render_html(explanations) + "\n", encoding="utf-8")
 
 
-def _html_section(number: int, e: Explanation) -> str:
+def _html_section(e: Explanation) -> dict[str, Any]:
+    """What the page shows of one explanation: each word with the text before it, its shade and attribution."""
     scale = max((abs(a) for a in e.attributions), default=0.0)
-    parts, last = [], 0
+    words, last = [], 0
     for (start, end), value in zip(e.spans, e.attributions):
-        parts.append(html.escape(e.text[last:start]))
-        parts.append(
-            f'<span class="w" style="background:{_css(shade(value, scale))}" title="{value:+.4f}">'
-            f"{html.escape(e.text[start:end])}</span>"
-        )
+        words.append((e.text[last:start], e.text[start:end], _css(shade(value, scale)), value))
         last = end
-    parts.append(html.escape(e.text[last:]))
-    note = "" if e.label == e.predicted else f" (predicted: {html.escape(e.predicted)})"
-    return (
-        f'<section><h2>#{number} <span class="label">{html.escape(e.label)}</span> {e.score:.3f}{note}</h2>'
-        f'<p class="text">{"".join(parts)}</p>'
-        f'<p class="check">sum of attributions {sum(e.attributions):+.4f}; logit difference {e.logit_diff:+.4f}; '
-        f"delta {e.delta:+.2e}</p></section>"
-    )
+    return {"label": e.label, "score": e.score, "predicted": e.predicted, "words": words, "tail": e.text[last:],
+            "total": sum(e.attributions), "logit_diff": e.logit_diff, "delta": e.delta}  # fmt: skip
 
 
 def _css(rgb: tuple[int, int, int]) -> str:
     return f"rgb({rgb[0]},{rgb[1]},{rgb[2]})"
-
-
-_PAGE = """
-<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>bertfit explain</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #111; }}
-h2 {{ font-size: 1rem; margin: 1.5rem 0 0.3rem; }} .label {{ font-weight: 700; }}
-.text {{ font-size: 1.15rem; line-height: 1.9; white-space: pre-wrap; margin: 0; }}
-.w {{ padding: 0.1rem 0.15rem; border-radius: 0.2rem; }} .check {{ color: #666; font-size: 0.8rem; margin: 0.2rem 0; }}
-.bar {{ display: inline-block; width: 16rem; height: 0.8rem; vertical-align: middle;
-  background: linear-gradient(to right, {neg}, #fff, {pos}); border: 1px solid #ccc; }}
-</style></head><body>
-<h1>Token attributions ({count} texts)</h1>
-<p class="legend">against the label <span class="bar"></span> for the label.
-Each word is shaded by how much it moved the logit of the label shown (Integrated Gradients on the word embeddings,
-baseline [PAD]); the darkest word of each text has its largest attribution. Hover over a word for its value.</p>
-{sections}
-</body></html>
-"""
 
 
 def _checked_texts(texts: Sequence[str] | pd.Series) -> list[str]:

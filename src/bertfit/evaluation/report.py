@@ -8,7 +8,6 @@ confident errors and the least confident correct predictions.
 from __future__ import annotations
 
 import functools
-import html
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ import numpy as np
 
 from bertfit.data.io import atomic_path
 from bertfit.evaluation.calibration import Calibration, expected_calibration_error, reliability_table, rescale
-from bertfit.evaluation.evaluate import HEADLINE, classification_report
+from bertfit.evaluation.metrics import HEADLINE, MULTI_HEADLINE, classification_report
+from bertfit.templates import render_html
 
 REPORT_FILE = "report.html"
 # The files a report writes into its folder (plus training_curve.png when given a curve), which must not be inputs.
@@ -266,88 +266,30 @@ def _plot_error_by_length(table: list[dict[str, Any]]) -> Any:
     return fig
 
 
-# -- html ---------------------------------------------------------------------------------------------------------
+# -- html (templates/report.html) ------------------------------------------------------------------------------
 
 
 def _html(title: str, numbers: dict[str, Any], pngs: list[str]) -> str:
-    cal = numbers["calibration"]
-    headline = "".join(f"<tr><td>{k}</td><td>{numbers[k]:.4f}</td></tr>" for k in HEADLINE if k in numbers)
-    if cal.get("off"):
-        how = "none: calibration was turned off, or the model has no fitted temperature"
-    elif cal.get("reason"):  # why training applied it or kept 1 (calibration.fit_temperature)
-        how = cal["reason"] + ("" if cal["applied"] else "; scores are the plain softmax")
-    elif cal["applied"]:
-        how = "fitted on the validation split at the end of training"
-    else:
-        how = "not applied: scores are the plain softmax"
-    calibration = (
-        f"<p>Temperature {cal['temperature']:.3f} ({html.escape(how)}). Expected calibration error on these rows: "
-        f"{cal['ece_before_here']:.4f} before, {cal['ece_after_here']:.4f} after.</p>"
-    )
-    images = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"></figure>' for p in pngs)
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;
-vertical-align:top}}th{{background:#f3f3f3}}img{{max-width:100%}}figure{{margin:1.5em 0}}
-td.text{{max-width:640px;white-space:pre-wrap;word-break:break-word}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>{numbers["n"]} rows, {len(numbers["labels"])} labels. Written by bertfit on {when}.</p>
-<h2>Metrics</h2><table>{headline}</table>
-<h2>Calibration</h2>{calibration}
-<h2>Plots</h2>{images}
-<h2>Most confident errors</h2>{_rows_table(numbers["confident_errors"])}
-<h2>Least confident correct predictions</h2>{_rows_table(numbers["unsure_correct"])}
-</body></html>
-"""
-
-
-MULTI_HEADLINE = ("micro_f1", "macro_f1", "samples_f1", "weighted_f1", "accuracy", "hamming_loss")
+    how = _calibration_how(numbers["calibration"])
+    return render_html("report.html", multi_label=False, title=title, numbers=numbers, plots=pngs,
+                       headline=HEADLINE, calibration_how=how, when=_now())  # fmt: skip
 
 
 def _multilabel_html(title: str, numbers: dict[str, Any], pngs: list[str]) -> str:
-    headline = "".join(f"<tr><td>{k}</td><td>{numbers[k]:.4f}</td></tr>" for k in MULTI_HEADLINE)
-    per_label = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{c['threshold']:.2f}</td><td>{c['precision']:.3f}</td>"
-        f"<td>{c['recall']:.3f}</td><td>{c['f1']:.3f}</td><td>{c['support']}</td></tr>"
-        for n, c in numbers["per_class"].items()
-    )
-    worst = "".join(
-        f"<tr><td class='text'>{html.escape(r['text'])}</td><td>{html.escape(r['label'])}</td>"
-        f"<td>{html.escape(r['pred_label'])}</td><td>{r['wrong']}</td></tr>"
-        for r in numbers["worst_rows"]
-    )
-    images = "".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(p)}"></figure>' for p in pngs)
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    per_text = numbers["labels_per_text"]
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;
-vertical-align:top}}th{{background:#f3f3f3}}img{{max-width:100%}}td.text{{max-width:640px;white-space:pre-wrap}}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>{numbers["n"]} rows, {len(numbers["labels"])} labels (multi-label: a label is predicted when its sigmoid score
-reaches its threshold). Labels per text: {per_text["true"]:.2f} true, {per_text["predicted"]:.2f} predicted.
-Written by bertfit on {when}.</p>
-<h2>Metrics</h2><p>Predicted {html.escape(numbers["thresholds_scored"])}; accuracy is subset accuracy: every label
-of the row right.</p><table>{headline}</table>
-<h2>Per label</h2><table><tr><th>label</th><th>threshold</th><th>precision</th><th>recall</th><th>f1</th>
-<th>support</th></tr>{per_label}</table>
-<h2>Plots</h2>{images}
-<h2>Rows with the most wrong labels</h2><table><tr><th>text</th><th>labels</th><th>predicted</th><th>wrong</th></tr>
-{worst}</table>
-</body></html>
-"""
+    return render_html("report.html", multi_label=True, title=title, numbers=numbers, plots=pngs,
+                       multi_headline=MULTI_HEADLINE, when=_now())  # fmt: skip
 
 
-def _rows_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<p>None.</p>"
-    body = "".join(
-        f"<tr><td class='text'>{html.escape(r['text'])}</td><td>{html.escape(r['label'])}</td>"
-        f"<td>{html.escape(r['pred_label'])}</td><td>{r['pred_score']:.3f}</td></tr>"
-        for r in rows
-    )
-    return f"<table><tr><th>text</th><th>label</th><th>predicted</th><th>score</th></tr>{body}</table>"
+def _calibration_how(cal: dict[str, Any]) -> str:
+    """Why the temperature shown is what it is."""
+    if cal.get("off"):
+        return "none: calibration was turned off, or the model has no fitted temperature"
+    if cal.get("reason"):  # why training applied it or kept 1 (calibration.fit_temperature)
+        return cal["reason"] + ("" if cal["applied"] else "; scores are the plain softmax")
+    if cal["applied"]:
+        return "fitted on the validation split at the end of training"
+    return "not applied: scores are the plain softmax"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

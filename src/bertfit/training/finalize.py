@@ -17,7 +17,8 @@ from bertfit.data.cache import TokenizedRows
 from bertfit.data.io import default_file_mode, write_json
 from bertfit.evaluation import multilabel
 from bertfit.evaluation.calibration import Calibration, fit_temperature, softmax
-from bertfit.evaluation.evaluate import classification_report, model_card
+from bertfit.evaluation.card import model_card
+from bertfit.evaluation.metrics import classification_report
 from bertfit.evaluation.report import ScoredRows, write_multilabel_report, write_report
 from bertfit.labels import LabelSchema
 from bertfit.modeling import BERTFIT_FILE, library_versions

@@ -22,7 +22,7 @@ from transformers import (
 from bertfit.config import TrainConfig
 from bertfit.data.cache import TokenizedRows
 from bertfit.errors import ConfigError
-from bertfit.evaluation.evaluate import trainer_metrics
+from bertfit.evaluation.metrics import trainer_metrics
 from bertfit.labels import LabelSchema
 from bertfit.training.checkpoints import CommitCheckpoints, SaveEvery
 from bertfit.training.extensions import merged_metrics
