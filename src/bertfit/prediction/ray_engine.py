@@ -49,8 +49,10 @@ from bertfit.data.rows import join_text
 from bertfit.data.textfiles import arrow_csv_options, header_frame, resolve_quoting
 from bertfit.errors import BertfitError, ConfigError, DataError, MissingDependency
 from bertfit.modeling import pick_precision, read_meta, require_model_dir
-from bertfit.prediction.classifier import check_threshold, log_counts, window_settings
+from bertfit.prediction.decoder import check_threshold
 from bertfit.prediction.parts import OutputLock, PartWriter, check_output, is_folder_output
+from bertfit.prediction.scorer import window_settings
+from bertfit.prediction.stream import log_counts
 
 logger = logging.getLogger(__name__)
 
