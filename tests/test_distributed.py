@@ -30,6 +30,7 @@ from bertfit.prediction.parts import OutputLock
 
 ray = pytest.importorskip("ray", reason="the ray engine needs: pip install 'bertfit[ray]'")
 from bertfit.prediction import ray_engine as distributed  # noqa: E402
+from bertfit.prediction import ray_pipeline  # noqa: E402
 from bertfit.prediction.ray_engine import predict_with_ray  # noqa: E402
 
 PROBS = ["prob_negative", "prob_positive"]
@@ -182,8 +183,8 @@ def test_multi_label_model_with_a_threshold_into_a_folder(ray_cluster: None, mul
 
 def test_rows_left_unscored_are_counted_for_multi_label_models_too() -> None:
     """A file output's counts come from pred_labels when the model is multi-label ('' is a row with no labels)."""
-    assert distributed._unscored(pd.DataFrame({"pred_labels": ["a", None, "", None, "a,b"]})) == 2
-    assert distributed._unscored(pd.DataFrame({"pred_label": ["a", None], "pred_score": [0.9, None]})) == 1
+    assert ray_pipeline._unscored(pd.DataFrame({"pred_labels": ["a", None, "", None, "a,b"]})) == 2
+    assert ray_pipeline._unscored(pd.DataFrame({"pred_label": ["a", None], "pred_score": [0.9, None]})) == 1
 
 
 def test_pair_model_reads_both_texts_through_the_cli(ray_cluster: None, pair_model: Path, tmp_path: Path) -> None:

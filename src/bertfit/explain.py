@@ -36,6 +36,9 @@ from bertfit.data.io import PLAIN, ReadOptions, atomic_path, check_writable, rea
 from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import clean_text, join_text
 from bertfit.errors import ConfigError, DataError, MissingDependency, ModelError
+from bertfit.prediction.decoder import Decoder
+from bertfit.prediction.loading import build_parts, input_columns, load_weights
+from bertfit.prediction.scorer import Scorer
 from bertfit.templates import render_html as render_template
 
 logger = logging.getLogger(__name__)
@@ -106,8 +109,6 @@ def explain(
         output: also write the explanations as one self-contained HTML file (complete, or not at all).
         read: how to read `input_path` (headerless columns, quoting, encoding); see `io.ReadOptions`.
     """
-    from bertfit.prediction.classifier import Classifier
-
     if (texts is None) == (input_path is None):
         raise ConfigError("give texts to explain or an input file (--input), not both and not neither")
     if output is not None:
@@ -116,13 +117,34 @@ def explain(
     # A bad input fails before the model loads.
     frame = read_table(input_path, opts=read or PLAIN) if input_path is not None else None
     load_captum()
-    clf = Classifier.from_pretrained(model_dir, device=device, dtype="fp32")
+    model, tokenizer, meta, device, dtype = load_weights(model_dir, device, "fp32")
+    scorer, decoder = build_parts(model, tokenizer, meta, device, dtype)
+    model_text_cols, pair_col = input_columns(meta)
     if frame is not None:
-        texts = _table_texts(frame, str(input_path), text_cols or clf.text_cols)
-    explanations = clf.explain(texts, label=label, n_steps=n_steps, progress=progress)
+        texts = _table_texts(frame, str(input_path), text_cols or model_text_cols)
+    explanations = explain_parts(scorer, decoder, pair_col, texts, label=label, n_steps=n_steps, progress=progress)
     if output is not None:
         write_html(explanations, output)
     return explanations
+
+
+def explain_parts(
+    scorer: Scorer,
+    decoder: Decoder,
+    pair_col: str | None,
+    texts: Sequence[str] | pd.Series,
+    label: str | None = None,
+    n_steps: int = 50,
+    internal_batch_size: int | None = None,
+    progress: bool = False,
+) -> list[Explanation]:
+    """`Classifier.explain`: `explain_texts` with a loaded model's scorer (model, tokenizer, max_length) and
+    decoder (labels, temperature); single-label, single-text models without sliding windows only."""
+    if decoder.schema.multi_label or pair_col or scorer.long == "sliding":
+        kind = "multi-label" if decoder.schema.multi_label else "pair" if pair_col else "sliding-window"
+        raise ConfigError(f"explain works with single-label, single-text models; this is a {kind} model")
+    return explain_texts(scorer.model, scorer.tokenizer, decoder.labels, texts, label, n_steps, internal_batch_size,
+                         scorer.max_length, progress, temperature=decoder.temperature)  # fmt: skip
 
 
 def explain_texts(

@@ -1,55 +1,47 @@
 """Classifier: label texts at the speed of the hardware, from a list in memory or streamed from files of any size.
 
-The pipeline for files: read windows of rows (io.iter_frames) -> tokenize a window in one call to the Rust
-tokenizer, in a background thread while the model scores the previous window -> sort the window by token length
-and cut batches by a token budget -> forward under torch.inference_mode() in the fastest correct dtype -> put rows
-back in input order -> commit the window as a part of the output (parts.PartWriter), so a rerun resumes.
+A Classifier is a facade over a `Scorer` (model, tokenizer, device, dtype -> logits, batched by a token budget) and
+a `Decoder` (temperature, thresholds, label names, window aggregation -> labels and output columns); `stream` runs
+tables through both, and labels whole files resumably (`predict_file`).
 """
 
 from __future__ import annotations
 
-import logging
-import queue
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
-from bertfit.config import DataConfig, ModelConfig, check_windows
-from bertfit.data.io import PLAIN, ReadOptions, count_rows, data_files, estimate_rows, iter_frames
+from bertfit.config import DataConfig
+from bertfit.data.io import PLAIN, ReadOptions, data_files
 from bertfit.data.paths import check_not_input, model_files
-from bertfit.data.rows import clean_text, input_texts
-from bertfit.errors import BertfitError, ConfigError, DataError
-from bertfit.labels import LabelSchema
-from bertfit.modeling import load_trained, pick_precision
-from bertfit.prediction.parts import OutputLock, PartWriter, check_output, input_fingerprint
-from bertfit.tokenization import (
-    Encoded,
-    WindowEncoder,
-    aggregate_windows,
-    load_tokenizer,
-    token_budget_batches,
-    usable_max_length,
+from bertfit.data.rows import clean_text
+from bertfit.errors import ConfigError, DataError
+from bertfit.prediction.decoder import check_threshold
+from bertfit.prediction.loading import build_parts, input_columns, load_weights
+from bertfit.prediction.parts import OutputLock, check_output
+from bertfit.prediction.stream import (
+    DEFAULT_WINDOW,
+    label_frames,
+    predict_file_job,
+    progress_bar,
+    score_window,
+    weights_stamp,
 )
 
 if TYPE_CHECKING:
     from bertfit.explain import Explanation
 
-logger = logging.getLogger(__name__)
 
-DEFAULT_WINDOW = 50_000  # rows sorted together: long enough that neighbours in length order are near-equal
-CPU_BATCH_TOKENS = 4096  # best of 1024-16384 on 2 Xeon cores with AMX, by a few %; see docs/benchmarks.md
-GPU_BATCH_TOKENS = 65536
-OUTPUT_COLUMNS = ("pred_label", "pred_score")
-MULTI_COLUMNS = ("pred_labels",)
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+def _part(part: str, name: str) -> property:
+    """An attribute of the Classifier that is its scorer's or decoder's: read and set there."""
+    return property(
+        lambda self: getattr(getattr(self, part), name),
+        lambda self, value: setattr(getattr(self, part), name, value),
+        doc=f"`self.{part}.{name}`",
+    )
 
 
 class Classifier:
@@ -60,6 +52,20 @@ class Classifier:
         >>> clf.predict(["i feel great"])
         [{'label': 'joy', 'score': 0.98}]
     """
+
+    model = _part("scorer", "model")
+    tokenizer = _part("scorer", "tokenizer")
+    device = _part("scorer", "device")
+    dtype = _part("scorer", "dtype")
+    max_length = _part("scorer", "max_length")
+    long = _part("scorer", "long")
+    stride = _part("scorer", "stride")
+    encoder = _part("scorer", "encoder")
+    forward = _part("scorer", "forward")
+    schema = _part("decoder", "schema")
+    temperature = _part("decoder", "temperature")  # 1.0: scores are the plain softmax
+    thresholds = _part("decoder", "thresholds")  # multi-label: a label is on from its threshold
+    aggregate = _part("decoder", "aggregate")
 
     def __init__(
         self,
@@ -73,23 +79,11 @@ class Classifier:
         stride: int | None = None,
         aggregate: str | None = None,
     ) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
         self.meta = meta
-        self.schema = LabelSchema.from_dict(meta["labels"])
-        data = meta.get("data", {})
-        self.text_cols: list[str] = list(data.get("text_cols", ["text"]))
-        self.pair_col: str | None = data.get("pair_col")
-        trained_length = int(data.get("max_length", 512))
-        self.max_length = usable_max_length(max_length or trained_length, tokenizer, model.config)
-        self.long, self.stride, self.aggregate = window_settings(data, self.max_length, long, stride, aggregate)
-        self.device = device
-        self.dtype = dtype
-        self.encoder = WindowEncoder(tokenizer, self.max_length, self.long, self.stride)
-        self.forward: Callable[..., Any] = model
+        self.scorer, self.decoder = build_parts(model, tokenizer, meta, device, dtype, max_length, long, stride,
+                                                aggregate)  # fmt: skip
+        self.text_cols, self.pair_col = input_columns(meta)
         self.model_dir: Path | None = None
-        self.temperature = calibration_temperature(meta)  # 1.0: scores are the plain softmax
-        self.thresholds = stored_thresholds(meta, self.schema)  # multi-label: a label is on from its threshold
 
     @classmethod
     def from_pretrained(
@@ -126,14 +120,7 @@ class Classifier:
         """
         if max_length is not None and max_length < 2:
             raise ConfigError(f"max_length must be at least 2 (got {max_length}); try 128")
-        model_cfg = ModelConfig(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        model, meta = load_trained(model_dir, model_cfg)
-        tokenizer = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = pick_precision(dtype, device)
-        if dtype == "fp16" and device == "cpu":
-            raise ConfigError("fp16 is for GPUs; on a CPU use --dtype bf16 or fp32")
-        model = model.to(device=device, dtype=_DTYPES[dtype])
+        model, tokenizer, meta, device, dtype = load_weights(model_dir, device, dtype, allow_pickle, trust_remote_code)
         clf = cls(model, tokenizer, meta, device, dtype, max_length, long, stride, aggregate)
         clf.model_dir = Path(model_dir).resolve()
         if not calibration:
@@ -141,15 +128,22 @@ class Classifier:
         if check_threshold(threshold) is not None:
             clf.thresholds = np.full(len(clf.schema), float(threshold))
         if compile:
-            clf.forward = torch.compile(model, dynamic=True)
+            clf.scorer.compile()
         return clf
 
     @property
     def labels(self) -> list[str]:
-        return list(self.schema.names)
+        return self.decoder.labels
 
     def default_batch_tokens(self) -> int:
-        return CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
+        return self.scorer.default_batch_tokens()
+
+    def check_batching(self, batch_tokens: int | None, batch_size: int | None) -> tuple[int, int | None]:
+        return self.scorer.check_batching(batch_tokens, batch_size)
+
+    def columns_read(self, text_cols: list[str] | None = None) -> list[str]:
+        """The input columns the model reads (read as text from CSV): the text columns, then the pair column."""
+        return DataConfig(text_cols=text_cols or self.text_cols, pair_col=self.pair_col).read_as_text
 
     def predict(
         self,
@@ -164,19 +158,7 @@ class Classifier:
         `{"labels": ["joy", "love"], "scores": {"joy": 0.91, ...}}`. Pair models take (text, second text) tuples.
         """
         proba = self.predict_proba(texts, batch_tokens=batch_tokens, batch_size=batch_size, progress=progress)
-        if self.schema.multi_label:
-            from bertfit.evaluation.multilabel import label_lists
-
-            return [
-                {"labels": labels, "scores": None if labels is None else dict(zip(self.labels, map(float, row)))}
-                for labels, row in zip(label_lists(proba, self.thresholds, self.labels), proba)
-            ]
-        return [
-            {"label": None, "score": float("nan")}
-            if np.isnan(row[0])
-            else {"label": self.schema.names[int(row.argmax())], "score": float(row.max())}
-            for row in proba
-        ]
+        return self.decoder.records(proba)
 
     def predict_proba(
         self,
@@ -195,11 +177,12 @@ class Classifier:
         batch_tokens, batch_size = self.check_batching(batch_tokens, batch_size)
         texts = _as_list(texts)
         proba = np.empty((len(texts), len(self.schema)), dtype=np.float32)
-        with _progress_bar(len(texts), progress) as bar:
+        with progress_bar(len(texts), progress) as bar:
             for start in range(0, len(texts), DEFAULT_WINDOW):
                 window = [clean_input(t) for t in texts[start : start + DEFAULT_WINDOW]]
-                encoded = self._encode_present(window)
-                proba[start : start + len(window)] = self._score_encoded(window, encoded, batch_tokens, batch_size)
+                encoded = self.scorer.encode_present(window)
+                proba[start : start + len(window)] = score_window(self.scorer, self.decoder, window, encoded,
+                                                                  batch_tokens, batch_size)  # fmt: skip
                 bar.update(len(window))
         return proba
 
@@ -213,13 +196,10 @@ class Classifier:
     ) -> list[Explanation]:
         """Word attributions for each text towards `label` (default: its predicted label), by Integrated
         Gradients in fp32; needs `pip install 'bertfit[explain]'`. See `bertfit.explain` for the method."""
-        from bertfit.explain import explain_texts
+        from bertfit.explain import explain_parts
 
-        if self.schema.multi_label or self.pair_col or self.long == "sliding":
-            kind = "multi-label" if self.schema.multi_label else "pair" if self.pair_col else "sliding-window"
-            raise ConfigError(f"explain works with single-label, single-text models; this is a {kind} model")
-        return explain_texts(self.model, self.tokenizer, self.labels, texts, label, n_steps, internal_batch_size,
-                             self.max_length, progress, temperature=self.temperature)  # fmt: skip
+        return explain_parts(self.scorer, self.decoder, self.pair_col, texts, label, n_steps, internal_batch_size,
+                             progress)  # fmt: skip
 
     def predict_stream(
         self,
@@ -237,11 +217,8 @@ class Classifier:
         """
         batch_tokens, batch_size = self.check_batching(batch_tokens, batch_size)
         cols = text_cols or self.text_cols
-        for frame, texts, encoded in _prefetch(self._prepare(f, cols, source) for f in frames):
-            proba = self._score_encoded(texts, encoded, batch_tokens, batch_size)
-            out = self._with_predictions(frame, proba, probs, source)
-            out.attrs = {**frame.attrs, "empty_text": sum(t is None for t in texts), "truncated": encoded.truncated}
-            yield out
+        yield from label_frames(self.scorer, self.decoder, frames, cols, self.pair_col, probs, batch_tokens,
+                                batch_size, source)  # fmt: skip
 
     def predict_file(
         self,
@@ -262,145 +239,25 @@ class Classifier:
         input_path, output_path = Path(input_path), Path(output_path)
         check_not_input(output_path, [input_path, *model_files(self.model_dir)])
         check_output(output_path)
-        with OutputLock(output_path):
-            return self._predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window,
-                                      progress, read)  # fmt: skip
-
-    # -- internals -----------------------------------------------------------------------------------------------
-
-    def _predict_file(
-        self, input_path: Path, output_path: Path, text_cols: list[str] | None, probs: bool, batch_tokens: int,
-        batch_size: int | None, window: int, progress: bool, read: ReadOptions | None,
-    ) -> dict[str, Any]:  # fmt: skip
-        """predict_file with `OutputLock(output_path)` held."""
-        check_output(output_path)  # under the lock: a run that held it before may have filled an output folder
-        files = data_files(input_path)
         settings = {"model": self._identity(), "dtype": self.dtype, "max_length": self.max_length,
                     "text_cols": text_cols or self.text_cols, "probs": probs, "window": window,
                     "batch_tokens": batch_tokens, "batch_size": batch_size,
                     "read": [read.columns, read.quoting, read.encoding] if read else None}  # fmt: skip
-        writer = PartWriter(output_path, {"input": input_fingerprint(files), "settings": settings})
-        started, resumed = time.perf_counter(), writer.rows_done
-        with _progress_bar(estimate_rows(files) if progress else None, progress, initial=resumed) as bar:
-            try:
-                frames = _remaining_frames(files, window, writer.parts, self.columns_read(text_cols), read or PLAIN)
-                for frame in self.predict_stream(frames, text_cols, probs, batch_tokens, batch_size, str(input_path)):
-                    writer.commit(frame, frame.attrs["source"], frame.attrs["empty_text"], frame.attrs["truncated"])
-                    bar.update(len(frame))
-            except BertfitError:
-                writer.discard()  # bad input: the parts could never be resumed from once the input is fixed
-                raise
-        totals = writer.totals()
-        writer.finish()
-        seconds = time.perf_counter() - started
-        log_counts(input_path, totals)
-        return {**totals, "resumed_rows": resumed, "output": str(output_path), "labels": self.labels,
-                "seconds": round(seconds, 2), "rows_per_s": round((totals["rows"] - resumed) / max(seconds, 1e-9), 1),
-                "dtype": self.dtype}  # fmt: skip
 
-    def columns_read(self, text_cols: list[str] | None = None) -> list[str]:
-        """The input columns the model reads (read as text from CSV): the text columns, then the pair column."""
-        return DataConfig(text_cols=text_cols or self.text_cols, pair_col=self.pair_col).read_as_text
+        def label(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            return self.predict_stream(frames, text_cols, probs, batch_tokens, batch_size, str(input_path))
 
-    def check_batching(self, batch_tokens: int | None, batch_size: int | None) -> tuple[int, int | None]:
-        if batch_tokens is not None and batch_tokens < 1:
-            raise ConfigError(f"batch_tokens must be at least 1 (got {batch_tokens}); try {CPU_BATCH_TOKENS}")
-        if batch_size is not None and batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1 (got {batch_size}); leave it out for no limit")
-        return batch_tokens or self.default_batch_tokens(), batch_size
-
-    def _prepare(self, frame: pd.DataFrame, cols: list[str], source: str) -> tuple[pd.DataFrame, list, Encoded]:
-        texts, missing = input_texts(frame, cols, self.pair_col, source)
-        texts = [None if m else t for t, m in zip(texts.tolist(), missing.tolist())]
-        return frame, texts, self._encode_present(texts)
-
-    def _encode_present(self, texts: list[str | None]) -> Encoded:
-        """Token ids of the non-empty texts (empty ones get no row; `_score_encoded` leaves theirs NaN)."""
-        return self.encoder([t for t in texts if t is not None])
-
-    def _score_encoded(
-        self, texts: list[str | None], encoded: Encoded, batch_tokens: int, batch_size: int | None
-    ) -> np.ndarray:
-        """Probabilities for every text of a window (NaN rows where the text is empty), in the window's order.
-
-        Sliding windows of all texts are scored together in the same length-sorted batches, then each text's
-        window logits are aggregated (mean or max) before the softmax (or the sigmoids, for multi-label)."""
-        proba = np.full((len(texts), len(self.schema)), np.nan, dtype=np.float32)
-        present = np.fromiter((t is not None for t in texts), dtype=bool, count=len(texts))
-        logits = np.empty((len(encoded.lengths), len(self.schema)), dtype=np.float32)
-        with torch.inference_mode():
-            for idx in token_budget_batches(encoded.lengths, batch_tokens, batch_size):
-                starts = None if encoded.type_starts is None else encoded.type_starts[idx]
-                batch = self.encoder.pad([encoded.ids[i] for i in idx], encoded.lengths[idx], starts)
-                logits[idx] = self.forward(**{k: v.to(self.device) for k, v in batch.items()}).logits.float().cpu()
-        if encoded.docs is not None:
-            logits = aggregate_windows(logits, encoded.docs, int(present.sum()), self.aggregate)
-        if self.schema.multi_label:
-            from bertfit.evaluation.multilabel import sigmoid
-
-            proba[present] = sigmoid(logits)
-        else:
-            proba[present] = torch.softmax(torch.from_numpy(np.asarray(logits, np.float32)) / self.temperature, -1)
-        return proba
-
-    def _with_predictions(self, frame: pd.DataFrame, proba: np.ndarray, probs: bool, source: str) -> pd.DataFrame:
-        multi = self.schema.multi_label
-        prob_cols = [f"prob_{name}" for name in self.labels] if probs or multi else []
-        clash = [c for c in (*(MULTI_COLUMNS if multi else OUTPUT_COLUMNS), *prob_cols) if c in frame.columns]
-        if clash:
-            raise DataError(f"{source}: already has a column '{clash[0]}'; rename or drop it before predicting")
-        scored = ~np.isnan(proba[:, 0])
-        names = np.asarray(self.labels, dtype=object)
-        out = frame.copy()
-        if multi:
-            from bertfit.evaluation.multilabel import label_lists
-
-            sep = self.schema.label_sep
-            joined = [
-                None if labels is None else sep.join(labels)
-                for labels in label_lists(proba, self.thresholds, self.labels)
-            ]
-            out["pred_labels"] = pd.Series(joined, dtype=object, index=out.index)
-        else:
-            out["pred_label"] = pd.Series(np.where(scored, names[np.nan_to_num(proba).argmax(-1)], None), dtype=object)
-            out["pred_score"] = np.where(scored, np.nan_to_num(proba).max(axis=1), np.nan).astype(float)
-        for col, values in zip(prob_cols, proba.T):
-            out[col] = values.astype(float)
-        return out
+        with OutputLock(output_path):
+            done = predict_file_job(label, input_path, output_path, settings, self.columns_read(text_cols),
+                                    read or PLAIN, progress, self.labels)  # fmt: skip
+        return {**done, "dtype": self.dtype}
 
     def _identity(self) -> dict[str, Any]:
         """What identifies the weights for resuming: the model folder's files with their sizes and times."""
         folder = str(self.model_dir) if self.model_dir else None
-        return {"labels": self.labels, "folder": folder, "weights": _weights_stamp(self.model_dir),
+        return {"labels": self.labels, "folder": folder, "weights": weights_stamp(self.model_dir),
                 "temperature": self.temperature, "long": [self.long, self.stride, self.aggregate],
                 "thresholds": self.thresholds.tolist()}  # fmt: skip
-
-
-def window_settings(
-    data: dict[str, Any], max_length: int, long: str | None, stride: int | None, aggregate: str | None
-) -> tuple[str, int, str]:
-    """long, stride and aggregate for prediction: the ones given, else those the model was trained with (`data`,
-    from bertfit.json); a stride given with no `long` override keeps training's, and `long` alone takes a quarter
-    of max_length. Checked, so a bad override is one line."""
-    long_mode = long or data.get("long", "truncate")
-    aggregate = aggregate or data.get("aggregate", "mean")
-    if stride is None:
-        stride = max_length // 4 if long or data.get("stride") is None else int(data["stride"])
-    check_windows(long_mode, stride if long_mode == "sliding" else 0, aggregate, max_length)
-    return long_mode, stride, aggregate
-
-
-def check_threshold(threshold: float | None) -> float | None:
-    """A multi-label threshold override: None (the tuned ones), or a number strictly between 0 and 1."""
-    if threshold is not None and not 0 < threshold < 1:
-        raise ConfigError(f"threshold must be between 0 and 1 (got {threshold}); try 0.5")
-    return threshold
-
-
-def stored_thresholds(meta: dict[str, Any], schema: LabelSchema) -> np.ndarray:
-    """A multi-label model's per-label thresholds from bertfit.json (0.5 for any it does not name)."""
-    values = (meta.get("thresholds") or {}).get("values", {})
-    return np.array([float(values.get(name, 0.5)) for name in schema.names])
 
 
 def clean_input(value: Any) -> str | tuple[str, str] | None:
@@ -409,11 +266,6 @@ def clean_input(value: Any) -> str | tuple[str, str] | None:
         first, second = clean_text(value[0]), clean_text(value[1])
         return None if first is None or second is None else (first, second)
     return clean_text(value)
-
-
-def calibration_temperature(meta: dict[str, Any]) -> float:
-    """The temperature a trained model's bertfit.json holds (1.0 when it has none, e.g. a plain HF folder)."""
-    return float((meta.get("calibration") or {}).get("temperature", 1.0))  # 1.0 also when it was not applied
 
 
 def predict_file(
@@ -465,87 +317,6 @@ def predict_file(
         )  # fmt: skip
         return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window,
                                 progress, read)  # fmt: skip
-
-
-def _remaining_frames(
-    files: list[Path], window: int, done: list[dict[str, Any]], text_cols: list[str], read: ReadOptions
-) -> Iterator[pd.DataFrame]:
-    """Windows of every file in order, after the `done` ones; each frame's attrs name its source file index."""
-    for source, path in enumerate(files):
-        parts_done = [p for p in done if p["source"] == source]
-        if parts_done and count_rows([path]) == sum(p["rows"] for p in parts_done):
-            continue  # a finished shard is not read again
-        for i, frame in enumerate(iter_frames(path, window, text_cols, read, passthrough=True)):
-            if i >= len(parts_done):
-                frame.attrs["source"] = source
-                yield frame
-
-
-def _prefetch(items: Iterator[Any]) -> Iterator[Any]:
-    """Run an iterator one item ahead in a background thread (tokenizing overlaps the model's forward).
-
-    At most two items exist at once, the one in use and the next, so memory does not depend on how many there
-    are. A thread, not a process: the Rust tokenizer and PyTorch release the GIL, and nothing forks after the
-    tokenizer's own thread pool has started.
-    """
-    ready: queue.Queue = queue.Queue()
-    turn = threading.Semaphore(1)  # the producer takes a turn before building an item; the consumer gives one back
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            while _wait_for(turn, stop):
-                item = next(items, done)
-                ready.put((item, None))
-                if item is done:
-                    return
-        except BaseException as error:  # handed to the consumer, which re-raises it in its own thread
-            ready.put((None, error))
-
-    thread = threading.Thread(target=work, name="bertfit-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = ready.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            turn.release()  # the next item is built while this one is used
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def _wait_for(turn: threading.Semaphore, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        if turn.acquire(timeout=0.1):
-            return True
-    return False
-
-
-def _progress_bar(total: int | None, enabled: bool, initial: int = 0) -> tqdm:
-    return tqdm(total=total, initial=initial, desc="predict", unit=" rows", unit_scale=True, disable=not enabled,
-                file=sys.stderr, smoothing=0.1)  # fmt: skip
-
-
-def log_counts(source: str | Path, totals: dict[str, int]) -> None:
-    """The summary lines for rows left unscored (empty text) and texts cut at max_length."""
-    if totals["empty_text"]:
-        logger.warning("%s: %d of %d rows have empty text; their prediction is left empty", source,
-                       totals["empty_text"], totals["rows"])  # fmt: skip
-    if totals["truncated"]:
-        logger.warning("%s: %d of %d texts were longer than max_length and were truncated", source,
-                       totals["truncated"], totals["rows"])  # fmt: skip
-
-
-def _weights_stamp(folder: Path | None) -> list[list[Any]]:
-    if folder is None or not folder.is_dir():
-        return []
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
-    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 def _as_list(texts: Sequence[str] | pd.Series | str) -> list[Any]:

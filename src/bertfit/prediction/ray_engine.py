@@ -3,7 +3,8 @@
 The pipeline: Ray Data readers -> windows of rows (a streaming repartition) -> an actor pool, one Classifier per actor,
 labelling each window with `Classifier.predict_stream` -> rows back in input order (preserve_order) -> either assembled
 on the driver by `parts.PartWriter` (a file output, the same atomic assembly as the local engine) or written as
-Parquet shards by Ray write tasks (a folder output) and renamed into place when complete.
+Parquet shards by Ray write tasks (a folder output) and renamed into place when complete. This module checks the
+request on the driver and runs the cluster; `ray_pipeline` holds the pipeline itself.
 
 On a cluster of several machines, the input must be on storage every node can read (a shared filesystem).
 """
@@ -13,80 +14,52 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
-import shutil
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from bertfit.config import DataConfig
 from bertfit.data.io import (
     COMPRESSIONS,
     PLAIN,
-    RAW_JSON,
     ReadOptions,
-    arrow_to_pandas,
     data_files,
-    display_raw_json,
-    estimate_rows,
     first_line,
     iter_frames,
     table_format,
 )
-from bertfit.data.jsonlines import raw_members
 from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import join_text
-from bertfit.data.textfiles import arrow_csv_options, header_frame, resolve_quoting
 from bertfit.errors import BertfitError, ConfigError, DataError, MissingDependency
 from bertfit.modeling import pick_precision, read_meta, require_model_dir
-from bertfit.prediction.classifier import check_threshold, log_counts, window_settings
-from bertfit.prediction.parts import OutputLock, PartWriter, check_output, is_folder_output
+from bertfit.prediction.decoder import check_threshold
+from bertfit.prediction.parts import OutputLock, check_output, is_folder_output
+from bertfit.prediction.ray_pipeline import run_pipeline, summary
+from bertfit.prediction.scorer import window_settings
 
 logger = logging.getLogger(__name__)
 
 RAY_WINDOW = 10_000  # rows per actor call: plenty for length-sorted batches, small enough to spread over the actors
 ACTOR_START_TIMEOUT_S = 900  # loading a model, or an autoscaling cluster adding a node, can take minutes
-NOTES = "__bertfit_window__"  # one JSON cell per window (truncated count, dtype, labels); dropped before writing
 # What Ray Data's readers take, and the compressions they detect from the file name (pyarrow.Codec.detect).
 _STREAMS = (".gz", ".bz2", ".zst")
 RAY_FORMATS = {"parquet": (), "csv": _STREAMS, "tsv": _STREAMS, "jsonl": _STREAMS}
 
 
 def predict_with_ray(
-    model_dir: str | Path,
-    input_path: str | Path,
-    output_path: str | Path,
-    text_cols: list[str] | None = None,
-    probs: bool = False,
-    dtype: str = "auto",
-    batch_tokens: int | None = None,
-    batch_size: int | None = None,
-    max_length: int | None = None,
-    address: str | None = None,
-    num_workers: int | None = None,
-    gpus_per_worker: float = 0.0,
-    progress: bool = False,
-    *,
-    cpus_per_worker: int | None = None,
-    window: int | None = None,
-    compile: bool = False,
-    calibration: bool = True,
-    read: ReadOptions | None = None,
-    long: str | None = None,
-    stride: int | None = None,
-    aggregate: str | None = None,
-    threshold: float | None = None,
-) -> dict[str, Any]:
+    model_dir: str | Path, input_path: str | Path, output_path: str | Path, text_cols: list[str] | None = None,
+    probs: bool = False, dtype: str = "auto", batch_tokens: int | None = None, batch_size: int | None = None,
+    max_length: int | None = None, address: str | None = None, num_workers: int | None = None,
+    gpus_per_worker: float = 0.0, progress: bool = False, *, cpus_per_worker: int | None = None,
+    window: int | None = None, compile: bool = False, calibration: bool = True, read: ReadOptions | None = None,
+    long: str | None = None, stride: int | None = None, aggregate: str | None = None, threshold: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Label every row of a table, or of a folder of shards, with model replicas on a Ray cluster.
 
     The output is what `bertfit.prediction.classifier.predict_file` writes: all input columns and rows, in order, plus
@@ -120,14 +93,7 @@ def predict_with_ray(
     _check_numbers({"batch_tokens": (batch_tokens, 1), "batch_size": (batch_size, 1), "max_length": (max_length, 2),
                     "num_workers": (num_workers, 1), "cpus_per_worker": (cpus_per_worker, 1), "window": (window, 1),
                     "gpus_per_worker": (gpus_per_worker, 0)})  # fmt: skip
-    trained = read_meta(model_dir).get("data", {})
-    # Checked here, not once per replica after the cluster has started (a replica also caps max_length to what
-    # its model can take, and checks the stride again against that).
-    window_settings(trained, max_length or int(trained.get("max_length", 512)), long, stride, aggregate)
-    check_threshold(threshold)
-    cols = text_cols or trained.get("text_cols", ["text"])
-    read = read or PLAIN
-    read_cols = DataConfig(text_cols=cols, pair_col=trained.get("pair_col")).read_as_text
+    read_cols = _check_model_settings(model_dir, text_cols, max_length, long, stride, aggregate, threshold)
     labeller = {"model_dir": str(Path(model_dir).resolve()), "device": "cuda" if gpus_per_worker else "cpu",
                 "dtype": dtype, "max_length": max_length, "compile": compile, "calibration": calibration,
                 "long": long, "stride": stride, "aggregate": aggregate, "threshold": threshold,
@@ -135,26 +101,40 @@ def predict_with_ray(
                 and table_format(output_path) == "jsonl",
                 "text_cols": text_cols, "probs": probs,
                 "batch_tokens": batch_tokens, "batch_size": batch_size, "source": str(input_path)}  # fmt: skip
+    cluster = {"address": address, "num_workers": num_workers, "gpus_per_worker": gpus_per_worker,
+               "cpus_per_worker": cpus_per_worker, "window": window}  # fmt: skip
+    read = read or PLAIN
     with OutputLock(output_path):  # held until the output is in place: a second run into it refuses at once
         check_output(output_path)  # under the lock: a run that held it before may have filled an output folder
         _check_input(files, fmt, read_cols, read, str(input_path))
-        ray = _import_ray()
-        try:
-            with _ray_session(ray, address), _data_context(ray, progress and is_folder_output(output_path)):
-                plan = _plan(ray, num_workers, gpus_per_worker, cpus_per_worker, window)
-                started = time.perf_counter()
-                chunks = _run(ray, files, fmt, read_cols, read, plan, labeller, output_path, progress)
-                seconds = time.perf_counter() - started
-        except Exception as error:
-            user_error = _user_error(error, input_path)
-            if user_error is None:
-                raise
-        else:
-            return _summary(chunks, input_path, output_path, seconds, plan["workers"], dtype)
-    # Ray Data's traceback holds the failed run's actors in a reference cycle until the cycle collector runs;
-    # collect now, so that their CPUs go back to a cluster that outlives this call.
-    gc.collect()
-    raise user_error
+        result = _run_on_ray(files, fmt, read_cols, read, labeller, cluster, input_path, output_path, progress)
+    if isinstance(result, BertfitError):
+        # Ray Data's traceback holds the failed run's actors in a reference cycle until the cycle collector runs;
+        # collect now, so that their CPUs go back to a cluster that outlives this call.
+        gc.collect()
+        raise result
+    return result
+
+
+def _run_on_ray(
+    files: list[Path], fmt: str, read_cols: list[str], read: ReadOptions, labeller: dict[str, Any],
+    cluster: dict[str, Any], input_path: Path, output_path: Path, progress: bool,
+) -> dict[str, Any] | BertfitError:  # fmt: skip
+    """Start or join the cluster and run the pipeline: the summary, or the user's error behind Ray's failure."""
+    ray = _import_ray()
+    try:
+        with _ray_session(ray, cluster["address"]), _data_context(ray, progress and is_folder_output(output_path)):
+            plan = _plan(ray, cluster["num_workers"], cluster["gpus_per_worker"], cluster["cpus_per_worker"],
+                         cluster["window"])  # fmt: skip
+            started = time.perf_counter()
+            chunks = run_pipeline(ray, files, fmt, read_cols, read, plan, labeller, output_path, progress)
+            seconds = time.perf_counter() - started
+    except Exception as error:
+        user_error = _user_error(error, input_path)
+        if user_error is None:
+            raise
+        return user_error
+    return summary(chunks, input_path, output_path, seconds, plan["workers"], labeller["dtype"])
 
 
 # -- checks on the driver, before Ray starts ----------------------------------------------------------------------
@@ -182,6 +162,19 @@ def _check_request(
     if dtype == "fp16" and not gpus_per_worker:
         raise ConfigError("fp16 is for GPUs; on CPU workers use --dtype bf16 or fp32, or give --gpus-per-worker")
     return files, formats[0]
+
+
+def _check_model_settings(
+    model_dir: str | Path, text_cols: list[str] | None, max_length: int | None, long: str | None,
+    stride: int | None, aggregate: str | None, threshold: float | None,
+) -> list[str]:  # fmt: skip
+    """The columns the model reads; fails on bad window settings or threshold before the cluster starts (a replica
+    also caps max_length to what its model can take, and checks the stride again against that)."""
+    trained = read_meta(model_dir).get("data", {})
+    window_settings(trained, max_length or int(trained.get("max_length", 512)), long, stride, aggregate)
+    check_threshold(threshold)
+    cols = text_cols or trained.get("text_cols", ["text"])
+    return DataConfig(text_cols=cols, pair_col=trained.get("pair_col")).read_as_text
 
 
 def _check_numbers(settings: dict[str, tuple[float | None, int]]) -> None:
@@ -281,227 +274,6 @@ def _plan(
     num_cpus = min(float(threads), max(cpus - 1, 0.0) / workers)
     return {"workers": workers, "threads": threads, "num_cpus": num_cpus, "num_gpus": gpus_per_worker or None,
             "window": window}  # fmt: skip
-
-
-# -- the pipeline ---------------------------------------------------------------------------------------------
-
-
-def _read(ray: Any, files: list[Path], fmt: str, text_cols: list[str], read: ReadOptions) -> Any:
-    """A dataset over the input files, in their order, each value as the local engine reads it: CSV/TSV fields as
-    their text ("" when empty), JSON Lines values decoded for the text columns and raw JSON text for the others."""
-
-    paths = [str(f) for f in files]
-    if fmt == "parquet":
-        return ray.data.read_parquet(paths, file_extensions=None)
-    if fmt in ("csv", "tsv"):
-        names = list(read.columns or header_frame(files[0], fmt, read).columns)  # the header alone is read
-        quoting = resolve_quoting(files[0], fmt, read)
-        return ray.data.read_csv(
-            paths,
-            **arrow_csv_options(names, read, fmt, quoting),
-            file_extensions=None,
-        )
-    lines = ray.data.read_text(paths, encoding=read.encoding, drop_empty_lines=True, file_extensions=None)
-    return lines.map_batches(_JsonLines, fn_kwargs={"decoded": text_cols}, batch_format="pyarrow", batch_size=4096)
-
-
-def _JsonLines(batch: pa.Table, decoded: list[str]) -> pa.Table:  # noqa: N802 - a Ray Data map function
-    """JSON Lines rows (checked on the driver): decoded values for the columns the model reads, raw JSON text for
-    the others (None where a line lacks the key)."""
-    rows = [raw_members(line.lstrip("\ufeff")) for line in batch.column("text").to_pylist()]
-    names = list(dict.fromkeys(key for row in rows for key in row))
-    columns = {
-        name: [(row[name][0] if name in decoded else row[name][1]) if name in row else None for row in rows]
-        for name in names
-    }
-    return pa.table({name: pa.array(values, type=None if name in decoded else pa.string())
-                     for name, values in columns.items()})  # fmt: skip
-
-
-def _run(
-    ray: Any, files: list[Path], fmt: str, cols: list[str], read: ReadOptions, plan: dict[str, Any],
-    labeller: dict[str, Any], output: Path, progress: bool,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Read, label and write; the counts of each written piece, in order."""
-    ds = _label(ray, _read(ray, files, fmt, cols, read), plan, labeller)
-    if is_folder_output(output):
-        return _write_shards(ds, output)
-    return _write_file(ds, output, estimate_rows(files) if progress else None, progress)
-
-
-def _label(ray: Any, ds: Any, plan: dict[str, Any], labeller: dict[str, Any]) -> Any:
-    """Cut the rows into windows and label them with an actor pool, one model per actor."""
-    return ds.repartition(target_num_rows_per_block=plan["window"]).map_batches(
-        _Labeller,
-        fn_constructor_kwargs={**labeller, "threads": plan["threads"]},
-        batch_format="pyarrow",  # converted by the labeller: integers with gaps stay integers
-        batch_size=plan["window"],
-        compute=ray.data.ActorPoolStrategy(size=plan["workers"]),
-        num_cpus=plan["num_cpus"],
-        num_gpus=plan["num_gpus"],
-    )
-
-
-class _Labeller:
-    """A Ray Data actor: loads the model once, then labels one window of rows per call."""
-
-    def __init__(self, model_dir: str, device: str, dtype: str, max_length: int | None, compile: bool,
-                 calibration: bool, threads: int, raw_json: bool = False, keep_json: bool = False,
-                 long: str | None = None, stride: int | None = None, aggregate: str | None = None,
-                 threshold: float | None = None, **stream_args: Any) -> None:  # fmt: skip
-        import torch
-
-        from bertfit.prediction.classifier import Classifier
-
-        torch.set_num_threads(threads)
-        self.stream_args = stream_args
-        self.raw_json, self.keep_json = raw_json, keep_json
-        self.error: BertfitError | None = None
-        try:
-            self.clf = Classifier.from_pretrained(
-                model_dir,
-                device=device,
-                dtype=dtype,
-                max_length=max_length,
-                compile=compile,
-                calibration=calibration,
-                long=long,
-                stride=stride,
-                aggregate=aggregate,
-                threshold=threshold,
-            )
-        except BertfitError as error:
-            # Raised on the first window: from a call Ray Data passes it to the driver unchanged; from here it
-            # would come back as an ActorDiedError holding only a traceback text.
-            self.error = error
-
-    def __call__(self, table: pa.Table) -> pd.DataFrame:
-        if self.error is not None:
-            raise self.error
-        batch = arrow_to_pandas(table)
-        raw: list[str] = []
-        if self.raw_json:
-            read = self.clf.columns_read(self.stream_args.get("text_cols"))
-            batch.attrs[RAW_JSON] = [c for c in batch.columns if c not in read]
-            if not self.keep_json:  # a CSV/Parquet output gets the texts the JSON values stand for
-                batch = display_raw_json(batch)
-            raw = batch.attrs.get(RAW_JSON, [])
-        with closing(self.clf.predict_stream([batch], **self.stream_args)) as stream:
-            out = next(stream)
-        # Ray Data drops DataFrame.attrs: the window's counts travel in one cell of a column dropped on writing.
-        notes = [None] * len(out)
-        if notes:
-            notes[0] = json.dumps(
-                {"truncated": out.attrs["truncated"], "dtype": self.clf.dtype, "labels": self.clf.labels, "raw": raw}
-            )
-        out[NOTES] = pd.Series(notes, index=out.index, dtype=object)
-        return out
-
-
-def _write_file(ds: Any, output: Path, total: int | None, progress: bool) -> list[dict[str, Any]]:
-    """Stream the labelled windows to the driver in order and commit each as a part; assemble when complete."""
-    writer = PartWriter(output, {"engine": "ray", "run": uuid.uuid4().hex})  # never resumed: a new key each run
-    chunks = []
-    bar = tqdm(total=total, desc="predict", unit=" rows", unit_scale=True, disable=not progress, file=sys.stderr)
-    try:
-        with bar:
-            for frame in ds.iter_batches(batch_format="pandas", batch_size=None):
-                if len(frame):
-                    chunk = _chunk(len(frame), _unscored(frame), frame.pop(NOTES).tolist())
-                    frame.attrs[RAW_JSON] = chunk["raw"]
-                    writer.commit(frame, 0, chunk["empty_text"], chunk["truncated"])
-                    chunks.append(chunk)
-                    bar.update(len(frame))
-        writer.finish()
-    except BaseException:
-        writer.discard()
-        raise
-    return chunks
-
-
-def _write_shards(ds: Any, output: Path) -> list[dict[str, Any]]:
-    """Ray tasks write the shards into a hidden folder beside the output; renamed in order, then into place."""
-    staging = output.parent / f".{output.name}.bertfit-ray"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        sink = _shard_sink(staging)
-        ds.write_datasink(sink)
-        for i, shard in enumerate(sink.shards):
-            os.replace(staging / shard["file"], staging / f"part-{i:05d}.parquet")
-        if output.exists():
-            output.rmdir()  # checked empty before the run began
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return [_chunk(shard["rows"], shard["empty_text"], shard["notes"]) for shard in sink.shards]
-
-
-def _shard_sink(folder: Path) -> Any:
-    """A Ray Data sink: each write task's rows, in order, as one Parquet file named by the task's index.
-
-    Not `Dataset.write_parquet`: that writes through pyarrow.dataset.write_dataset with threads and without
-    preserve_order, which may reorder the rows inside a file. This sink also returns each shard's counts.
-    The class refers to nothing else in bertfit, so that a write task does not import bertfit (seconds per process).
-    """
-    from ray.data import Datasink
-    from ray.data.block import BlockAccessor
-
-    class ShardSink(Datasink):
-        def __init__(self) -> None:
-            self.shards: list[dict[str, Any]] = []
-
-        @property
-        def supports_distributed_writes(self) -> bool:
-            return False  # write on the driver's machine, where the folder is renamed into place
-
-        def write(self, blocks: Any, ctx: Any) -> dict[str, Any] | None:
-            tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
-            if not tables:
-                return None
-            table = pa.concat_tables(tables, promote_options="permissive")
-            name = f"task-{ctx.task_idx:09d}.parquet"
-            pq.write_table(table.drop_columns([NOTES]), folder / name)
-            notes = table[NOTES].drop_null().to_pylist()
-            predicted = "pred_label" if "pred_label" in table.column_names else "pred_labels"  # multi-label
-            return {"task": ctx.task_idx, "file": name, "rows": table.num_rows,
-                    "empty_text": table[predicted].null_count, "notes": notes}  # fmt: skip
-
-        def on_write_complete(self, write_result: Any) -> None:
-            # Task indexes follow the order in which windows reach the write (input order, with preserve_order).
-            self.shards = sorted((r for r in write_result.write_returns if r), key=lambda r: r["task"])
-
-    return ShardSink()
-
-
-# -- results --------------------------------------------------------------------------------------------------
-
-
-def _unscored(frame: pd.DataFrame) -> int:
-    """Rows left without a prediction (empty text): pred_label, or a multi-label model's pred_labels, is null."""
-    return int(frame["pred_label" if "pred_label" in frame.columns else "pred_labels"].isna().sum())
-
-
-def _chunk(rows: int, empty_text: int, notes: list[Any]) -> dict[str, Any]:
-    """Counts for some labelled rows, from their pred_label and the per-window notes among them."""
-    parsed = [json.loads(n) for n in notes if isinstance(n, str)]
-    labels = parsed[0]["labels"] if parsed else None
-    return {"rows": rows, "empty_text": empty_text, "truncated": sum(p["truncated"] for p in parsed),
-            "dtypes": sorted({p["dtype"] for p in parsed}), "labels": labels,
-            "raw": parsed[0].get("raw", []) if parsed else []}  # fmt: skip
-
-
-def _summary(
-    chunks: list[dict[str, Any]], input_path: Path, output: Path, seconds: float, workers: int, dtype: str
-) -> dict[str, Any]:
-    totals = {k: sum(c[k] for c in chunks) for k in ("rows", "empty_text", "truncated")}
-    dtypes = sorted({d for c in chunks for d in c["dtypes"]}) or [dtype]
-    labels = next((c["labels"] for c in chunks if c["labels"]), [])
-    log_counts(input_path, totals)
-    return {**totals, "resumed_rows": 0, "output": str(output), "labels": labels, "seconds": round(seconds, 2),
-            "rows_per_s": round(totals["rows"] / max(seconds, 1e-9), 1), "dtype": "/".join(dtypes),
-            "engine": "ray", "workers": workers}  # fmt: skip
 
 
 def _user_error(error: BaseException, input_path: Path) -> BertfitError | None:

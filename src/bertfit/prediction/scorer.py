@@ -1,0 +1,85 @@
+"""Scorer: a model, its tokenizer, device and dtype -> logits, in batches cut by a token budget.
+
+Texts are tokenized by one call to the Rust tokenizer (`tokenization.WindowEncoder`: truncation, head-tail or
+sliding windows), sorted by token length, cut into batches of about `batch_tokens` padded tokens, and run forward
+under torch.inference_mode() in the dtype the weights were cast to once at loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from bertfit.config import check_windows
+from bertfit.errors import ConfigError
+from bertfit.tokenization import Encoded, WindowEncoder, token_budget_batches
+
+CPU_BATCH_TOKENS = 4096  # best of 1024-16384 on 2 Xeon cores with AMX, by a few %; see docs/benchmarks.md
+GPU_BATCH_TOKENS = 65536
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class Scorer:
+    """Logits of texts (or (text, second text) pairs) from one model: one row per token window.
+
+    `forward` is what runs a padded batch (the model, or its torch.compile'd form); `encoder` cuts the texts.
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, device: str, dtype: str, max_length: int, long: str, stride: int, width: int
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self.max_length = max_length
+        self.long = long
+        self.stride = stride
+        self.width = width  # logits per row: the number of labels
+        self.encoder = WindowEncoder(tokenizer, max_length, long, stride)
+        self.forward: Callable[..., Any] = model
+
+    def default_batch_tokens(self) -> int:
+        return CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
+
+    def check_batching(self, batch_tokens: int | None, batch_size: int | None) -> tuple[int, int | None]:
+        if batch_tokens is not None and batch_tokens < 1:
+            raise ConfigError(f"batch_tokens must be at least 1 (got {batch_tokens}); try {CPU_BATCH_TOKENS}")
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1 (got {batch_size}); leave it out for no limit")
+        return batch_tokens or self.default_batch_tokens(), batch_size
+
+    def encode_present(self, texts: list[Any]) -> Encoded:
+        """Token ids of the non-empty texts (empty ones, None, get no row)."""
+        return self.encoder([t for t in texts if t is not None])
+
+    def logits(self, encoded: Encoded, batch_tokens: int, batch_size: int | None) -> np.ndarray:
+        """fp32 logits, shape (rows of `encoded`, width), in the rows' order; scored longest first in batches."""
+        logits = np.empty((len(encoded.lengths), self.width), dtype=np.float32)
+        with torch.inference_mode():
+            for idx in token_budget_batches(encoded.lengths, batch_tokens, batch_size):
+                starts = None if encoded.type_starts is None else encoded.type_starts[idx]
+                batch = self.encoder.pad([encoded.ids[i] for i in idx], encoded.lengths[idx], starts)
+                logits[idx] = self.forward(**{k: v.to(self.device) for k, v in batch.items()}).logits.float().cpu()
+        return logits
+
+    def compile(self) -> None:
+        """Run the model through torch.compile from now on (faster on large inputs; compiling takes ~30 s)."""
+        self.forward = torch.compile(self.model, dynamic=True)
+
+
+def window_settings(
+    data: dict[str, Any], max_length: int, long: str | None, stride: int | None, aggregate: str | None
+) -> tuple[str, int, str]:
+    """long, stride and aggregate for prediction: the ones given, else those the model was trained with (`data`,
+    from bertfit.json); a stride given with no `long` override keeps training's, and `long` alone takes a quarter
+    of max_length. Checked, so a bad override is one line."""
+    long_mode = long or data.get("long", "truncate")
+    aggregate = aggregate or data.get("aggregate", "mean")
+    if stride is None:
+        stride = max_length // 4 if long or data.get("stride") is None else int(data["stride"])
+    check_windows(long_mode, stride if long_mode == "sliding" else 0, aggregate, max_length)
+    return long_mode, stride, aggregate

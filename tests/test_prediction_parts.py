@@ -1,0 +1,92 @@
+"""The Classifier is a facade over a Scorer (logits) and a Decoder (labels): its attributes read and set theirs, the
+parts alone give the Classifier's results, and bertfit's modules import one another without a cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bertfit
+from bertfit.prediction.classifier import Classifier
+from bertfit.prediction.loading import build_parts, load_weights
+from bertfit.prediction.stream import score_window
+
+TEXTS = ["the movie was great and fun", "", "a terrible , boring plot", "so sad"]
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_trained: Path) -> Classifier:
+    return Classifier.from_pretrained(tiny_trained, dtype="fp32")
+
+
+def test_the_facade_reads_and_sets_its_parts(clf: Classifier) -> None:
+    assert clf.model is clf.scorer.model and clf.encoder is clf.scorer.encoder
+    assert (clf.dtype, clf.max_length, clf.long) == (clf.scorer.dtype, clf.scorer.max_length, clf.scorer.long)
+    assert clf.schema is clf.decoder.schema and clf.labels == clf.decoder.labels
+    before = clf.predict_proba(TEXTS)
+    saved = clf.temperature
+    try:
+        clf.temperature = saved * 4
+        assert clf.decoder.temperature == saved * 4
+        flatter = clf.predict_proba(TEXTS)
+    finally:
+        clf.temperature = saved
+    scored = ~np.isnan(before[:, 0])
+    assert np.isnan(flatter[1]).all() and (flatter[scored].max(1) < before[scored].max(1)).all()
+    calls = []
+    forward = clf.forward
+    clf.forward = lambda **batch: calls.append(batch) or forward(**batch)
+    try:
+        np.testing.assert_allclose(clf.predict_proba(TEXTS), before, rtol=1e-6)
+    finally:
+        clf.forward = forward
+    assert calls and clf.scorer.forward is forward
+
+
+def test_the_parts_alone_score_as_the_classifier_does(clf: Classifier, tiny_trained: Path) -> None:
+    model, tokenizer, meta, device, dtype = load_weights(tiny_trained, "cpu", "fp32")
+    scorer, decoder = build_parts(model, tokenizer, meta, device, dtype)
+    texts = [t or None for t in TEXTS]
+    proba = score_window(scorer, decoder, texts, scorer.encode_present(texts), 4096, None)
+    np.testing.assert_allclose(proba, clf.predict_proba(TEXTS), rtol=1e-5, atol=1e-6)
+    expected = [{**r, "score": pytest.approx(r["score"], nan_ok=True)} for r in clf.predict(TEXTS)]
+    assert decoder.records(proba) == expected
+    frame = decoder.with_predictions(pd.DataFrame({"text": TEXTS}), proba, True, "input")
+    assert list(frame.columns) == ["text", "pred_label", "pred_score", *(f"prob_{n}" for n in clf.labels)]
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """bertfit modules that `module` imports at its top level (TYPE_CHECKING blocks included; not in functions)."""
+    found = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        for sub in [node, *(ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [])]:
+            if isinstance(sub, ast.Import):
+                found.update(a.name for a in sub.names)
+            elif isinstance(sub, ast.ImportFrom) and sub.module and not sub.level:
+                found.add(sub.module)
+                found.update(f"{sub.module}.{a.name}" for a in sub.names)
+    return {name for name in found if name.startswith("bertfit.") and name != module}
+
+
+def test_no_module_level_import_cycle() -> None:
+    root = Path(bertfit.__file__).parent
+    files = {".".join(("bertfit", *p.relative_to(root).with_suffix("").parts)): p for p in root.rglob("*.py")}
+    modules = {name.removesuffix(".__init__"): path for name, path in files.items()}
+    graph = {name: {i for i in _imports(path, name) if i in modules} for name, path in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for other in sorted(graph[name]):
+            assert state.get(other) != 1, "import cycle: " + " -> ".join([*trail[trail.index(other) :], other])
+            if other not in state:
+                visit(other, [*trail, other])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
