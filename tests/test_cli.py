@@ -577,9 +577,9 @@ def test_label_names_are_shown_as_written_from_train_to_predict(
     import yaml
     from rich.console import Console
 
-    from bertfit import cli
+    from bertfit.cli import common
 
-    monkeypatch.setattr(cli, "out", Console(width=200))  # one table row per label, whatever the terminal
+    monkeypatch.setattr(common, "out", Console(width=200))  # one table row per label, whatever the terminal
     names = list(ODD_LABELS)
     model = tmp_path / "model"
     train = csv_file(tmp_path, "train.csv", odd_labelled(320, seed=1))

@@ -58,3 +58,14 @@ def test_label_map_parsing():
     assert parse_label_map("1=negative, 2=positive") == {"1": "negative", "2": "positive"}
     with pytest.raises(ConfigError, match="RAW=NAME"):
         parse_label_map("1:negative")
+
+
+def test_values_follow_the_field_types_and_section_names_pick_one_section():
+    cfg = RunConfig().override({"train.lr": "1e-4", "stride": "16", "data.allow_pickle": "yes", "max_steps": 7.0})
+    assert (cfg.train.lr, cfg.data.stride, cfg.train.max_steps) == (1e-4, 16, 7)
+    assert cfg.data.allow_pickle is True and cfg.model.allow_pickle is False
+    assert RunConfig().override({"allow_pickle": True}).model.allow_pickle is True  # a flat name: both sections
+    assert RunConfig().override({"columns": "label,text"}).data.columns == ["label", "text"]
+    for bad, message in [({"train.stride": 3}, "unknown setting 'train.stride'"), ({"lr": "fast"}, "must be a float")]:
+        with pytest.raises(ConfigError, match=message):
+            RunConfig().override(bad)

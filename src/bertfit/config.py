@@ -1,11 +1,19 @@
-"""Typed run configuration: what to read, which model, how to train. Loaded from YAML/JSON, overridden by options."""
+"""Typed run configuration: what to read, which model, how to train. Loaded from YAML/JSON, overridden by options.
+
+Each field is the one place its setting is defined: type, default and help text (`setting`). `bertfit train` makes
+its options from these fields, and `--set section.key=value` reaches every one of them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +30,77 @@ AGGREGATES = ("mean", "max")
 THRESHOLDS = ("tuned", "global")
 
 
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    option: str | None = None,
+    factory: Any = MISSING,
+    cli: bool = True,
+    parse: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A dataclass field with its help text. option: the CLI option's name [--field-name]; cli=False: no option of
+    its own (reached by `--set section.key=value` and config files); parse: reads a value written as text."""
+    meta = {"help": help, "option": option, "cli": cli, "parse": parse}
+    return field(default=default, default_factory=factory, metadata=meta)
+
+
+def parse_label_map(spec: str | dict[str, str] | None) -> dict[str, str] | None:
+    """Parse '1=negative,2=positive' into {'1': 'negative', '2': 'positive'}."""
+    if spec is None or isinstance(spec, dict):
+        return None if spec is None else {str(k): str(v) for k, v in spec.items()}
+    mapping: dict[str, str] = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        raw, sep, name = part.partition("=")
+        if not sep or not raw.strip() or not name.strip():
+            raise ConfigError(f"--label-map: cannot read '{part.strip()}'; write it as 'RAW=NAME,RAW=NAME'")
+        mapping[raw.strip()] = name.strip()
+    if not mapping:
+        raise ConfigError("--label-map is empty; write it as 'RAW=NAME,RAW=NAME', e.g. '1=negative,2=positive'")
+    return mapping
+
+
+def _column_list(value: str | list[str]) -> list[str]:
+    return list(parse_columns(value) or ())
+
+
 @dataclass
 class DataConfig:
     """Which columns hold the text and the label, and how the validation set is made."""
 
-    text_cols: list[str] = field(default_factory=lambda: ["text"])
-    label_col: str = "label"
-    val_fraction: float = 0.1
-    val_max_rows: int = 20_000  # cap on the split-off share, so that big data is not evaluated for hours
-    label_map: dict[str, str] | None = None  # raw label -> name; classes: the mapped names that occur, in map order
-    max_length: int = 128
-    pair_col: str | None = None  # sentence pairs: the second text of each row (token_type_ids 1)
-    multi_label: bool = False  # each row holds a set of labels; also on for list columns and with label_sep
-    label_sep: str | None = None  # multi-label labels written in one string, e.g. 'admiration,joy' [","]
-    long: str = "truncate"  # texts over max_length: truncate | head-tail | sliding (overlapping windows)
-    stride: int | None = None  # sliding: tokens shared by consecutive windows [max_length // 4]
-    aggregate: str = "mean"  # sliding: how window logits make one document's: mean | max
-    columns: list[str] | None = None  # a CSV/TSV without a header row: its column names, e.g. [label, text]
-    quoting: str = "auto"  # CSV/TSV quoting: auto (CSV quotes; TSV only if the file shows it) | csv | none
-    encoding: str = "utf-8"  # text encoding of CSV/TSV/JSON Lines files (a UTF-8 byte-order mark is handled)
-    allow_pickle: bool = False  # read HDF5 files whose columns are pickled (unpickling can run code)
+    text_cols: list[str] = setting(
+        help="Text column; repeat to join several columns.", option="--text-col", factory=lambda: ["text"]
+    )
+    label_col: str = setting("label", "Label column [label].")
+    val_fraction: float = setting(0.1, "Share split off for validation [0.1].")
+    # a cap on the split-off share, so that big data is not evaluated for hours
+    val_max_rows: int = setting(20_000, "At most this many rows split off for validation [20000].", cli=False)
+    # classes: the mapped names that occur, in map order
+    label_map: dict[str, str] | None = setting(None, "Rename labels: '1=negative,2=positive'.", parse=parse_label_map)
+    max_length: int = setting(128, "Max tokens per text [128].")
+    pair_col: str | None = setting(  # token_type_ids 1
+        None, "Sentence pairs: column of each row's second text (encoded as segment B)."
+    )
+    multi_label: bool = setting(  # also on for list columns and with label_sep
+        False, "Each row has a set of labels (lists, or strings split on --label-sep).", option="--multi-label"
+    )
+    label_sep: str | None = setting(None, "Multi-label: the separator between a row's labels ['admiration,joy': ','].")
+    long: str = setting(
+        "truncate", "Texts over max length: truncate | head-tail | sliding (overlapping windows) [truncate]."
+    )
+    stride: int | None = setting(None, "Sliding windows: tokens shared by neighbours [max length / 4].")
+    aggregate: str = setting("mean", "Sliding windows: mean | max of window logits [mean].")
+    columns: list[str] | None = setting(
+        None, "A CSV/TSV without a header row: its column names in order, e.g. 'label,text'.", parse=_column_list
+    )
+    quoting: str = setting(
+        "auto", "CSV/TSV quoting: auto | csv | none [auto: CSV quotes; TSV only if the file shows quoting]."
+    )
+    encoding: str = setting("utf-8", "Text encoding of CSV/TSV/JSON Lines input [utf-8].")  # a UTF-8 BOM is handled
+    # read HDF5 files whose columns are pickled (unpickling can run code); the option also sets ModelConfig's
+    allow_pickle: bool = setting(False, "Allow pickle (.bin) weights and pickled HDF5 columns you trust.")
 
     def validate(self) -> None:
         if not self.text_cols:
@@ -85,34 +144,39 @@ class DataConfig:
 class ModelConfig:
     """Which pretrained encoder to start from, and how far to trust its files."""
 
-    model: str | None = None  # None: the bundled all-MiniLM-L6-v2
-    allow_pickle: bool = False  # load .bin (pickle) weights when no safetensors exist
-    trust_remote_code: bool = False
+    model: str | None = setting(None, "Base model: hub id or folder [all-MiniLM-L6-v2].")
+    # --allow-pickle sets this and DataConfig.allow_pickle; --set model.allow_pickle=true this one alone
+    allow_pickle: bool = setting(False, "Load .bin (pickle) weights when no safetensors exist.", cli=False)
+    trust_remote_code: bool = setting(False, "Run model code from the hub (only if trusted).")
 
 
 @dataclass
 class TrainConfig:
     """Optimisation settings; the defaults reach a strong model on the datasets in shared/data."""
 
-    epochs: float = 3.0
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float | None = None  # None: default_lr() of the planned optimizer steps (docs/benchmarks.md, defaults)
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # share of all steps spent warming up
-    scheduler: str = "linear"
-    grad_accum: int = 1
-    seed: int = 42
-    best_metric: str = "macro_f1"
-    precision: str = "auto"
-    group_by_length: bool = True
-    class_weights: str = "none"  # none | auto (inverse class frequency) | a JSON/YAML file of label: weight
-    patience: int = 0  # stop after this many evaluations without improvement; 0 trains every epoch
-    save_every: str = "epoch"  # "epoch", N optimizer steps ("500"), or minutes/hours ("30m", "2h")
-    keep_checkpoints: int = 2  # newest checkpoints kept for resuming (the best one is always kept too)
-    max_steps: int = 0  # stop after this many optimizer steps (0: train all epochs)
-    report_to: str = "auto"  # auto (TensorBoard when installed) | none | tensorboard | other Trainer integrations
-    thresholds: str = "tuned"  # multi-label: per-label thresholds tuned on validation | global (0.5 for all)
+    epochs: float = setting(3.0, "Training epochs [3].")
+    batch_size: int = setting(32, "Training batch size [32].")
+    eval_batch_size: int = setting(128, "Evaluation batch size [128].", cli=False)
+    lr: float | None = setting(  # None: default_lr() of the planned optimizer steps (docs/benchmarks.md, defaults)
+        None, "Peak learning rate [2e-4 for up to 3,000 optimizer steps, 1e-4 beyond]."
+    )
+    weight_decay: float = setting(0.01, "AdamW weight decay [0.01].")
+    warmup: float = setting(0.1, "Share of steps spent warming up [0.1].")
+    scheduler: str = setting("linear", "linear | exponential decay after warmup.")
+    grad_accum: int = setting(1, "Gradient accumulation steps [1].")
+    seed: int = setting(42, "Random seed [42].")
+    best_metric: str = setting("macro_f1", "macro_f1 | micro_f1 | accuracy | mcc | loss.")
+    precision: str = setting("auto", "auto | bf16 | fp16 | fp32.")
+    group_by_length: bool = setting(True, "Batch texts of similar length together [true].", cli=False)
+    class_weights: str = setting("none", "none | auto (inverse class frequency) | a JSON/YAML file of label: weight.")
+    patience: int = setting(0, "Stop after N epochs without improvement [0: off].")
+    save_every: str = setting("epoch", "Checkpoint every N steps ('500') or minutes ('30m') [epoch].")  # or '2h'
+    keep_checkpoints: int = setting(2, "Newest checkpoints kept for resuming [2].")  # the best one is kept too
+    max_steps: int = setting(0, "Stop after N optimizer steps [0: all epochs].")
+    report_to: str = setting(
+        "auto", "auto | none | tensorboard | other Trainer loggers [auto: TensorBoard if installed]."
+    )
+    thresholds: str = setting("tuned", "Multi-label: tuned (per label, on validation) | global (0.5) [tuned].")
 
     def validate(self) -> None:
         if self.epochs <= 0:
@@ -160,7 +224,8 @@ class RunConfig:
         return asdict(self)
 
     def override(self, values: dict[str, Any]) -> RunConfig:
-        """Return a copy with flat `name: value` settings applied; None values are left alone."""
+        """Return a copy with `name: value` settings applied; None values are left alone. A flat name sets every
+        section's field of that name (allow_pickle is both the model's and the data's); `section.name`, one."""
         new = dataclasses.replace(
             self,
             data=dataclasses.replace(self.data),
@@ -170,8 +235,9 @@ class RunConfig:
         for key, value in values.items():
             if value is None:
                 continue
-            for section in _sections_of(new, key):  # allow_pickle is both the model's and the data's
-                setattr(section, key, _coerce(section, key, value))
+            name = key.rpartition(".")[2]
+            for section in _sections_of(new, key):
+                setattr(section, name, _coerce(section, name, value))
         return new
 
     @classmethod
@@ -214,23 +280,6 @@ def save_config(config: RunConfig, path: str | Path) -> None:
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
-def parse_label_map(spec: str | dict[str, str] | None) -> dict[str, str] | None:
-    """Parse '1=negative,2=positive' into {'1': 'negative', '2': 'positive'}."""
-    if spec is None or isinstance(spec, dict):
-        return None if spec is None else {str(k): str(v) for k, v in spec.items()}
-    mapping: dict[str, str] = {}
-    for part in spec.split(","):
-        if not part.strip():
-            continue
-        raw, sep, name = part.partition("=")
-        if not sep or not raw.strip() or not name.strip():
-            raise ConfigError(f"--label-map: cannot read '{part.strip()}'; write it as 'RAW=NAME,RAW=NAME'")
-        mapping[raw.strip()] = name.strip()
-    if not mapping:
-        raise ConfigError("--label-map is empty; write it as 'RAW=NAME,RAW=NAME', e.g. '1=negative,2=positive'")
-    return mapping
-
-
 def parse_save_every(value: str) -> tuple[str, float]:
     """'epoch' -> ('epoch', 0); '500' -> ('steps', 500); '30m' / '2h' / '90s' -> ('seconds', 1800 / 7200 / 90)."""
     text = str(value).strip().lower()
@@ -265,35 +314,42 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
 
 
 def _sections_of(config: RunConfig, key: str) -> list[Any]:
-    found = [s for s in (config.data, config.model, config.train) if key in {f.name for f in fields(s)}]
+    """The sections that have the setting `key` ('lr' or 'train.lr'); a one-line ConfigError when none has."""
+    section_name, dot, name = key.rpartition(".")
+    sections = {"data": config.data, "model": config.model, "train": config.train}
+    named = [sections[section_name]] if section_name in sections else [] if dot else list(sections.values())
+    found = [s for s in named if name in {f.name for f in fields(s)}]
     if found:
         return found
-    known = sorted(f.name for s in (config.data, config.model, config.train) for f in fields(s))
+    known = sorted(f"{n}.{f.name}" if dot else f.name for n, s in sections.items() for f in fields(s))
     raise ConfigError(f"unknown setting '{key}'; known settings: {', '.join(known)}")
 
 
 def _coerce(section: Any, key: str, value: Any) -> Any:
     """Convert YAML/CLI values to the field's type, with a one-line error when that is impossible."""
-    default = getattr(type(section)(), key)
-    if key == "label_map":
-        return parse_label_map(value)
-    if key == "text_cols":
-        return [value] if isinstance(value, str) else [str(v) for v in value]
-    if key == "columns":
-        return list(parse_columns(value) or ())
+    parse = next(f.metadata.get("parse") for f in fields(section) if f.name == key)
+    if parse is not None:
+        return parse(value)
+    kind = field_type(type(section), key)
     try:
-        if key == "lr":
-            return float(value)
-        if key == "stride":
-            return int(value)
-        if isinstance(default, bool):
+        if kind is bool:
             if isinstance(value, str):
                 return value.strip().lower() in ("1", "true", "yes", "on")
             return bool(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
+        if kind in (int, float):
+            return kind(value)
+        if typing.get_origin(kind) is list:
+            return [value] if isinstance(value, str) else [str(v) for v in value]
     except (TypeError, ValueError):
-        raise ConfigError(f"setting '{key}' must be a {type(default).__name__} (got {value!r})") from None
+        kind_name = (typing.get_origin(kind) or kind).__name__
+        raise ConfigError(f"setting '{key}' must be a {kind_name} (got {value!r})") from None
     return value
+
+
+@functools.cache
+def field_type(cls: type, name: str) -> Any:
+    """A config field's type without its `| None`: `int | None` -> int, `list[str]` -> list[str]."""
+    hint = typing.get_type_hints(cls)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return hint
