@@ -1,4 +1,5 @@
 # make demo: fine-tune on the emotion dataset, evaluate, predict.   make test: the whole test suite.
+# make test-fast: the suite without the tests marked slow (real model, real data), for the inner loop.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,10 @@ STAMP := $(VENV)/.bertfit-installed
 # torch is installed on its own, first, so that pip never pulls a second (CUDA) build as a dependency.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
+
+# two workers; tests/conftest.py groups the tests by file, and the ones that start processes together
+PYTEST := $(PY) -m pytest -n 2 --dist loadgroup
 
 install: $(STAMP)
 
@@ -22,7 +26,10 @@ demo: install
 	@PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
 
 test: install
-	$(PY) -m pytest -ra
+	$(PYTEST)
+
+test-fast: install
+	$(PYTEST) -m 'not slow'
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench scripts

@@ -241,3 +241,31 @@ def sliding_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     out = tmp_path_factory.mktemp("sliding") / "m"
     return bertfit.train(train, out, validation=val, model=str(tiny_model_dir), long="sliding", max_length=8,
                          stride=2, progress=False, **TINY_TRAIN)  # fmt: skip
+
+
+# -- two workers (pytest-xdist, `--dist loadgroup`, set in pyproject.toml) ------------------------------------------
+# A test file is one group, so the models a file trains once (module fixtures) are trained on one worker. The tests
+# that start processes of their own (a Ray cluster, torchrun, CPU hogs) form one group, so no two of them run at
+# once. The groups that take longest are handed out first, so that no worker is left alone with a long one at the end.
+PROCESS_GROUP = "processes"
+STARTS_PROCESSES = {"test_distributed.py", "test_ddp.py", "test_determinism.py"}
+LONGEST_FIRST = [
+    "test_tasks_real.py",
+    PROCESS_GROUP,
+    "test_integration.py",
+    "test_yelp_seed.py",
+]
+
+
+def _group(item: pytest.Item) -> str:
+    name = item.path.name
+    if name in STARTS_PROCESSES or (name == "test_passthrough.py" and "[ray]" in item.name):
+        return PROCESS_GROUP
+    return name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: a file's own order is kept
