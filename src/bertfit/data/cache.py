@@ -28,11 +28,11 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from bertfit.config import DataConfig
-from bertfit.data.io import data_files, estimate_rows, iter_frames, require_columns, write_json
+from bertfit.data.io import data_files, require_columns, windows, write_json
 from bertfit.data.locks import building
 from bertfit.data.rows import DataSource, no_rows_fix, usable_rows
 from bertfit.errors import DataError
-from bertfit.labels import MULTI_LABEL, SET_JOIN, LabelSchema, is_list_column, label_sets, label_strings, set_members
+from bertfit.labels import LabelCodes, LabelSchema
 from bertfit.prediction.parts import input_fingerprint
 from bertfit.tokenization import WindowEncoder
 
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 4  # 2: CSV columns read as text; 3: pairs, windows, sets; 4: CSV values never typed, read
 # options, and multi-label rows with an empty label cell kept (no labels), not dropped
-WINDOW_ROWS = 50_000  # rows read, cleaned and tokenized at a time while building the cache
 TOKENS_FILE = "tokens.arrow"
 META_FILE = "meta.json"
 
@@ -118,11 +117,11 @@ def tokenize_labelled(
             f"{name}: no rows left after dropping {meta['dropped']['empty text']} with empty text and "
             f"{meta['dropped']['missing label']} with no label in '{cfg.label_col}'; {no_rows_fix(meta['dropped'])}"
         )
+    codes = LabelCodes.from_meta(meta)
     if schema is None:
-        schema = _schema_from(meta, cfg, name)
+        schema = codes.schema(cfg.label_map, cfg.label_sep, name, cfg.label_col)
     table = pa.ipc.open_stream(pa.memory_map(str(folder / TOKENS_FILE))).read_all()
-    codes = _column(table, "label_code").astype(np.int64)
-    labels = _label_ids(meta, schema, cfg, name, known_from)[codes]
+    labels = codes.label_ids(schema, name, cfg.label_col, known_from)[_column(table, "label_code").astype(np.int64)]
     lengths = _column(table, "length")
     docs = _column(table, "doc").astype(np.int64) if "doc" in table.column_names else None
     data = TokenizedData(name, table, lengths, labels, meta["dropped"], meta["truncated"], folder, docs)
@@ -181,28 +180,15 @@ def _tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _frames(source: list[Path] | pd.DataFrame, cfg: DataConfig) -> Iterator[tuple[pd.DataFrame, str]]:
-    if isinstance(source, pd.DataFrame):
-        for start in range(0, len(source), WINDOW_ROWS):
-            yield source.iloc[start : start + WINDOW_ROWS], "the DataFrame"
-        return
-    for path in source:
-        for frame in iter_frames(path, WINDOW_ROWS, cfg.read_as_text, cfg.read_options):
-            yield frame, str(path)
-
-
 def _build(
     source: list[Path] | pd.DataFrame, name: str, cfg: DataConfig, encoder: WindowEncoder, folder: Path, progress: bool
 ) -> None:
     """One streaming pass: read a window, drop unusable rows, tokenize (the Rust tokenizer uses every core), append."""
-    from tqdm.auto import tqdm
-
-    total = len(source) if isinstance(source, pd.DataFrame) else estimate_rows(source)
     for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by killed builds (the caller holds the lock)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     tmp.mkdir(parents=True)
-    labels = _LabelCodes(name, cfg.label_col, cfg.is_multi_label, cfg.label_sep or ",")
+    labels = LabelCodes(cfg.is_multi_label, cfg.label_sep or ",")
     stats = {"rows": 0, "empty text": 0, "missing label": 0, "truncated": 0, "docs": 0}
     fields = [("input_ids", pa.list_(pa.int32())), ("length", pa.int32()), ("label_code", pa.int32())]
     if cfg.pair_col and encoder.type_ids:
@@ -210,19 +196,20 @@ def _build(
     if cfg.long == "sliding":
         fields.append(("doc", pa.int64()))
     schema = pa.schema(fields)
-    bar = tqdm(total=total, desc=f"tokenizing {Path(name).name}", unit=" rows", disable=not progress)
+    frames = windows(source, cfg.read_as_text, cfg.read_options, "the DataFrame", f"tokenizing {Path(name).name}",
+                     progress)  # fmt: skip
     try:
         with pa.OSFile(str(tmp / TOKENS_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            for frame, path in _frames(source, cfg):
+            for frame, path in frames:
                 batch = _tokenize_window(frame, path, cfg, encoder, labels, stats, schema)
+                _check_distinct(labels, name, cfg.label_col, stats["rows"])
                 if batch is not None:
                     writer.write_batch(batch)
-                bar.update(len(frame))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        bar.close()
+        frames.close()  # closes the progress bar
     stats.pop("docs")
     meta = {"format": CACHE_FORMAT, "source": name, **labels.to_meta(), "truncated": stats.pop("truncated")}
     meta.update(rows_read=stats.pop("rows"), dropped=stats)
@@ -237,7 +224,7 @@ def _tokenize_window(
     path: str,
     cfg: DataConfig,
     encoder: WindowEncoder,
-    labels: _LabelCodes,
+    labels: LabelCodes,
     stats: dict[str, int],
     schema: pa.Schema,
 ) -> pa.RecordBatch | None:
@@ -247,7 +234,7 @@ def _tokenize_window(
         stats[why] += count
     if len(texts) == 0:
         return None
-    codes = labels.add(raw, stats["rows"])
+    codes = labels.add(raw)
     encoded = encoder(texts.tolist())
     stats["truncated"] += encoded.truncated
     columns = {"input_ids": encoded.ids, "length": encoded.lengths, "label_code": codes}
@@ -260,76 +247,14 @@ def _tokenize_window(
     return pa.RecordBatch.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
 
 
-class _LabelCodes:
-    """Raw label strings -> small integer codes in order of first appearance, with counts; catches text columns.
-
-    Multi-label (asked for, or a column of lists): a code stands for one label set, in canonical form."""
-
-    def __init__(self, source: str, column: str, multi: bool = False, sep: str = ",") -> None:
-        self.source, self.column = source, column
-        self.multi, self.sep = multi, sep
-        self.values: dict[str, int] = {}
-        self.counts: list[int] = []
-
-    def add(self, raw: pd.Series, rows_so_far: int) -> np.ndarray:
-        if not self.values and is_list_column(raw):
-            self.multi = True
-        strings = label_sets(raw, self.sep) if self.multi else label_strings(raw)
-        for value in strings.unique():
-            if value not in self.values:
-                self.values[value] = len(self.values)
-                self.counts.append(0)
-        distinct = len(self.names()) if self.multi else len(self.values)
-        if distinct > max(20, rows_so_far // 2):
-            raise DataError(
-                f"{self.source}: column '{self.column}' has {distinct} distinct values in {rows_so_far} rows; "
-                "it looks like text, not labels; pass --label-col with the label column"
-            )
-        codes = strings.map(self.values).to_numpy(dtype=np.int32)
-        for code, count in enumerate(np.bincount(codes, minlength=len(self.values)).tolist()):
-            self.counts[code] += count
-        return codes
-
-    def names(self) -> list[str]:
-        """The single labels seen (for multi-label, the members of every label set)."""
-        return set_members(self.values) if self.multi else list(self.values)
-
-    def to_meta(self) -> dict[str, Any]:
-        return {"label_values": list(self.values), "label_counts": self.counts, "multi_label": self.multi}
-
-
-def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSchema:
-    values = meta["label_values"]
-    rows = pd.Series(meta["label_counts"])
-    if meta.get("multi_label"):
-        values = set_members(values)
-        rows = None
-    schema = LabelSchema.from_labels(pd.Series(values, dtype=object), cfg.label_map, source, cfg.label_col)
-    if meta.get("multi_label"):
-        schema.problem_type, schema.label_sep = MULTI_LABEL, cfg.label_sep or ","
-    seen = schema.to_names(pd.Series(values, dtype=object), source, cfg.label_col, rows=rows).unique()
-    if len(seen) < 2:
-        found = f"only one class ('{seen[0]}')" if len(seen) else "no labels in any row"
-        raise DataError(f"{source}: column '{cfg.label_col}' has {found}; a classifier needs at least two classes")
-    return schema
-
-
-def _label_ids(meta: dict[str, Any], schema: LabelSchema, cfg: DataConfig, source: str, known_from: str) -> np.ndarray:
-    """Label id for each raw label code (multi-label: a multi-hot row per label set); labels the schema does not
-    know are an error that counts their rows."""
-    values = pd.Series(meta["label_values"], dtype=object)
-    if schema.multi_label != bool(meta.get("multi_label")):
-        kinds = ["one label per row", "sets of labels"]
-        found, trained = kinds[bool(meta.get("multi_label"))], kinds[schema.multi_label]
+def _check_distinct(labels: LabelCodes, source: str, column: str, rows_so_far: int) -> None:
+    """A label column with about as many values as rows holds text: stop before tokenizing all of it."""
+    distinct = len(labels.members())
+    if distinct > max(20, rows_so_far // 2):
         raise DataError(
-            f"{source}: column '{cfg.label_col}' holds {found}, but {known_from} has {trained}; "
-            "use the same label format (and --multi-label / --label-sep) for both"
+            f"{source}: column '{column}' has {distinct} distinct values in {rows_so_far} rows; "
+            "it looks like text, not labels; pass --label-col with the label column"
         )
-    if schema.multi_label:
-        sets = values.map(lambda v: v.split(SET_JOIN) if v else [])
-        return schema.encode_sets(sets, source, cfg.label_col, known_from, rows=pd.Series(meta["label_counts"]))
-    names = schema.to_names(values, source, cfg.label_col, known_from, rows=pd.Series(meta["label_counts"]))
-    return names.map(schema.label2id).to_numpy(dtype=np.int64)
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
