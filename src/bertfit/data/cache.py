@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from bertfit.config import DataConfig
 from bertfit.data.io import data_files, require_columns, windows, write_json
 from bertfit.data.locks import building
-from bertfit.data.rows import DataSource, no_rows_fix, usable_rows
+from bertfit.data.rows import DataSource, labels_look_like_text, no_usable_rows, report_dropped, usable_rows
 from bertfit.errors import DataError
 from bertfit.labels import LabelCodes, LabelSchema
 from bertfit.prediction.parts import input_fingerprint
@@ -108,15 +108,10 @@ def tokenize_labelled(
     if cached:
         logger.info("%s: using tokenized rows cached in %s", name, folder)
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    _report_dropped(name, meta)
+    report_dropped(name, meta["rows_read"], meta["dropped"])
     _report_no_labels(name, meta)
     if not meta["label_values"]:
-        if not meta["rows_read"]:
-            raise DataError(f"{name}: no rows; expected a header row and at least one labelled row")
-        raise DataError(
-            f"{name}: no rows left after dropping {meta['dropped']['empty text']} with empty text and "
-            f"{meta['dropped']['missing label']} with no label in '{cfg.label_col}'; {no_rows_fix(meta['dropped'])}"
-        )
+        raise no_usable_rows(name, meta["rows_read"], meta["dropped"], cfg.label_col)
     codes = LabelCodes.from_meta(meta)
     if schema is None:
         schema = codes.schema(cfg.label_map, cfg.label_sep, name, cfg.label_col)
@@ -251,10 +246,7 @@ def _check_distinct(labels: LabelCodes, source: str, column: str, rows_so_far: i
     """A label column with about as many values as rows holds text: stop before tokenizing all of it."""
     distinct = len(labels.members())
     if distinct > max(20, rows_so_far // 2):
-        raise DataError(
-            f"{source}: column '{column}' has {distinct} distinct values in {rows_so_far} rows; "
-            "it looks like text, not labels; pass --label-col with the label column"
-        )
+        raise labels_look_like_text(source, column, distinct, rows_so_far)
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
@@ -262,12 +254,6 @@ def _column(table: pa.Table, name: str) -> np.ndarray:
     if column.num_chunks == 1:
         return column.chunk(0).to_numpy()
     return np.concatenate([chunk.to_numpy() for chunk in column.chunks]) if column.num_chunks else np.empty(0, np.int32)
-
-
-def _report_dropped(source: str, meta: dict[str, Any]) -> None:
-    for why, count in meta["dropped"].items():
-        if count:
-            logger.warning("%s: dropped %d of %d rows with %s", source, count, meta["rows_read"], why)
 
 
 def _report_no_labels(source: str, meta: dict[str, Any]) -> None:

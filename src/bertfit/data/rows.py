@@ -91,16 +91,11 @@ def load_labelled(
     """Read texts and labels; drop (and report) rows with no text or no label; build or apply the schema."""
     df, source = load_frame(data, role, cfg.read_options)
     if len(df) == 0:
-        raise DataError(f"{source}: no rows; expected a header row and at least one labelled row")
+        raise no_usable_rows(source, 0, {}, cfg.label_col)
     texts, labels, dropped = usable_rows(df, cfg, source)
-    for why, count in dropped.items():
-        if count:
-            logger.warning("%s: dropped %d of %d rows with %s", source, count, len(df), why)
+    report_dropped(source, len(df), dropped)
     if len(texts) == 0:
-        raise DataError(
-            f"{source}: no rows left after dropping {dropped['empty text']} with empty text and "
-            f"{dropped['missing label']} with no label in '{cfg.label_col}'; {no_rows_fix(dropped)}"
-        )
+        raise no_usable_rows(source, len(df), dropped, cfg.label_col)
     if schema is not None and schema.multi_label:
         hot = schema.encode_sets(labels, source, cfg.label_col, known_from)
         return LabelledData(texts.tolist(), hot, source, {k: v for k, v in dropped.items() if v}), schema
@@ -111,10 +106,7 @@ def load_labelled(
     if new_schema:
         seen = names.unique()
         if len(seen) > max(20, len(labels) // 2):
-            raise DataError(
-                f"{source}: column '{cfg.label_col}' has {len(seen)} distinct values in {len(labels)} rows; "
-                "it looks like text, not labels; pass --label-col with the label column"
-            )
+            raise labels_look_like_text(source, cfg.label_col, len(seen), len(labels))
         if len(seen) < 2:
             raise DataError(
                 f"{source}: column '{cfg.label_col}' has only one class ('{seen[0]}'); a classifier needs at least two"
@@ -131,11 +123,33 @@ def usable_rows(df: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[pd.Seri
     return texts[keep], labels[keep], dropped
 
 
-def no_rows_fix(dropped: dict[str, int]) -> str:
-    """What to do when every row was dropped, by the reason most rows were."""
+def report_dropped(source: str, rows: int, dropped: dict[str, int]) -> None:
+    """Log how many of `rows` rows were left out, for each reason."""
+    for why, count in dropped.items():
+        if count:
+            logger.warning("%s: dropped %d of %d rows with %s", source, count, rows, why)
+
+
+def no_usable_rows(source: str, rows: int, dropped: dict[str, int], label_col: str) -> DataError:
+    """The error for input without rows, or without any left after dropping those with no text or no label; the
+    fix named is for the reason most rows were dropped."""
+    if not rows:
+        return DataError(f"{source}: no rows; expected a header row and at least one labelled row")
     if dropped.get("missing label", 0) >= dropped.get("empty text", 0):
-        return "fill in the labels, or pass --label-col with the column that holds them"
-    return "fill in the texts, or pass --text-col with the column that holds them"
+        fix = "fill in the labels, or pass --label-col with the column that holds them"
+    else:
+        fix = "fill in the texts, or pass --text-col with the column that holds them"
+    return DataError(
+        f"{source}: no rows left after dropping {dropped['empty text']} with empty text and "
+        f"{dropped['missing label']} with no label in '{label_col}'; {fix}"
+    )
+
+
+def labels_look_like_text(source: str, column: str, distinct: int, rows: int) -> DataError:
+    return DataError(
+        f"{source}: column '{column}' has {distinct} distinct values in {rows} rows; "
+        "it looks like text, not labels; pass --label-col with the label column"
+    )
 
 
 def row_parts(df: pd.DataFrame, cfg: DataConfig, source: str) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
