@@ -196,10 +196,11 @@ def _build(
     try:
         with pa.OSFile(str(tmp / TOKENS_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
             for frame, path in frames:
-                batch = _tokenize_window(frame, path, cfg, encoder, labels, stats, schema)
-                _check_distinct(labels, name, cfg.label_col, stats["rows"])
-                if batch is not None:
-                    writer.write_batch(batch)
+                texts, raw = _usable(frame, path, cfg, stats)
+                if len(texts):
+                    codes = labels.add(raw)
+                    _check_distinct(labels, name, cfg.label_col, stats["rows"])  # before tokenizing a text column
+                    writer.write_batch(_tokenize(texts.tolist(), codes, encoder, stats, schema))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -214,23 +215,20 @@ def _build(
     logger.info("%s: tokenized %d rows into %s", name, meta["rows_read"] - sum(stats.values()), folder)
 
 
-def _tokenize_window(
-    frame: pd.DataFrame,
-    path: str,
-    cfg: DataConfig,
-    encoder: WindowEncoder,
-    labels: LabelCodes,
-    stats: dict[str, int],
-    schema: pa.Schema,
-) -> pa.RecordBatch | None:
+def _usable(frame: pd.DataFrame, path: str, cfg: DataConfig, stats: dict[str, int]) -> tuple[pd.Series, pd.Series]:
+    """The window's usable texts and raw labels; rows read and dropped are counted in `stats`."""
     texts, raw, dropped = usable_rows(frame, cfg, path)
     stats["rows"] += len(frame)
     for why, count in dropped.items():
         stats[why] += count
-    if len(texts) == 0:
-        return None
-    codes = labels.add(raw)
-    encoded = encoder(texts.tolist())
+    return texts, raw
+
+
+def _tokenize(
+    texts: list[Any], codes: np.ndarray, encoder: WindowEncoder, stats: dict[str, int], schema: pa.Schema
+) -> pa.RecordBatch:
+    """One window's rows as a record batch of the cache (one row per window of a document, with sliding windows)."""
+    encoded = encoder(texts)
     stats["truncated"] += encoded.truncated
     columns = {"input_ids": encoded.ids, "length": encoded.lengths, "label_code": codes}
     if encoded.docs is not None:  # one row per window; each carries its document's label
