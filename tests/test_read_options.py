@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import bertfit
 from bertfit.cli import app
-from bertfit.data import cache as dataset
+from bertfit.data import io as data_io
 from bertfit.data.io import ReadOptions, data_files, iter_frames, read_table
 from bertfit.errors import ConfigError, DataError
 
@@ -166,7 +166,7 @@ def test_boolean_looking_labels_over_several_windows_are_two_classes(
     df["label"] = df["label"].map({"positive": "true", "negative": "false"})
     df.loc[df.index % 40 == 0, "label"] = "maybe"  # one window in three also has a third label
     df.to_csv(tmp_path / "train.csv", index=False)
-    monkeypatch.setattr(dataset, "WINDOW_ROWS", 13)
+    monkeypatch.setattr(data_io, "WINDOW_ROWS", 13)
     result = bertfit.train(tmp_path / "train.csv", tmp_path / "m", model=str(tiny_model_dir), epochs=1,
                            check=False, progress=False)  # fmt: skip
     assert result.labels == ["false", "maybe", "true"]

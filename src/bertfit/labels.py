@@ -188,3 +188,98 @@ def _sorted_labels(values: Iterable[str]) -> list[str]:
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+class LabelCodes:
+    """Label values -> small integer codes in order of first appearance, shared by every window (and split) they
+    come from, with the rows of each code: a compact form of a label column seen in a stream.
+
+    Multi-label (asked for, or a column of lists): a code stands for one label set, in canonical form (see
+    `label_sets`). `label_map` renames each label (each member of a set) before it gets a code. With `cap`, at most
+    that many values get codes (bounded memory when the column holds text): later ones get -1 and `full` is set.
+    """
+
+    def __init__(
+        self, multi: bool = False, sep: str = ",", label_map: dict[str, str] | None = None, cap: int | None = None
+    ) -> None:
+        self.multi, self.sep = multi, sep
+        self.label_map = label_map or {}
+        self.cap = cap
+        self.codes: dict[str, int] = {}
+        self.counts: list[int] = []
+        self.full = False
+
+    def add(self, raw: pd.Series) -> np.ndarray:
+        """The codes of one window's raw labels (new values get new codes)."""
+        if not self.codes and is_list_column(raw):
+            self.multi = True
+        strings = label_sets(raw, self.sep) if self.multi else label_strings(raw)
+        if self.label_map:  # each member of a label set is renamed on its own
+            rename = self.label_map.get
+            strings = strings.map(lambda v: SET_JOIN.join(sorted({rename(m, m) for m in v.split(SET_JOIN)})))
+        for value in strings.unique().tolist():
+            if value not in self.codes:
+                if self.cap is not None and len(self.codes) >= self.cap:
+                    self.full = True
+                    break
+                self.codes[value] = len(self.codes)
+                self.counts.append(0)
+        codes = strings.map(self.codes).fillna(-1).to_numpy(dtype=np.int32)
+        for code, count in enumerate(np.bincount(codes[codes >= 0], minlength=len(self.codes)).tolist()):
+            self.counts[code] += count
+        return codes
+
+    @property
+    def names(self) -> list[str]:
+        """Each code's label; for multi-label, its label set written as in the data ('joy,love')."""
+        return [v.replace(SET_JOIN, self.sep) for v in self.codes] if self.multi else list(self.codes)
+
+    def members(self, counts: np.ndarray | None = None) -> dict[str, int]:
+        """Single labels and their rows (from per-code row counts); multi-label sets count for each member."""
+        counts = np.ones(len(self.codes), dtype=np.int64) if counts is None else counts
+        found: dict[str, int] = {}
+        for value, n in zip(self.codes, counts.tolist()):
+            for name in value.split(SET_JOIN) if self.multi else [value]:
+                if name:
+                    found[name] = found.get(name, 0) + int(n)
+        return found
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"label_values": list(self.codes), "label_counts": self.counts, "multi_label": self.multi}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> LabelCodes:
+        codes = cls(bool(meta.get("multi_label")))
+        codes.codes = {value: i for i, value in enumerate(meta["label_values"])}
+        codes.counts = list(meta["label_counts"])
+        return codes
+
+    def schema(self, label_map: dict[str, str] | None, label_sep: str | None, source: str, column: str) -> LabelSchema:
+        """A new label schema for the labels seen; fewer than two classes is an error."""
+        values, rows = list(self.codes), pd.Series(self.counts)
+        if self.multi:
+            values, rows = set_members(values), None
+        schema = LabelSchema.from_labels(pd.Series(values, dtype=object), label_map, source, column)
+        if self.multi:
+            schema.problem_type, schema.label_sep = MULTI_LABEL, label_sep or ","
+        seen = schema.to_names(pd.Series(values, dtype=object), source, column, rows=rows).unique()
+        if len(seen) < 2:
+            found = f"only one class ('{seen[0]}')" if len(seen) else "no labels in any row"
+            raise DataError(f"{source}: column '{column}' has {found}; a classifier needs at least two classes")
+        return schema
+
+    def label_ids(self, schema: LabelSchema, source: str, column: str, known_from: str) -> np.ndarray:
+        """Label id for each code (multi-label: a multi-hot row per label set); labels the schema does not know
+        are an error that counts their rows."""
+        values, rows = pd.Series(list(self.codes), dtype=object), pd.Series(self.counts)
+        if schema.multi_label != self.multi:
+            kinds = ["one label per row", "sets of labels"]
+            raise DataError(
+                f"{source}: column '{column}' holds {kinds[self.multi]}, but {known_from} has "
+                f"{kinds[schema.multi_label]}; use the same label format (and --multi-label / --label-sep) for both"
+            )
+        if schema.multi_label:
+            sets = values.map(lambda v: v.split(SET_JOIN) if v else [])
+            return schema.encode_sets(sets, source, column, known_from, rows=rows)
+        names = schema.to_names(values, source, column, known_from, rows=rows)
+        return names.map(schema.label2id).to_numpy(dtype=np.int64)

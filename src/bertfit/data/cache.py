@@ -28,11 +28,11 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from bertfit.config import DataConfig
-from bertfit.data.io import data_files, estimate_rows, iter_frames, require_columns, write_json
+from bertfit.data.io import data_files, require_columns, windows, write_json
 from bertfit.data.locks import building
-from bertfit.data.rows import DataSource, no_rows_fix, usable_rows
+from bertfit.data.rows import DataSource, labels_look_like_text, no_usable_rows, report_dropped, usable_rows
 from bertfit.errors import DataError
-from bertfit.labels import MULTI_LABEL, SET_JOIN, LabelSchema, is_list_column, label_sets, label_strings, set_members
+from bertfit.labels import LabelCodes, LabelSchema
 from bertfit.prediction.parts import input_fingerprint
 from bertfit.tokenization import WindowEncoder
 
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 4  # 2: CSV columns read as text; 3: pairs, windows, sets; 4: CSV values never typed, read
 # options, and multi-label rows with an empty label cell kept (no labels), not dropped
-WINDOW_ROWS = 50_000  # rows read, cleaned and tokenized at a time while building the cache
 TOKENS_FILE = "tokens.arrow"
 META_FILE = "meta.json"
 
@@ -109,20 +108,15 @@ def tokenize_labelled(
     if cached:
         logger.info("%s: using tokenized rows cached in %s", name, folder)
     meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    _report_dropped(name, meta)
+    report_dropped(name, meta["rows_read"], meta["dropped"])
     _report_no_labels(name, meta)
     if not meta["label_values"]:
-        if not meta["rows_read"]:
-            raise DataError(f"{name}: no rows; expected a header row and at least one labelled row")
-        raise DataError(
-            f"{name}: no rows left after dropping {meta['dropped']['empty text']} with empty text and "
-            f"{meta['dropped']['missing label']} with no label in '{cfg.label_col}'; {no_rows_fix(meta['dropped'])}"
-        )
+        raise no_usable_rows(name, meta["rows_read"], meta["dropped"], cfg.label_col)
+    codes = LabelCodes.from_meta(meta)
     if schema is None:
-        schema = _schema_from(meta, cfg, name)
+        schema = codes.schema(cfg.label_map, cfg.label_sep, name, cfg.label_col)
     table = pa.ipc.open_stream(pa.memory_map(str(folder / TOKENS_FILE))).read_all()
-    codes = _column(table, "label_code").astype(np.int64)
-    labels = _label_ids(meta, schema, cfg, name, known_from)[codes]
+    labels = codes.label_ids(schema, name, cfg.label_col, known_from)[_column(table, "label_code").astype(np.int64)]
     lengths = _column(table, "length")
     docs = _column(table, "doc").astype(np.int64) if "doc" in table.column_names else None
     data = TokenizedData(name, table, lengths, labels, meta["dropped"], meta["truncated"], folder, docs)
@@ -181,28 +175,15 @@ def _tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _frames(source: list[Path] | pd.DataFrame, cfg: DataConfig) -> Iterator[tuple[pd.DataFrame, str]]:
-    if isinstance(source, pd.DataFrame):
-        for start in range(0, len(source), WINDOW_ROWS):
-            yield source.iloc[start : start + WINDOW_ROWS], "the DataFrame"
-        return
-    for path in source:
-        for frame in iter_frames(path, WINDOW_ROWS, cfg.read_as_text, cfg.read_options):
-            yield frame, str(path)
-
-
 def _build(
     source: list[Path] | pd.DataFrame, name: str, cfg: DataConfig, encoder: WindowEncoder, folder: Path, progress: bool
 ) -> None:
     """One streaming pass: read a window, drop unusable rows, tokenize (the Rust tokenizer uses every core), append."""
-    from tqdm.auto import tqdm
-
-    total = len(source) if isinstance(source, pd.DataFrame) else estimate_rows(source)
     for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by killed builds (the caller holds the lock)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     tmp.mkdir(parents=True)
-    labels = _LabelCodes(name, cfg.label_col, cfg.is_multi_label, cfg.label_sep or ",")
+    labels = LabelCodes(cfg.is_multi_label, cfg.label_sep or ",")
     stats = {"rows": 0, "empty text": 0, "missing label": 0, "truncated": 0, "docs": 0}
     fields = [("input_ids", pa.list_(pa.int32())), ("length", pa.int32()), ("label_code", pa.int32())]
     if cfg.pair_col and encoder.type_ids:
@@ -210,19 +191,21 @@ def _build(
     if cfg.long == "sliding":
         fields.append(("doc", pa.int64()))
     schema = pa.schema(fields)
-    bar = tqdm(total=total, desc=f"tokenizing {Path(name).name}", unit=" rows", disable=not progress)
+    frames = windows(source, cfg.read_as_text, cfg.read_options, "the DataFrame", f"tokenizing {Path(name).name}",
+                     progress)  # fmt: skip
     try:
         with pa.OSFile(str(tmp / TOKENS_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            for frame, path in _frames(source, cfg):
-                batch = _tokenize_window(frame, path, cfg, encoder, labels, stats, schema)
-                if batch is not None:
-                    writer.write_batch(batch)
-                bar.update(len(frame))
+            for frame, path in frames:
+                texts, raw = _usable(frame, path, cfg, stats)
+                if len(texts):
+                    codes = labels.add(raw)
+                    _check_distinct(labels, name, cfg.label_col, stats["rows"])  # before tokenizing a text column
+                    writer.write_batch(_tokenize(texts.tolist(), codes, encoder, stats, schema))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        bar.close()
+        frames.close()  # closes the progress bar
     stats.pop("docs")
     meta = {"format": CACHE_FORMAT, "source": name, **labels.to_meta(), "truncated": stats.pop("truncated")}
     meta.update(rows_read=stats.pop("rows"), dropped=stats)
@@ -232,23 +215,20 @@ def _build(
     logger.info("%s: tokenized %d rows into %s", name, meta["rows_read"] - sum(stats.values()), folder)
 
 
-def _tokenize_window(
-    frame: pd.DataFrame,
-    path: str,
-    cfg: DataConfig,
-    encoder: WindowEncoder,
-    labels: _LabelCodes,
-    stats: dict[str, int],
-    schema: pa.Schema,
-) -> pa.RecordBatch | None:
+def _usable(frame: pd.DataFrame, path: str, cfg: DataConfig, stats: dict[str, int]) -> tuple[pd.Series, pd.Series]:
+    """The window's usable texts and raw labels; rows read and dropped are counted in `stats`."""
     texts, raw, dropped = usable_rows(frame, cfg, path)
     stats["rows"] += len(frame)
     for why, count in dropped.items():
         stats[why] += count
-    if len(texts) == 0:
-        return None
-    codes = labels.add(raw, stats["rows"])
-    encoded = encoder(texts.tolist())
+    return texts, raw
+
+
+def _tokenize(
+    texts: list[Any], codes: np.ndarray, encoder: WindowEncoder, stats: dict[str, int], schema: pa.Schema
+) -> pa.RecordBatch:
+    """One window's rows as a record batch of the cache (one row per window of a document, with sliding windows)."""
+    encoded = encoder(texts)
     stats["truncated"] += encoded.truncated
     columns = {"input_ids": encoded.ids, "length": encoded.lengths, "label_code": codes}
     if encoded.docs is not None:  # one row per window; each carries its document's label
@@ -260,76 +240,11 @@ def _tokenize_window(
     return pa.RecordBatch.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
 
 
-class _LabelCodes:
-    """Raw label strings -> small integer codes in order of first appearance, with counts; catches text columns.
-
-    Multi-label (asked for, or a column of lists): a code stands for one label set, in canonical form."""
-
-    def __init__(self, source: str, column: str, multi: bool = False, sep: str = ",") -> None:
-        self.source, self.column = source, column
-        self.multi, self.sep = multi, sep
-        self.values: dict[str, int] = {}
-        self.counts: list[int] = []
-
-    def add(self, raw: pd.Series, rows_so_far: int) -> np.ndarray:
-        if not self.values and is_list_column(raw):
-            self.multi = True
-        strings = label_sets(raw, self.sep) if self.multi else label_strings(raw)
-        for value in strings.unique():
-            if value not in self.values:
-                self.values[value] = len(self.values)
-                self.counts.append(0)
-        distinct = len(self.names()) if self.multi else len(self.values)
-        if distinct > max(20, rows_so_far // 2):
-            raise DataError(
-                f"{self.source}: column '{self.column}' has {distinct} distinct values in {rows_so_far} rows; "
-                "it looks like text, not labels; pass --label-col with the label column"
-            )
-        codes = strings.map(self.values).to_numpy(dtype=np.int32)
-        for code, count in enumerate(np.bincount(codes, minlength=len(self.values)).tolist()):
-            self.counts[code] += count
-        return codes
-
-    def names(self) -> list[str]:
-        """The single labels seen (for multi-label, the members of every label set)."""
-        return set_members(self.values) if self.multi else list(self.values)
-
-    def to_meta(self) -> dict[str, Any]:
-        return {"label_values": list(self.values), "label_counts": self.counts, "multi_label": self.multi}
-
-
-def _schema_from(meta: dict[str, Any], cfg: DataConfig, source: str) -> LabelSchema:
-    values = meta["label_values"]
-    rows = pd.Series(meta["label_counts"])
-    if meta.get("multi_label"):
-        values = set_members(values)
-        rows = None
-    schema = LabelSchema.from_labels(pd.Series(values, dtype=object), cfg.label_map, source, cfg.label_col)
-    if meta.get("multi_label"):
-        schema.problem_type, schema.label_sep = MULTI_LABEL, cfg.label_sep or ","
-    seen = schema.to_names(pd.Series(values, dtype=object), source, cfg.label_col, rows=rows).unique()
-    if len(seen) < 2:
-        found = f"only one class ('{seen[0]}')" if len(seen) else "no labels in any row"
-        raise DataError(f"{source}: column '{cfg.label_col}' has {found}; a classifier needs at least two classes")
-    return schema
-
-
-def _label_ids(meta: dict[str, Any], schema: LabelSchema, cfg: DataConfig, source: str, known_from: str) -> np.ndarray:
-    """Label id for each raw label code (multi-label: a multi-hot row per label set); labels the schema does not
-    know are an error that counts their rows."""
-    values = pd.Series(meta["label_values"], dtype=object)
-    if schema.multi_label != bool(meta.get("multi_label")):
-        kinds = ["one label per row", "sets of labels"]
-        found, trained = kinds[bool(meta.get("multi_label"))], kinds[schema.multi_label]
-        raise DataError(
-            f"{source}: column '{cfg.label_col}' holds {found}, but {known_from} has {trained}; "
-            "use the same label format (and --multi-label / --label-sep) for both"
-        )
-    if schema.multi_label:
-        sets = values.map(lambda v: v.split(SET_JOIN) if v else [])
-        return schema.encode_sets(sets, source, cfg.label_col, known_from, rows=pd.Series(meta["label_counts"]))
-    names = schema.to_names(values, source, cfg.label_col, known_from, rows=pd.Series(meta["label_counts"]))
-    return names.map(schema.label2id).to_numpy(dtype=np.int64)
+def _check_distinct(labels: LabelCodes, source: str, column: str, rows_so_far: int) -> None:
+    """A label column with about as many values as rows holds text: stop before tokenizing all of it."""
+    distinct = len(labels.members())
+    if distinct > max(20, rows_so_far // 2):
+        raise labels_look_like_text(source, column, distinct, rows_so_far)
 
 
 def _column(table: pa.Table, name: str) -> np.ndarray:
@@ -337,12 +252,6 @@ def _column(table: pa.Table, name: str) -> np.ndarray:
     if column.num_chunks == 1:
         return column.chunk(0).to_numpy()
     return np.concatenate([chunk.to_numpy() for chunk in column.chunks]) if column.num_chunks else np.empty(0, np.int32)
-
-
-def _report_dropped(source: str, meta: dict[str, Any]) -> None:
-    for why, count in meta["dropped"].items():
-        if count:
-            logger.warning("%s: dropped %d of %d rows with %s", source, count, meta["rows_read"], why)
 
 
 def _report_no_labels(source: str, meta: dict[str, Any]) -> None:
