@@ -26,7 +26,7 @@ runner = CliRunner()
 EMOTION = SHARED_DATA / "emotion"
 
 
-def by_code(report: CheckReport, split: str = "train") -> dict[str, bertfit.data.rows.Finding]:
+def by_code(report: CheckReport, split: str = "train") -> dict[str, bertfit.checks.findings.Finding]:
     found = {}
     for f in report.findings:
         if f.split == split:

@@ -20,7 +20,8 @@ from conftest import FILLER, NEGATIVE, POSITIVE, sentiment_frame
 from typer.testing import CliRunner
 
 from bertfit.cli import app
-from bertfit.data.io import read_table, write_table
+from bertfit.data.io import read_table
+from bertfit.data.write import write_table
 from bertfit.errors import DataError
 
 FAST = ["--epochs", "2", "--lr", "3e-3", "--batch-size", "16"]

@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 
 import bertfit
 from bertfit.cli import app
-from bertfit.data.io import read_table, write_table
+from bertfit.data.io import read_table
+from bertfit.data.write import write_table
 from bertfit.errors import ConfigError, DataError, MissingDependency, ModelError
 from bertfit.prediction.parts import OutputLock
 

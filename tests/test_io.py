@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bertfit.data.io import read_table, require_columns, table_format, write_table
+from bertfit.data.io import read_table, require_columns, table_format
+from bertfit.data.write import write_table
 from bertfit.errors import DataError
 
 FORMATS = ["csv", "tsv", "jsonl", "parquet", "h5", "xlsx", "csv.gz", "jsonl.gz"]

@@ -165,7 +165,7 @@ def test_a_bad_row_late_in_the_file_leaves_no_parts(tiny_trained, tmp_path):
 def test_iter_frames_reads_exact_windows_from_every_format(tmp_path):
     df = rows_with_ids(23)
     for name in ("a.parquet", "a.csv", "a.jsonl", "a.h5"):
-        bertfit.data.io.write_table(df, tmp_path / name)
+        bertfit.data.write.write_table(df, tmp_path / name)
         sizes = [len(f) for f in iter_frames(tmp_path / name, 10)]
         assert sizes == [10, 10, 3], name
         joined = pd.concat(iter_frames(tmp_path / name, 10), ignore_index=True)
@@ -304,17 +304,17 @@ def test_changed_settings_start_over_instead_of_mixing(tiny_trained, tmp_path):
 def test_row_estimates_for_the_progress_bar(tmp_path):
     df = rows_with_ids(23)
     for name in ("a.parquet", "a.csv", "a.jsonl"):
-        bertfit.data.io.write_table(df, tmp_path / name)
+        bertfit.data.write.write_table(df, tmp_path / name)
         assert bertfit.data.io.estimate_rows([tmp_path / name]) == 23, name
     (tmp_path / "b.csv").write_text("text\nno newline at the end")
     assert bertfit.data.io.estimate_rows([tmp_path / "b.csv"]) == 1
-    bertfit.data.io.write_table(df, tmp_path / "a.csv.gz")
+    bertfit.data.write.write_table(df, tmp_path / "a.csv.gz")
     assert bertfit.data.io.estimate_rows([tmp_path / "a.csv.gz", tmp_path / "a.csv"]) is None
 
 
 @pytest.mark.parametrize("name", ["empty.parquet", "empty.csv"])
 def test_an_input_with_no_rows_gives_an_output_with_no_rows(tiny_trained, tmp_path, name):
-    bertfit.data.io.write_table(rows_with_ids(3).head(0), tmp_path / name)
+    bertfit.data.write.write_table(rows_with_ids(3).head(0), tmp_path / name)
     summary = bertfit.predict_file(tiny_trained, tmp_path / name, tmp_path / "out.parquet")
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert summary["rows"] == 0 and len(out) == 0

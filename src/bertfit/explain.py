@@ -32,9 +32,10 @@ from rich.style import Style
 from rich.text import Text
 from tqdm.auto import tqdm
 
-from bertfit.data.io import PLAIN, ReadOptions, atomic_path, check_writable, read_table
+from bertfit.data.io import PLAIN, ReadOptions, read_table
 from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import clean_text, join_text
+from bertfit.data.write import atomic_path, check_writable
 from bertfit.errors import ConfigError, DataError, MissingDependency, ModelError
 from bertfit.prediction.decoder import Decoder
 from bertfit.prediction.loading import build_parts, input_columns, load_weights

@@ -15,9 +15,10 @@ import pandas as pd
 from bertfit.checks.collector import DataChecker
 from bertfit.checks.findings import CheckReport
 from bertfit.config import RunConfig
-from bertfit.data.io import data_files, windows, write_json
+from bertfit.data.io import data_files, windows
 from bertfit.data.locks import building
 from bertfit.data.rows import DataSource
+from bertfit.data.write import write_json
 from bertfit.errors import DataError
 
 logger = logging.getLogger(__name__)

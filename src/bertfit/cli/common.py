@@ -81,7 +81,8 @@ def progress() -> bool:
 
 def read_options(columns: str | None, quoting: str | None, encoding: str | None, allow_pickle: bool = False) -> Any:
     """--columns, --quoting, --encoding and --allow-pickle as io.ReadOptions (defaults where not given)."""
-    from bertfit.data.io import ReadOptions, parse_columns
+    from bertfit.data.io import ReadOptions
+    from bertfit.data.textfiles import parse_columns
 
     return ReadOptions(parse_columns(columns), quoting or "auto", encoding or "utf-8", allow_pickle)
 

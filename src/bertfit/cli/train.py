@@ -70,8 +70,8 @@ def train(
 def _base_config(output: Path, config: Path | None, sets: list[str] | None) -> Any:
     """The config file's settings with --set applied, once --output is known to be writable (not after training)."""
     from bertfit.config import RunConfig, load_config
-    from bertfit.data.io import check_folder_writable
     from bertfit.data.paths import check_not_input
+    from bertfit.data.write import check_folder_writable
 
     check_not_input(output, [config], "--output folder")  # the library checks the data and model it reads
     check_folder_writable(output)

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,10 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from bertfit.config import DataConfig
-from bertfit.data.io import data_files, require_columns, windows, write_json
+from bertfit.data.io import data_files, require_columns, windows
 from bertfit.data.locks import building
 from bertfit.data.rows import DataSource, labels_look_like_text, no_usable_rows, report_dropped, usable_rows
+from bertfit.data.write import write_json
 from bertfit.errors import DataError
 from bertfit.labels import LabelCodes, LabelSchema
 from bertfit.prediction.parts import input_fingerprint

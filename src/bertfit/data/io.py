@@ -20,20 +20,8 @@ import pyarrow.parquet as pq
 from bertfit.data import unreadable
 from bertfit.data.columns import require_columns
 from bertfit.data.formats import COMPRESSIONS, FORMATS, HDF_KEY, first_line, is_table, openpyxl_engine, table_format
-from bertfit.data.jsonlines import RAW_JSON as RAW_JSON
 from bertfit.data.jsonlines import jsonl_frames
 from bertfit.data.textfiles import ReadOptions, delimited_frames, header_frame, is_utf8, rebatch
-from bertfit.data.textfiles import parse_columns as parse_columns
-from bertfit.data.textwriter import TextWriter as TextWriter
-from bertfit.data.write import atomic_path as atomic_path
-from bertfit.data.write import check_folder_writable as check_folder_writable
-from bertfit.data.write import check_writable as check_writable
-from bertfit.data.write import default_file_mode as default_file_mode
-from bertfit.data.write import display_raw_json as display_raw_json
-from bertfit.data.write import open_for_writing as open_for_writing
-from bertfit.data.write import pa_table as pa_table
-from bertfit.data.write import write_json as write_json
-from bertfit.data.write import write_table as write_table
 from bertfit.errors import BertfitError, DataError
 
 logger = logging.getLogger(__name__)

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from bertfit.config import DataConfig
-from bertfit.data.io import ReadOptions, check_folder_writable, check_writable, write_json
+from bertfit.data.io import ReadOptions
 from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import DataSource, load_labelled, shown_text
+from bertfit.data.write import check_folder_writable, check_writable, write_json
 from bertfit.errors import DataError
 from bertfit.evaluation.calibration import Calibration, expected_calibration_error, rescale
 from bertfit.evaluation.metrics import classification_report

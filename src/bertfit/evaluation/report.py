@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bertfit.data.io import atomic_path
+from bertfit.data.write import atomic_path
 from bertfit.evaluation.calibration import Calibration, expected_calibration_error, reliability_table, rescale
 from bertfit.evaluation.metrics import HEADLINE, MULTI_HEADLINE, classification_report
 from bertfit.templates import render_html

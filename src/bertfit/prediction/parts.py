@@ -28,16 +28,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertfit.data.io import (
-    RAW_JSON,
-    TextWriter,
-    arrow_to_pandas,
+from bertfit.data.io import arrow_to_pandas, table_format
+from bertfit.data.jsonlines import RAW_JSON
+from bertfit.data.textwriter import TextWriter
+from bertfit.data.write import (
     atomic_path,
     check_folder_writable,
     display_raw_json,
     open_for_writing,
     pa_table,
-    table_format,
     write_json,
     write_table,
 )

@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from bertfit.data.io import RAW_JSON, ReadOptions, arrow_to_pandas, display_raw_json, estimate_rows
-from bertfit.data.jsonlines import raw_members
+from bertfit.data.io import ReadOptions, arrow_to_pandas, estimate_rows
+from bertfit.data.jsonlines import RAW_JSON, raw_members
 from bertfit.data.textfiles import arrow_csv_options, header_frame, resolve_quoting
+from bertfit.data.write import display_raw_json
 from bertfit.errors import BertfitError
 from bertfit.prediction.parts import PartWriter, is_folder_output
 from bertfit.prediction.stream import log_counts

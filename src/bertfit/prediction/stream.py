@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bertfit.data.io import ReadOptions, count_rows, data_files, estimate_rows, iter_frames
+from bertfit.data.io import WINDOW_ROWS, ReadOptions, count_rows, data_files, estimate_rows, iter_frames
 from bertfit.data.rows import input_texts
 from bertfit.errors import BertfitError
 from bertfit.prediction.decoder import Decoder
@@ -31,7 +31,7 @@ from bertfit.tokenization import Encoded
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WINDOW = 50_000  # rows sorted together: long enough that neighbours in length order are near-equal
+DEFAULT_WINDOW = WINDOW_ROWS  # rows sorted together: long enough that neighbours in length order are near-equal
 
 
 def score_window(

@@ -22,8 +22,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from bertfit.config import RunConfig, parse_save_every
-from bertfit.data.io import write_json
 from bertfit.data.locks import RUN_FILE, clear_work
+from bertfit.data.write import write_json
 from bertfit.errors import DataError
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import numpy as np
 from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer
 
 from bertfit.data.cache import TokenizedRows
-from bertfit.data.io import default_file_mode, write_json
+from bertfit.data.write import default_file_mode, write_json
 from bertfit.evaluation import multilabel
 from bertfit.evaluation.calibration import Calibration, fit_temperature, softmax
 from bertfit.evaluation.card import model_card

@@ -22,10 +22,10 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback, set_seed
 from bertfit.checks.checker import checked
 from bertfit.config import RunConfig, default_lr
 from bertfit.data.cache import TokenizedData, TokenizedRows, split_rows, tokenize_labelled
-from bertfit.data.io import check_folder_writable
 from bertfit.data.locks import WorkClaim, work_folder
 from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import DataSource
+from bertfit.data.write import check_folder_writable
 from bertfit.errors import ConfigError, DataError
 from bertfit.evaluation import multilabel
 from bertfit.labels import LabelSchema

@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from bertfit.data.io import atomic_path
+from bertfit.data.write import atomic_path
 from bertfit.errors import MissingDependency
 
 _FIELDS = ("step", "epoch", "time", "elapsed_s")
