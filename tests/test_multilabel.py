@@ -217,7 +217,8 @@ def test_explain_refuses_multi_label_models_in_one_line(multi_model):
 
 
 def test_a_model_starts_at_each_labels_base_rate():
-    from bertfit.evaluation.multilabel import sigmoid, start_at_base_rates
+    from bertfit.evaluation.multilabel import start_at_base_rates
+    from bertfit.prediction.decoder import sigmoid
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
     labels = np.array([[1, 0, 0]] * 1 + [[0, 1, 0]] * 3 + [[0, 0, 0]] * 6, dtype=np.uint8)

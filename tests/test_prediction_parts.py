@@ -1,16 +1,14 @@
-"""The Classifier is a facade over a Scorer (logits) and a Decoder (labels): its attributes read and set theirs, the
-parts alone give the Classifier's results, and bertfit's modules import one another without a cycle."""
+"""The Classifier is a facade over a Scorer (logits) and a Decoder (labels): its attributes read and set theirs,
+and the parts alone give the Classifier's results."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import bertfit
 from bertfit.prediction.classifier import Classifier
 from bertfit.prediction.loading import build_parts, load_weights
 from bertfit.prediction.stream import score_window
@@ -57,36 +55,3 @@ def test_the_parts_alone_score_as_the_classifier_does(clf: Classifier, tiny_trai
     assert decoder.records(proba) == expected
     frame = decoder.with_predictions(pd.DataFrame({"text": TEXTS}), proba, True, "input")
     assert list(frame.columns) == ["text", "pred_label", "pred_score", *(f"prob_{n}" for n in clf.labels)]
-
-
-def _imports(path: Path, module: str) -> set[str]:
-    """bertfit modules that `module` imports at its top level (TYPE_CHECKING blocks included; not in functions)."""
-    found = set()
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        for sub in [node, *(ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [])]:
-            if isinstance(sub, ast.Import):
-                found.update(a.name for a in sub.names)
-            elif isinstance(sub, ast.ImportFrom) and sub.module and not sub.level:
-                found.add(sub.module)
-                found.update(f"{sub.module}.{a.name}" for a in sub.names)
-    return {name for name in found if name.startswith("bertfit.") and name != module}
-
-
-def test_no_module_level_import_cycle() -> None:
-    root = Path(bertfit.__file__).parent
-    files = {".".join(("bertfit", *p.relative_to(root).with_suffix("").parts)): p for p in root.rglob("*.py")}
-    modules = {name.removesuffix(".__init__"): path for name, path in files.items()}
-    graph = {name: {i for i in _imports(path, name) if i in modules} for name, path in modules.items()}
-    state: dict[str, int] = {}
-
-    def visit(name: str, trail: list[str]) -> None:
-        state[name] = 1
-        for other in sorted(graph[name]):
-            assert state.get(other) != 1, "import cycle: " + " -> ".join([*trail[trail.index(other) :], other])
-            if other not in state:
-                visit(other, [*trail, other])
-        state[name] = 2
-
-    for name in sorted(graph):
-        if name not in state:
-            visit(name, [name])

@@ -29,11 +29,11 @@ from transformers import PreTrainedTokenizerBase
 from bertfit.config import DataConfig
 from bertfit.data.io import data_files, require_columns, windows
 from bertfit.data.locks import building
+from bertfit.data.paths import input_fingerprint
 from bertfit.data.rows import DataSource, labels_look_like_text, no_usable_rows, report_dropped, usable_rows
 from bertfit.data.write import write_json
 from bertfit.errors import DataError
 from bertfit.labels import LabelCodes, LabelSchema
-from bertfit.prediction.parts import input_fingerprint
 from bertfit.tokenization import WindowEncoder
 
 logger = logging.getLogger(__name__)

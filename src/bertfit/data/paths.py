@@ -10,6 +10,7 @@ import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from bertfit.errors import DataError
 
@@ -123,3 +124,8 @@ def _same_stat(path: Path, target: os.stat_result) -> bool:
         return os.path.samestat(path.stat(), target)
     except OSError:
         return False
+
+
+def input_fingerprint(files: list[Path]) -> list[dict[str, Any]]:
+    """What identifies an input for resuming: each file's path, size and modification time."""
+    return [{"path": str(f.resolve()), "size": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns} for f in files]

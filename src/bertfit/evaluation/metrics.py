@@ -61,7 +61,8 @@ def trainer_metrics(
         if docs is not None and len(docs) == len(logits):
             logits, labels = per_document(logits, labels, docs, aggregate)
         if multi_label:
-            from bertfit.evaluation.multilabel import headline, sigmoid
+            from bertfit.evaluation.multilabel import headline
+            from bertfit.prediction.decoder import sigmoid
 
             return headline(labels > 0.5, sigmoid(logits) >= 0.5)
         return headline_metrics(labels, logits.argmax(-1), n_labels)

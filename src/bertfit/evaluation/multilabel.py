@@ -26,10 +26,6 @@ CROSS_FITTED = "cross-fitted: each half of the rows predicted at thresholds tune
 AS_STORED = "at the thresholds shown, which were not tuned on these rows"
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
-
-
 def headline(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Scalar metrics over multi-hot rows (n, labels); `accuracy` is subset accuracy (every label right)."""
     y_true, y_pred = np.asarray(y_true).astype(np.int64), np.asarray(y_pred).astype(np.int64)
@@ -110,9 +106,3 @@ def start_at_base_rates(model: torch.nn.Module, labels: np.ndarray) -> None:
     rate = np.clip(labels.mean(axis=0), 1e-4, 1 - 1e-4)
     with torch.no_grad():
         heads[-1].bias.copy_(torch.from_numpy(np.log(rate / (1 - rate))).to(heads[-1].bias))
-
-
-def label_lists(proba: np.ndarray, thresholds: np.ndarray, names: list[str]) -> list[list[str] | None]:
-    """Each row's labels at or above their thresholds (None for NaN rows: empty texts)."""
-    hot = proba >= thresholds[None, :]
-    return [None if np.isnan(row[0]) else [names[j] for j in np.flatnonzero(h)] for row, h in zip(proba, hot)]

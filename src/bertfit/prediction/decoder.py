@@ -41,8 +41,6 @@ class Decoder:
         if docs is not None:
             logits = aggregate_windows(logits, docs, int(present.sum()), self.aggregate)
         if self.schema.multi_label:
-            from bertfit.evaluation.multilabel import sigmoid
-
             proba[present] = sigmoid(logits)
         else:
             proba[present] = torch.softmax(torch.from_numpy(np.asarray(logits, np.float32)) / self.temperature, -1)
@@ -51,8 +49,6 @@ class Decoder:
     def records(self, proba: np.ndarray) -> list[dict[str, Any]]:
         """`Classifier.predict`'s result: the label and score of each row (multi-label: its labels and all scores)."""
         if self.schema.multi_label:
-            from bertfit.evaluation.multilabel import label_lists
-
             return [
                 {"labels": labels, "scores": None if labels is None else dict(zip(self.labels, map(float, row)))}
                 for labels, row in zip(label_lists(proba, self.thresholds, self.labels), proba)
@@ -85,8 +81,6 @@ class Decoder:
         return out
 
     def _joined_labels(self, proba: np.ndarray) -> list[str | None]:
-        from bertfit.evaluation.multilabel import label_lists
-
         sep = self.schema.label_sep
         return [
             None if labels is None else sep.join(labels) for labels in label_lists(proba, self.thresholds, self.labels)
@@ -109,3 +103,13 @@ def stored_thresholds(meta: dict[str, Any], schema: LabelSchema) -> np.ndarray:
 def calibration_temperature(meta: dict[str, Any]) -> float:
     """The temperature a trained model's bertfit.json holds (1.0 when it has none, e.g. a plain HF folder)."""
     return float((meta.get("calibration") or {}).get("temperature", 1.0))  # 1.0 also when it was not applied
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+
+
+def label_lists(proba: np.ndarray, thresholds: np.ndarray, names: list[str]) -> list[list[str] | None]:
+    """Each row's labels at or above their thresholds (None for NaN rows: empty texts)."""
+    hot = proba >= thresholds[None, :]
+    return [None if np.isnan(row[0]) else [names[j] for j in np.flatnonzero(h)] for row, h in zip(proba, hot)]

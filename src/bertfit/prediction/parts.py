@@ -130,11 +130,6 @@ class OutputLock:
             return f"it holds {self.path}"
 
 
-def input_fingerprint(files: list[Path]) -> list[dict[str, Any]]:
-    """What identifies an input for resuming: each file's path, size and modification time."""
-    return [{"path": str(f.resolve()), "size": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns} for f in files]
-
-
 def is_folder_output(path: Path) -> bool:
     """A path with no extension (or an existing folder) names a folder of Parquet shards."""
     return path.is_dir() or not path.suffix

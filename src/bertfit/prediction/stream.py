@@ -22,10 +22,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from bertfit.data.io import WINDOW_ROWS, ReadOptions, count_rows, data_files, estimate_rows, iter_frames
+from bertfit.data.paths import input_fingerprint
 from bertfit.data.rows import input_texts
 from bertfit.errors import BertfitError
 from bertfit.prediction.decoder import Decoder
-from bertfit.prediction.parts import PartWriter, check_output, input_fingerprint
+from bertfit.prediction.parts import PartWriter, check_output
 from bertfit.prediction.scorer import Scorer
 from bertfit.tokenization import Encoded
 

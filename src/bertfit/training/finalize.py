@@ -22,6 +22,7 @@ from bertfit.evaluation.metrics import classification_report
 from bertfit.evaluation.report import ScoredRows, write_multilabel_report, write_report
 from bertfit.labels import LabelSchema
 from bertfit.modeling import BERTFIT_FILE, library_versions
+from bertfit.prediction.decoder import sigmoid
 from bertfit.tokenization import aggregate_windows
 from bertfit.training.extensions import Metrics
 from bertfit.training.job import Job
@@ -113,7 +114,7 @@ def scored_validation(
         ids = [val_ds[int(order[i])]["input_ids"] for i in idx]
         return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
-    proba = multilabel.sigmoid(logits) if schema.multi_label else softmax(logits)
+    proba = sigmoid(logits) if schema.multi_label else softmax(logits)
     rows = ScoredRows(labels, proba, lengths, texts, list(schema.names), logits)
     return rows, EvalPrediction(predictions=pred.predictions, label_ids=pred.label_ids)
 
