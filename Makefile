@@ -9,8 +9,8 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install demo test test-fast lint clean
 
-# two workers; tests/conftest.py groups the tests by file, and the ones that start processes together
-PYTEST := $(PY) -m pytest -n 2 --dist loadgroup
+# two workers; a test file is one unit of work (tests/conftest.py: the tests that start processes are one unit)
+PYTEST := $(PY) -m pytest -n 2 --dist loadfile
 
 install: $(STAMP)
 

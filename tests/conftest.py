@@ -243,10 +243,12 @@ def sliding_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
                          stride=2, progress=False, **TINY_TRAIN)  # fmt: skip
 
 
-# -- two workers (pytest-xdist, `--dist loadgroup`, set in pyproject.toml) ------------------------------------------
-# A test file is one group, so the models a file trains once (module fixtures) are trained on one worker. The tests
-# that start processes of their own (a Ray cluster, torchrun, CPU hogs) form one group, so no two of them run at
-# once. The groups that take longest are handed out first, so that no worker is left alone with a long one at the end.
+# -- two workers (pytest-xdist: `make test` passes -n 2 --dist loadfile) ---------------------------------------------
+# A test file is one unit of work, so the models a file trains once (module fixtures) are trained on one worker. The
+# tests that start processes of their own (a Ray cluster, torchrun, CPU hogs) form one unit, so no two of them run at
+# once. The units that take longest are handed out first, so that no worker is left alone with a long one at the end.
+# This is xdist's own scope scheduler with our split; the xdist_group mark is not used, because with pytest 9.2 the
+# group suffix xdist writes into the node id no longer takes effect (pytest-dev/pytest-xdist#1386).
 PROCESS_GROUP = "processes"
 STARTS_PROCESSES = {"test_distributed.py", "test_ddp.py", "test_determinism.py"}
 LONGEST_FIRST = [
@@ -257,15 +259,31 @@ LONGEST_FIRST = [
 ]
 
 
-def _group(item: pytest.Item) -> str:
-    name = item.path.name
-    if name in STARTS_PROCESSES or (name == "test_passthrough.py" and "[ray]" in item.name):
+def work_unit(nodeid: str) -> str:
+    """The unit a test is scheduled in: its file, or the one unit of tests that start processes."""
+    path, _, name = nodeid.partition("::")
+    file = path.rsplit("/", 1)[-1]
+    if file in STARTS_PROCESSES or (file == "test_passthrough.py" and "[ray]" in name):
         return PROCESS_GROUP
-    return name
+    return file
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: a file's own order is kept
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))  # stable: a file's own order is kept
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):
+        def __init__(self, config: pytest.Config, log=None) -> None:
+            super().__init__(config, log)
+            config.option.loadscopereorder = False  # keep the collection order: longest units first
+
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnits(config, log)
