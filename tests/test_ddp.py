@@ -25,6 +25,8 @@ from test_multilabel import multilabel_frame
 
 import bertfit
 
+pytestmark = pytest.mark.slow  # torchrun: two processes that import torch and transformers, per launch
+
 
 def test_two_process_training_with_torchrun(tiny_model_dir, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
@@ -114,29 +116,36 @@ def read_run(out: Path) -> Run:
     return Run(load_file(out / "model.safetensors"), log)
 
 
-def in_process(kind: str, model: Path, folder: Path, batch: int, accum: int) -> Run:
+def job(kind: str, model: Path, folder: Path, out: str, batch: int, accum: int) -> dict:
+    """bertfit.train's arguments for one way of making the steps."""
     train, val = data_files(kind, folder)
-    out = folder / f"model-{batch}x{accum}"
-    bertfit.train(train, out, validation=val, model=str(model), progress=False, batch_size=batch,
-                  grad_accum=accum, **SETTINGS, **KINDS[kind][1])  # fmt: skip
-    return read_run(out)
+    return {"data": str(train), "output_dir": str(folder / out), "validation": str(val), "model": str(model),
+            "batch_size": batch, "grad_accum": accum, **SETTINGS, **KINDS[kind][1]}  # fmt: skip
 
 
-def two_processes(kind: str, model: Path, folder: Path, batch: int) -> Run:
+@pytest.fixture(scope="module")
+def ddp_runs(still_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each kind trained with a batch of 8 on each of 2 processes, all in one torchrun launch (tests/torchrun_jobs.py),
+    so that the two processes start once, not once per kind."""
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip("torchrun is not installed")
-    train, val = data_files(kind, folder)
-    out = folder / "model-ddp"
-    options = {**SETTINGS, **KINDS[kind][1], "batch_size": batch}
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--standalone", "-m", "bertfit", "--quiet", "train", str(train),
-           "-o", str(out), "--validation", str(val), "--model", str(model)]  # fmt: skip
-    for key, value in options.items():
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    folders = {kind: tmp_path_factory.mktemp(f"ddp-{kind}") for kind in KINDS}
+    jobs = [job(kind, still_model_dir, folder, "model-ddp", batch=8, accum=1) for kind, folder in folders.items()]
+    spec = tmp_path_factory.mktemp("ddp-jobs") / "jobs.json"
+    spec.write_text(json.dumps(jobs))
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--standalone", str(Path(__file__).with_name("torchrun_jobs.py")),
+           str(spec)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # PYTHONPATH passes on: the processes run this checkout
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return read_run(out)
+    return {kind: folder / "model-ddp" for kind, folder in folders.items()}
+
+
+def in_process(kind: str, model: Path, folder: Path, batch: int, accum: int) -> Run:
+    settings = job(kind, model, folder, f"model-{batch}x{accum}", batch, accum)
+    bertfit.train(settings.pop("data"), settings.pop("output_dir"), progress=False, **settings)
+    return read_run(folder / f"model-{batch}x{accum}")
 
 
 def start_loss(kind: str, folder: Path) -> float:
@@ -152,10 +161,11 @@ def start_loss(kind: str, folder: Path) -> float:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_a_batch_accumulated_batches_and_two_processes_take_the_same_steps(kind, still_model_dir, tmp_path):
+def test_a_batch_accumulated_batches_and_two_processes_take_the_same_steps(kind, still_model_dir, ddp_runs, tmp_path):
     whole = in_process(kind, still_model_dir, tmp_path, batch=16, accum=1)
     accumulated = in_process(kind, still_model_dir, tmp_path, batch=8, accum=2)
-    ddp = two_processes(kind, still_model_dir, tmp_path, batch=8)
+    ddp = read_run(ddp_runs[kind])
+    assert json.loads((ddp_runs[kind] / "bertfit.json").read_text())["processes"] == 2
 
     losses = {name: run.steps("loss") for name, run in (("16", whole), ("8x2", accumulated), ("2x8", ddp))}
     norms = {name: run.steps("grad_norm") for name, run in (("16", whole), ("8x2", accumulated), ("2x8", ddp))}

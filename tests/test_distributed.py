@@ -1,11 +1,10 @@
 """The Ray engine labels exactly like the local engine: same rows, same order, same predictions; folders of shards
 in and out; CSV and JSON Lines through the CLI; user errors are one line and leave nothing behind. One local Ray
-cluster (2 CPUs) serves the module."""
+cluster (2 CPUs, conftest's ray_cluster) serves the module."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import sys
@@ -36,15 +35,11 @@ from bertfit.prediction.ray_engine import predict_with_ray  # noqa: E402
 
 PROBS = ["prob_negative", "prob_positive"]
 RAY_ARGS = {"num_workers": 2, "cpus_per_worker": 1}  # two one-thread replicas on the 2-CPU test cluster
+# The tests of other kinds of model use one replica: the order of windows dealt to two is checked above them, and
+# each replica is a process that imports torch and transformers (seconds of CPU the other tests need).
+ONE_REPLICA = {"num_workers": 1, "cpus_per_worker": 1}
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    yield
-    ray.shutdown()
 
 
 pytestmark = pytest.mark.usefixtures("restore_cli_state")
@@ -72,6 +67,7 @@ def leftovers(folder: Path, *keep: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name not in keep)
 
 
+@pytest.mark.slow  # a Ray cluster and its worker processes: seconds each
 def test_ray_equals_local_engine(ray_cluster: None, tiny_trained: Path, tmp_path: Path) -> None:
     df = unlabelled(3000, seed=3)
     inp = tmp_path / "in.parquet"
@@ -89,6 +85,7 @@ def test_ray_equals_local_engine(ray_cluster: None, tiny_trained: Path, tmp_path
     assert leftovers(tmp_path, "in.parquet", "local.parquet", "ray.parquet") == []
 
 
+@pytest.mark.slow  # a Ray cluster and its worker processes: seconds each
 def test_folder_of_shards_in_and_out(ray_cluster: None, tiny_trained: Path, tmp_path: Path) -> None:
     shards = tmp_path / "shards"
     shards.mkdir()
@@ -109,6 +106,7 @@ def test_folder_of_shards_in_and_out(ray_cluster: None, tiny_trained: Path, tmp_
     assert leftovers(tmp_path, "shards", "whole.parquet", "local.parquet", "labelled") == []
 
 
+@pytest.mark.slow  # a Ray cluster and its worker processes: seconds each
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_text_formats_through_the_cli(ray_cluster: None, tiny_trained: Path, tmp_path: Path, fmt: str) -> None:
     df = unlabelled(300, seed=4)
@@ -154,6 +152,7 @@ def assert_same_frames(got: pd.DataFrame, want: pd.DataFrame) -> None:
         np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), atol=1e-5, equal_nan=True)
 
 
+@pytest.mark.slow  # a Ray cluster and its worker processes: seconds each
 def test_multi_label_model_with_a_threshold_into_a_folder(ray_cluster: None, multi_model, tmp_path: Path) -> None:
     df = multilabel_frame(240, seed=9).drop(columns="labels")
     df.insert(0, "id", np.arange(240, 0, -1))
@@ -166,7 +165,7 @@ def test_multi_label_model_with_a_threshold_into_a_folder(ray_cluster: None, mul
     bertfit.predict_file(model, tmp_path / "in.parquet", tmp_path / "tuned.parquet", dtype="fp32")
 
     summary = predict_with_ray(model, tmp_path / "in.parquet", tmp_path / "labelled", dtype="fp32", threshold=0.05,
-                               **RAY_ARGS, window=50)  # fmt: skip
+                               **ONE_REPLICA, window=50)  # fmt: skip
 
     names = sorted(p.name for p in (tmp_path / "labelled").iterdir())
     got = pd.concat([pd.read_parquet(tmp_path / "labelled" / n) for n in names], ignore_index=True)
@@ -188,6 +187,7 @@ def test_rows_left_unscored_are_counted_for_multi_label_models_too() -> None:
     assert ray_pipeline._unscored(pd.DataFrame({"pred_label": ["a", None], "pred_score": [0.9, None]})) == 1
 
 
+@pytest.mark.slow  # a Ray cluster and its worker processes: seconds each
 def test_pair_model_reads_both_texts_through_the_cli(ray_cluster: None, pair_model: Path, tmp_path: Path) -> None:
     df = pair_frame(200, seed=10).drop(columns="label")
     df.insert(0, "id", [f"{i:04d}" for i in range(200)])
@@ -196,7 +196,7 @@ def test_pair_model_reads_both_texts_through_the_cli(ray_cluster: None, pair_mod
     write_table(df, inp)
     bertfit.predict_file(pair_model, inp, tmp_path / "local.jsonl", dtype="fp32", probs=True)
 
-    args = ["predict", pair_model, inp, out, "--engine", "ray", "--num-workers", 2, "--window", 60, "--dtype", "fp32",
+    args = ["predict", pair_model, inp, out, "--engine", "ray", "--num-workers", 1, "--window", 60, "--dtype", "fp32",
             "--probs", "--json"]  # fmt: skip
     result = runner.invoke(app, [str(a) for a in args])
 
@@ -207,6 +207,7 @@ def test_pair_model_reads_both_texts_through_the_cli(ray_cluster: None, pair_mod
     assert json.loads(result.stdout)["empty_text"] == 1
 
 
+@pytest.mark.slow  # a Ray cluster and its worker processes: seconds each
 def test_sliding_window_model_with_overrides_through_the_cli(ray_cluster: None, sliding_model, tmp_path: Path) -> None:
     texts = [long_text(30 + i % 50, i) + (" great" if i % 2 else " awful") for i in range(150)]
     df = pd.DataFrame({"id": range(150), "text": texts})
@@ -218,7 +219,7 @@ def test_sliding_window_model_with_overrides_through_the_cli(ray_cluster: None, 
                                  **overrides)  # fmt: skip
     bertfit.predict_file(model, tmp_path / "in.csv", tmp_path / "trained.parquet", dtype="fp32", probs=True)
 
-    args = ["predict", model, tmp_path / "in.csv", tmp_path / "out.parquet", "--engine", "ray", "--num-workers", 2,
+    args = ["predict", model, tmp_path / "in.csv", tmp_path / "out.parquet", "--engine", "ray", "--num-workers", 1,
             "--window", 40, "--dtype", "fp32", "--probs", "--stride", 3, "--aggregate", "max", "--json"]  # fmt: skip
     result = runner.invoke(app, [str(a) for a in args])
 
@@ -335,6 +336,7 @@ def test_a_second_run_into_the_same_output_refuses_before_ray_starts(
     assert leftovers(tmp_path, "in.parquet", work.name) == []
 
 
+@pytest.mark.slow  # a Ray cluster and its worker processes: seconds each
 def test_error_in_a_worker_comes_back_as_itself(ray_cluster: None, tiny_trained: Path, tmp_path: Path) -> None:
     df = unlabelled(50, seed=6).assign(pred_label="x")  # the actors refuse to overwrite an input column
     df.to_parquet(tmp_path / "in.parquet", index=False)

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,7 +49,7 @@ def predict(model: Path, inp: Path, out: Path, engine: str) -> None:
     else:
         from bertfit.prediction.ray_engine import predict_with_ray
 
-        predict_with_ray(model, inp, out, dtype="fp32", num_workers=2, cpus_per_worker=1, window=WINDOW)
+        predict_with_ray(model, inp, out, dtype="fp32", num_workers=1, cpus_per_worker=1, window=WINDOW)
 
 
 def parquet_input(tmp_path: Path) -> tuple[Path, pa.Table]:
@@ -77,43 +74,34 @@ def expected_text(value: object) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-ENGINES = ["local", "ray"]
+ENGINES = ["local", pytest.param("ray", marks=pytest.mark.slow)]  # slow: a Ray cluster, seconds a case
 
 
-@pytest.fixture(scope="module")
-def engine_ready() -> Iterator[None]:
-    """The module's Ray cases share one 2-CPU cluster, started by the first of them and stopped at the end."""
-    yield
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine's name; for "ray", the module's Ray cluster (conftest) is started first."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
+    return request.param
 
 
-def _engine(name: str) -> str:
-    if name == "ray":
-        ray = pytest.importorskip("ray", reason="the ray engine needs: pip install 'bertfit[ray]'")
-        if not ray.is_initialized():
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    return name
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_csv_to_csv_gives_every_field_back(tiny_trained, tmp_path, engine, engine_ready):
-    predict(tiny_trained, INPUTS / "shapes.csv", tmp_path / "out.csv", _engine(engine))
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+def test_csv_to_csv_gives_every_field_back(tiny_trained, tmp_path, engine):
+    predict(tiny_trained, INPUTS / "shapes.csv", tmp_path / "out.csv", engine)
     assert_prefix_columns(csv_rows(tmp_path / "out.csv"), csv_rows(INPUTS / "shapes.csv"))
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_tsv_to_tsv_gives_every_line_back_unquoted(tiny_trained, tmp_path, engine, engine_ready):
-    predict(tiny_trained, INPUTS / "shapes.tsv", tmp_path / "out.tsv", _engine(engine))
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+def test_tsv_to_tsv_gives_every_line_back_unquoted(tiny_trained, tmp_path, engine):
+    predict(tiny_trained, INPUTS / "shapes.tsv", tmp_path / "out.tsv", engine)
     out = tsv_rows(tmp_path / "out.tsv")
     assert_prefix_columns(out, tsv_rows(INPUTS / "shapes.tsv"))
     assert any(row[1].startswith('"') for row in out[1:]), "texts that start with a quote keep it"
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_csv_to_parquet_gives_the_texts_as_strings(tiny_trained, tmp_path, engine, engine_ready):
-    predict(tiny_trained, INPUTS / "shapes.csv", tmp_path / "out.parquet", _engine(engine))
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+def test_csv_to_parquet_gives_the_texts_as_strings(tiny_trained, tmp_path, engine):
+    predict(tiny_trained, INPUTS / "shapes.csv", tmp_path / "out.parquet", engine)
     table = pq.read_table(tmp_path / "out.parquet")
     rows = csv_rows(INPUTS / "shapes.csv")
     for i, name in enumerate(COLUMNS):
@@ -123,10 +111,10 @@ def test_csv_to_parquet_gives_the_texts_as_strings(tiny_trained, tmp_path, engin
         assert table.column(name).to_pylist() == [r[i] for r in rows[1:]]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_parquet_to_csv_keeps_ids_exact_and_gaps_empty(tiny_trained, tmp_path, engine, engine_ready):
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+def test_parquet_to_csv_keeps_ids_exact_and_gaps_empty(tiny_trained, tmp_path, engine):
     path, table = parquet_input(tmp_path)
-    predict(tiny_trained, path, tmp_path / "out.csv", _engine(engine))
+    predict(tiny_trained, path, tmp_path / "out.csv", engine)
     rows = csv_rows(tmp_path / "out.csv")
     assert rows[0][:5] == table.column_names
     for i, name in enumerate(table.column_names):
@@ -134,9 +122,9 @@ def test_parquet_to_csv_keeps_ids_exact_and_gaps_empty(tiny_trained, tmp_path, e
     assert rows[2][0] == "1234567890123456790"  # not 1.2345678901234568e+18
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_jsonl_to_jsonl_gives_every_value_back_as_json(tiny_trained, tmp_path, engine, engine_ready):
-    predict(tiny_trained, INPUTS / "shapes.jsonl", tmp_path / "out.jsonl", _engine(engine))
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+def test_jsonl_to_jsonl_gives_every_value_back_as_json(tiny_trained, tmp_path, engine):
+    predict(tiny_trained, INPUTS / "shapes.jsonl", tmp_path / "out.jsonl", engine)
     got, want = jsonl_members(tmp_path / "out.jsonl"), jsonl_members(INPUTS / "shapes.jsonl")
     assert len(got) == len(want) == 40
     for out, inp in zip(got, want):

@@ -34,7 +34,7 @@ def headerless_csv(split: str, n: int, path: Path) -> pd.DataFrame:
 
 def test_yelp_seed_recipe_trains_evaluates_and_predicts(tmp_path: Path) -> None:
     runner = CliRunner()
-    headerless_csv("validation", 4000, tmp_path / "train.csv")
+    headerless_csv("validation", 2000, tmp_path / "train.csv")
     test = headerless_csv("test", 2000, tmp_path / "test.csv")
     cols, label_map = ["--columns", "label,text"], ["--label-map", "1=negative,2=positive"]
 
@@ -48,9 +48,11 @@ def test_yelp_seed_recipe_trains_evaluates_and_predicts(tmp_path: Path) -> None:
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    print(f"Yelp seed recipe, 4,000 rows, 1 epoch: test MCC {report['mcc']:.4f}, accuracy {report['accuracy']:.4f}")
+    print(f"Yelp seed recipe, 2,000 rows, 1 epoch: test MCC {report['mcc']:.4f}, accuracy {report['accuracy']:.4f}")
     assert report["n"] == 2000
-    assert report["mcc"] >= 0.80  # measured 0.875 (accuracy 0.940) on a 2-core AMD EPYC, fp32, 2026-11-28
+    # 2,000 training rows: MCC 0.848 and 0.843 (accuracy 0.927, 0.9255) for the rows of random_state 3 and 4 on a 2-core
+    # AVX-512 EPYC, fp32, 2026-12-06, in 29 s of training; 4,000 rows gave 0.875 (0.940) in twice the time
+    assert report["mcc"] >= 0.80
 
     test[["text"]].to_csv(tmp_path / "new.csv", header=False, index=False)
     args = ["predict", tmp_path / "yelp", tmp_path / "new.csv", tmp_path / "out.csv", "--columns", "text"]
