@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import bertfit
 
 if __name__ == "__main__":
-    for job in json.loads(open(sys.argv[1], encoding="utf-8").read()):
+    for job in json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")):
         bertfit.train(job.pop("data"), job.pop("output_dir"), progress=False, **job)
