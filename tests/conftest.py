@@ -13,6 +13,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One thread per process: each xdist worker trains on one core, and the commands the tests start (bertfit, Ray
+# workers, torchrun) would otherwise take both cores each and spin against the other worker's training.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402

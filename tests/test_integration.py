@@ -54,7 +54,7 @@ def test_pipeline_loads_the_folder_and_agrees_with_bertfit_predict(sst2_model, t
     val = pd.read_parquet(SHARED_DATA / "sst2" / "validation.parquet")
     val.to_csv(tmp_path / "val.csv", index=False)
     runner = CliRunner()
-    # auto: bf16 where the CPU has AMX; elsewhere it is fp32, which the first run already is (872 rows saved)
+    # auto: bf16 where the CPU has native bf16 (AMX, AVX512-BF16); elsewhere fp32, which the first run already is
     precisions = ["fp32"] if pick_precision("auto") == "fp32" else ["fp32", "auto"]
     for precision in precisions:
         result = runner.invoke(
@@ -74,7 +74,7 @@ def test_pipeline_loads_the_folder_and_agrees_with_bertfit_predict(sst2_model, t
     exact = pd.read_csv(tmp_path / "pred-fp32.csv")
     assert exact.pred_label.tolist() == theirs
     assert exact.text.tolist() == val.text.tolist()
-    fast = pd.read_csv(tmp_path / f"pred-{precisions[-1]}.csv")  # bf16 on AMX CPUs: ~99.5% label agreement expected
+    fast = pd.read_csv(tmp_path / f"pred-{precisions[-1]}.csv")  # bf16: ~99.5% label agreement expected
     assert np.mean(fast.pred_label.to_numpy() == np.asarray(theirs)) >= 0.98
 
 
@@ -84,11 +84,12 @@ def test_explain_credits_the_sentiment_words_of_clear_reviews(sst2_model):
     In the positive review the model saturates: its positive logit is near its ceiling once "wonderful" is read, so
     "moving" gets ~0 (removing it moves the centred logit by ~0.004 of ~0.30; alone, "it is moving" credits it
     +0.23). In the negative review "dull" leads and the three sentiment words together carry the prediction, while
-    which word comes third is a near tie that the CPU decides: trained in fp32 (a CPU without AMX) the comma beats
-    "badly" (+0.173, +0.154); in bf16 (AMX, "auto") "badly" beats it (+0.144, +0.123); each gives the same bits on
-    every run, loaded or not (test_determinism). Over fp32/bf16 and seeds 1, 2, 42 the three words held 0.90-0.93
-    of the positive credit and no other word more than 0.05 of theirs; with seed 2, "tedious" even gets ~0 (the
-    logit saturates after "dull", as "moving" does above). So the test asserts that, not a ranking of the three.
+    which word comes third is a near tie that the precision decides: trained in fp32 the comma beats "badly"
+    (+0.173, +0.154); in bf16 ("auto" on AMX or AVX512-BF16 CPUs) "badly" beats it (+0.144, +0.123); each gives the
+    same bits on every run, loaded or not (test_determinism). Over fp32/bf16 and seeds 1, 2, 42 the three words held
+    0.90-0.93 of the positive credit and no other word more than 0.05 of theirs; with seed 2, "tedious" even gets ~0
+    (the logit saturates after "dull", as "moving" does above). So the test asserts that, not a ranking of the
+    three.
     """
     clf = bertfit.Classifier.from_pretrained(sst2_model.model_dir, dtype="fp32")
     texts = ["a wonderful, moving and beautifully acted film", "a dull, tedious and badly acted film"]

@@ -28,7 +28,9 @@ TextCol = Annotated[list[str] | None, typer.Option("--text-col", help=help_of("t
 Pair = Annotated[bool, typer.Option("--pair", help="Sentence pairs: the two --text-col columns are the two texts.")]
 Dtype = Annotated[
     str,
-    typer.Option("--dtype", "--precision", help="auto | bf16 | fp16 | fp32 (auto: bf16 on AMX CPUs and new GPUs)."),
+    typer.Option(
+        "--dtype", "--precision", help="auto | bf16 | fp16 | fp32 (auto: bf16 on AMX or AVX512-BF16 CPUs and new GPUs)."
+    ),
 ]
 BatchTokens = Annotated[
     int | None, typer.Option(help="Padded tokens per batch; texts are length-sorted [4096 on CPU, 65536 on GPU].")

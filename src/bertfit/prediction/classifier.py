@@ -104,8 +104,8 @@ class Classifier:
         """Load a folder written by `bertfit train` (or any Hugging Face sequence-classification folder).
 
         Args:
-            dtype: "auto" picks bf16 on CPUs with AMX and on GPUs that support it (fp16 on older GPUs), fp32
-                elsewhere; or force "fp32", "bf16", "fp16". The weights are cast once, not per batch.
+            dtype: "auto" picks bf16 on CPUs with AMX or AVX512-BF16 and on GPUs that support it (fp16 on older
+                GPUs), fp32 elsewhere; or force "fp32", "bf16", "fp16". The weights are cast once, not per batch.
             max_length: tokens kept per text (default: the length the model was trained with).
             compile: run the model through torch.compile (faster on large inputs; compiling takes ~30 s).
             allow_pickle: load pickle weights (pytorch_model.bin) when the folder has no safetensors; loading
