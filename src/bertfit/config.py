@@ -166,7 +166,7 @@ class TrainConfig:
     grad_accum: int = setting(1, "Gradient accumulation steps [1].")
     seed: int = setting(42, "Random seed [42].")
     best_metric: str = setting("macro_f1", "macro_f1 | micro_f1 | accuracy | mcc | loss.")
-    precision: str = setting("auto", "auto | bf16 | fp16 | fp32.")
+    precision: str = setting("auto", "auto | bf16 | fp16 | fp32 (auto: bf16 on AMX or AVX512-BF16 CPUs, new GPUs).")
     group_by_length: bool = setting(True, "Batch texts of similar length together [true].", cli=False)
     class_weights: str = setting("none", "none | auto (inverse class frequency) | a JSON/YAML file of label: weight.")
     patience: int = setting(0, "Stop after N epochs without improvement [0: off].")

@@ -29,7 +29,9 @@ Pair = Annotated[bool, typer.Option("--pair", help="Sentence pairs: the two --te
 Dtype = Annotated[
     str,
     typer.Option(
-        "--dtype", "--precision", help="auto | bf16 | fp16 | fp32 (auto: bf16 on AMX or AVX512-BF16 CPUs and new GPUs)."
+        "--dtype",
+        "--precision",
+        help="auto | bf16 | fp16 | fp32 (auto on a CPU: the faster of fp32 and bf16, measured once per model).",
     ),
 ]
 BatchTokens = Annotated[

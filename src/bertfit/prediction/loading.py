@@ -28,12 +28,15 @@ def load_weights(
 ) -> tuple[Any, Any, dict[str, Any], str, str]:
     """(model on `device` cast to the dtype, tokenizer, bertfit metadata, device, dtype) of a model folder.
 
-    "auto" picks the fastest correct dtype for the device (`modeling.pick_precision`); fp16 is refused on a CPU.
+    "auto" on a CPU stays "auto", with fp32 weights: the Scorer measures which dtype to use on the first rows it
+    scores (`dtype_choice`); on a GPU it is bf16 where supported, else fp16. fp16 is refused on a CPU.
     """
     model_cfg = ModelConfig(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     model, meta = load_trained(model_dir, model_cfg)
     tokenizer = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "auto" and device == "cpu":
+        return model.to(device=device, dtype=torch.float32), tokenizer, meta, device, dtype
     dtype = pick_precision(dtype, device)
     if dtype == "fp16" and device == "cpu":
         raise ConfigError("fp16 is for GPUs; on a CPU use --dtype bf16 or fp32")

@@ -34,13 +34,15 @@ class Scorer:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = device
-        self.dtype = dtype
+        self.dtype = dtype  # "auto" on a CPU until the first rows are scored (settle_dtype)
+        self.requested_dtype = dtype
         self.max_length = max_length
         self.long = long
         self.stride = stride
         self.width = width  # logits per row: the number of labels
         self.encoder = WindowEncoder(tokenizer, max_length, long, stride)
         self.forward: Callable[..., Any] = model
+        self.identity: dict[str, Any] | None = None  # the model folder and its files: the key of a measured dtype
 
     def default_batch_tokens(self) -> int:
         return CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
@@ -57,14 +59,41 @@ class Scorer:
         return self.encoder([t for t in texts if t is not None])
 
     def logits(self, encoded: Encoded, batch_tokens: int, batch_size: int | None) -> np.ndarray:
-        """fp32 logits, shape (rows of `encoded`, width), in the rows' order; scored longest first in batches."""
-        logits = np.empty((len(encoded.lengths), self.width), dtype=np.float32)
+        """fp32 logits, shape (rows of `encoded`, width), in the rows' order; scored longest first in batches.
+
+        With dtype "auto" the first call settles the dtype (`dtype_choice.decide`: measured on these rows, or as
+        measured earlier for this machine and model)."""
+        if self.dtype == "auto" and len(encoded.lengths):
+            self.settle_dtype(encoded, batch_tokens, batch_size)
+        return self.rows_logits(encoded, np.arange(len(encoded.lengths)), batch_tokens, batch_size)
+
+    def rows_logits(self, encoded: Encoded, rows: np.ndarray, batch_tokens: int, batch_size: int | None) -> np.ndarray:
+        """fp32 logits of some rows of `encoded`, shape (len(rows), width), in the order of `rows`."""
+        logits = np.empty((len(rows), self.width), dtype=np.float32)
         with torch.inference_mode():
-            for idx in token_budget_batches(encoded.lengths, batch_tokens, batch_size):
-                starts = None if encoded.type_starts is None else encoded.type_starts[idx]
-                batch = self.encoder.pad([encoded.ids[i] for i in idx], encoded.lengths[idx], starts)
+            for idx in token_budget_batches(encoded.lengths[rows], batch_tokens, batch_size):
+                picked = rows[idx]
+                starts = None if encoded.type_starts is None else encoded.type_starts[picked]
+                batch = self.encoder.pad([encoded.ids[i] for i in picked], encoded.lengths[picked], starts)
                 logits[idx] = self.forward(**{k: v.to(self.device) for k, v in batch.items()}).logits.float().cpu()
         return logits
+
+    def settle_dtype(self, encoded: Encoded, batch_tokens: int, batch_size: int | None) -> None:
+        """Pick the dtype for "auto" on a CPU by timing the candidates on `encoded` (or from the cache)."""
+        from bertfit.prediction.dtype_choice import decide
+
+        # casting to bf16 rounds the weights: fp32 is restored from this copy, not cast back
+        weights = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+
+        def cast(dtype: str) -> None:
+            self.model.to(dtype=DTYPES[dtype])
+            if dtype == "fp32":
+                self.model.load_state_dict(weights)
+
+        def run(rows: np.ndarray) -> np.ndarray:
+            return self.rows_logits(encoded, rows, batch_tokens, batch_size)
+
+        self.dtype = decide(run, cast, encoded.lengths, self.identity)
 
     def compile(self) -> None:
         """Run the model through torch.compile from now on (faster on large inputs; compiling takes ~30 s)."""

@@ -1,0 +1,162 @@
+"""`--dtype auto` on a CPU, by measurement: the first time a model scores on a machine, time it in fp32 and in bf16
+on the rows at hand, keep the fastest that gives the same top label as fp32 on >= 99.5% of them, and remember the
+choice per (machine, model, engine) in the bertfit cache ($BERTFIT_CACHE or ~/.cache/bertfit, `dtype.json`).
+
+The CPU's name decides nothing: bf16 runs ~2x fp32 on an AMX Xeon and ~1.6x on an AVX512-BF16 EPYC, and is emulated
+(slower than fp32) on CPUs without either; a small model may gain nothing. Measuring takes a second or two, once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bertfit.data.cache import cache_root
+from bertfit.modeling import cpu_flags
+
+logger = logging.getLogger(__name__)
+
+CHOICES_FILE = "dtype.json"
+MIN_AGREEMENT = 0.995  # top labels that must agree with fp32
+MIN_SPEEDUP = 1.05  # a lower precision must beat fp32 by more than timing noise
+TIMED_ROWS = 128  # rows timed per precision: the first rows at hand (repeated when fewer) ...
+TIMED_TOKENS = 4096  # ... up to this many tokens: ~0.1-0.3 s of a 6-layer model per precision on 2 cores
+CANDIDATES = ("fp32", "bf16")
+
+
+@dataclass
+class Trial:
+    """One precision timed on the sample: seconds for it, and the share of rows whose top label matches fp32."""
+
+    dtype: str
+    seconds: float
+    agreement: float
+
+
+def choose(trials: list[Trial]) -> Trial:
+    """The fastest trial that agrees with fp32 (the first trial) on >= MIN_AGREEMENT of the rows and beats fp32 by
+    MIN_SPEEDUP; fp32 when none does."""
+    baseline = trials[0]
+    good = [t for t in trials[1:] if t.agreement >= MIN_AGREEMENT and baseline.seconds / t.seconds >= MIN_SPEEDUP]
+    return min(good, key=lambda t: t.seconds) if good else baseline
+
+
+def machine() -> dict[str, Any]:
+    """What makes a timing hold for this machine: the CPU, its bf16/int8 flags and torch. Not the thread count: the
+    ratio of bf16 to fp32 is a property of each core, and every process on the machine (Ray actors, torchrun
+    workers) should make the same choice for a model."""
+    name = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
+    except OSError:
+        pass
+    flags = sorted(cpu_flags() & {"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"})
+    return {"cpu": name, "flags": flags, "torch": torch.__version__}
+
+
+def choice_key(model: dict[str, Any], engine: str = "torch") -> str:
+    """The cache key of a (machine, model, engine): a hash of the machine, the model's files (names, sizes, times;
+    not the folder's path, so a copy keeps its choice) and the engine."""
+    files = model.get("weights")
+    text = json.dumps({"machine": machine(), "model": files, "engine": engine}, sort_keys=True, default=str)
+    return sha256(text.encode()).hexdigest()[:24]
+
+
+def _choices_path() -> Path:
+    return cache_root() / CHOICES_FILE
+
+
+def cached(key: str) -> str | None:
+    """The dtype chosen earlier for this key, or None."""
+    try:
+        entry = json.loads(_choices_path().read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError):
+        return None
+    return entry.get("dtype") if isinstance(entry, dict) and entry.get("dtype") in CANDIDATES else None
+
+
+def remember(key: str, chosen: Trial, trials: list[Trial], model: dict[str, Any]) -> Path | None:
+    """Add the choice to the cache file (written whole under a temporary name, then renamed); None if the cache
+    cannot be written (the choice then holds for this process only)."""
+    path = _choices_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            choices = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            choices = {}
+        choices[key] = {"dtype": chosen.dtype, "trials": [asdict(t) for t in trials], "machine": machine(),
+                        "model": model.get("folder"), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{CHOICES_FILE}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(choices, fh, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.debug("could not remember the dtype choice in %s: %s", path, exc)
+        return None
+    return path
+
+
+def timed_sample(lengths: np.ndarray) -> np.ndarray:
+    """Row indices to time: the first rows (wrapping around when there are few) up to TIMED_ROWS rows or
+    TIMED_TOKENS tokens, whichever comes first."""
+    if not len(lengths):
+        return np.arange(0)
+    order = np.resize(np.arange(len(lengths)), max(len(lengths), TIMED_ROWS))
+    within = int(np.searchsorted(np.cumsum(lengths[order]), TIMED_TOKENS)) + 1
+    return order[: min(TIMED_ROWS, within)]
+
+
+def measure(run: Callable[[np.ndarray], np.ndarray], cast: Callable[[str], None], lengths: np.ndarray) -> list[Trial]:
+    """Each candidate precision timed on the sample (after a warm-up on its first rows), with its agreement with
+    fp32 on the sample's distinct rows. `run(indices)` gives logits; `cast(dtype)` converts the model."""
+    sample = timed_sample(lengths)
+    distinct = sample[: min(len(lengths), len(sample))]
+    trials, reference = [], None
+    for dtype in CANDIDATES:
+        cast(dtype)
+        run(sample[:8])  # warm-up: the first batch in a precision pays for kernel selection
+        start = time.perf_counter()
+        logits = run(sample)
+        seconds = time.perf_counter() - start
+        top = logits[: len(distinct)].argmax(axis=1)
+        reference = top if reference is None else reference
+        trials.append(Trial(dtype, seconds, float(np.mean(top == reference))))
+    return trials
+
+
+def decide(
+    run: Callable[[np.ndarray], np.ndarray],
+    cast: Callable[[str], None],
+    lengths: np.ndarray,
+    model: dict[str, Any] | None,
+) -> str:
+    """The dtype to score with, from the cache or measured now (and then cached when the model has an identity);
+    the model is cast to it. One log line says what was chosen and why."""
+    key = choice_key(model) if model else None
+    known = cached(key) if key else None
+    if known:
+        cast(known)
+        logger.info("dtype auto: %s (measured earlier on this machine for this model)", known)
+        return known
+    trials = measure(run, cast, lengths)
+    chosen = choose(trials)
+    cast(chosen.dtype)
+    where = remember(key, chosen, trials, model) if key else None
+    speed = ", ".join(f"{t.dtype} {trials[0].seconds / t.seconds:.2f}x (agrees {t.agreement:.1%})" for t in trials[1:])
+    logger.info("dtype auto: %s, timed on %d rows against fp32: %s%s", chosen.dtype, len(timed_sample(lengths)), speed,
+                f"; remembered in {where}" if where else "")  # fmt: skip
+    return chosen.dtype

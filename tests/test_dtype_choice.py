@@ -1,0 +1,120 @@
+"""`--dtype auto` on a CPU: measured on the first rows scored, kept only when faster and in agreement, remembered."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import sentiment_frame
+
+from bertfit.data.cache import cache_root
+from bertfit.prediction import dtype_choice
+from bertfit.prediction.classifier import Classifier
+from bertfit.prediction.dtype_choice import Trial, choose
+from bertfit.prediction.scorer import Scorer
+
+TORCH = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def test_the_fastest_agreeing_precision_wins_and_fp32_otherwise():
+    fp32 = Trial("fp32", 1.0, 1.0)
+    assert choose([fp32, Trial("bf16", 0.6, 0.999)]).dtype == "bf16"
+    assert choose([fp32, Trial("bf16", 0.6, 0.99)]).dtype == "fp32"  # faster, but 1% of the labels change
+    assert choose([fp32, Trial("bf16", 1.3, 1.0)]).dtype == "fp32"  # slower (a CPU that emulates bf16)
+    assert choose([fp32, Trial("bf16", 0.98, 1.0)]).dtype == "fp32"  # 2% is timing noise, not a gain
+
+
+@pytest.fixture
+def model_copy(tiny_trained, tmp_path):
+    """A model folder whose files are new (not copied with their times), so that no choice remembered for another
+    copy applies to it: the choice is keyed by the files' names, sizes and times."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_trained, folder, copy_function=shutil.copy)
+    return folder
+
+
+def slowed(monkeypatch, slow: str, wrong: str | None = None) -> None:
+    """Scoring in the `slow` dtype sleeps (as fp32 does beside AMX, or emulated bf16); in the `wrong` dtype the
+    top label of every row moves to the next class."""
+    real = Scorer.rows_logits
+
+    def rows_logits(self, encoded, rows, batch_tokens, batch_size):
+        logits = real(self, encoded, rows, batch_tokens, batch_size)
+        now = {v: k for k, v in TORCH.items()}[next(self.model.parameters()).dtype]
+        if now == slow:
+            time.sleep(0.002 * len(rows))
+        return np.roll(logits, 1, axis=1) if now == wrong else logits
+
+    monkeypatch.setattr(Scorer, "rows_logits", rows_logits)
+
+
+@pytest.mark.parametrize("slow, expected", [("fp32", "bf16"), ("bf16", "fp32")])
+def test_auto_keeps_the_faster_precision_and_remembers_it(model_copy, monkeypatch, caplog, slow, expected):
+    texts = sentiment_frame(40, seed=3).text.tolist()
+    slowed(monkeypatch, slow)
+    clf = Classifier.from_pretrained(model_copy)
+    assert clf.dtype == "auto"  # nothing scored yet
+    with caplog.at_level(logging.INFO, logger="bertfit.prediction.dtype_choice"):
+        got = clf.predict_proba(texts)
+    assert clf.dtype == expected and next(clf.model.parameters()).dtype == TORCH[expected]
+    assert [r.message for r in caplog.records if r.message.startswith(f"dtype auto: {expected}, timed on 128 rows")]
+    monkeypatch.undo()
+    forced = Classifier.from_pretrained(model_copy, dtype=expected).predict_proba(texts)
+    assert np.array_equal(got, forced)  # the scores are those of the chosen precision, bit for bit
+    choices = json.loads((cache_root() / "dtype.json").read_text())
+    entry = next(e for e in choices.values() if e["model"] == str(model_copy.resolve()))
+    assert entry["dtype"] == expected and [t["dtype"] for t in entry["trials"]] == ["fp32", "bf16"]
+
+    def no_measuring(*args):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(dtype_choice, "measure", no_measuring)
+    again = Classifier.from_pretrained(model_copy)
+    assert again.predict(texts[:1]) and again.dtype == expected  # remembered: even one text needs no timing
+
+
+def test_a_faster_precision_that_changes_labels_is_not_kept(model_copy, monkeypatch):
+    slowed(monkeypatch, slow="fp32", wrong="bf16")
+    clf = Classifier.from_pretrained(model_copy)
+    clf.predict(sentiment_frame(20, seed=4).text.tolist())
+    assert clf.dtype == "fp32"
+    entry = json.loads((cache_root() / "dtype.json").read_text())
+    fp32, bf16 = next(e for e in entry.values() if e["model"] == str(model_copy.resolve()))["trials"]
+    assert bf16["dtype"] == "bf16" and bf16["agreement"] < 0.995 and bf16["seconds"] < fp32["seconds"]
+
+
+def test_nothing_is_decided_before_a_text_is_scored_and_a_changed_model_is_measured_again(model_copy, monkeypatch):
+    clf = Classifier.from_pretrained(model_copy)
+    assert [p["label"] for p in clf.predict([None, ""])] == [None, None] and clf.dtype == "auto"
+    slowed(monkeypatch, slow="bf16")
+    clf.predict(["a good movie"])
+    assert clf.dtype == "fp32"
+    (model_copy / "config.json").touch()  # new weights or config: the remembered choice no longer applies
+    measured = []
+    real = dtype_choice.measure
+    monkeypatch.setattr(dtype_choice, "measure", lambda *a: measured.append(1) or real(*a))
+    Classifier.from_pretrained(model_copy).predict(["a bad movie"])
+    assert measured == [1]
+
+
+def test_an_explicit_dtype_is_never_measured(model_copy, monkeypatch):
+    monkeypatch.setattr(dtype_choice, "measure", lambda *a: pytest.fail("measured"))
+    for dtype in ("fp32", "bf16"):
+        clf = Classifier.from_pretrained(model_copy, dtype=dtype)
+        clf.predict(["a good movie"])
+        assert clf.dtype == dtype
+
+
+def test_the_timed_sample_is_bounded_in_rows_and_tokens_and_repeats_few_rows():
+    from bertfit.prediction.dtype_choice import TIMED_ROWS, TIMED_TOKENS, timed_sample
+
+    assert len(timed_sample(np.full(10_000, 20))) == TIMED_ROWS  # tweets: the row bound
+    long = timed_sample(np.full(100, 512))  # long documents: the token bound
+    assert len(long) == TIMED_TOKENS // 512 and list(long) == list(range(len(long)))
+    assert list(timed_sample(np.array([5, 7, 9]))[:6]) == [0, 1, 2, 0, 1, 2]  # few rows: repeated
+    assert len(timed_sample(np.array([], dtype=np.int64))) == 0
