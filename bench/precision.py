@@ -81,7 +81,8 @@ def main() -> None:
     parser.add_argument("--predict-rows", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("bertfit.prediction.dtype_choice").setLevel(logging.INFO)  # what auto measured and chose
     flags = open("/proc/cpuinfo").read()
     name = next(line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name"))
     marks = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags.split()]
