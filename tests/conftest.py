@@ -276,7 +276,8 @@ def sliding_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 # takes effect (pytest-dev/pytest-xdist#1386). A served model (`bertfit serve` in a subprocess) and Chromium count
 # as processes too.
 PROCESS_GROUP = "processes"
-STARTS_PROCESSES = {"test_distributed.py", "test_ddp.py", "test_determinism.py", "test_serve_browser.py"}
+STARTS_PROCESSES = {"test_distributed.py", "test_ddp.py", "test_determinism.py", "test_serve_browser.py",
+                    "test_serve_ray.py"}  # fmt: skip
 LONGEST_FIRST = [
     "test_real_multilabel.py",  # 194 s
     PROCESS_GROUP,  # ~195 s

@@ -34,6 +34,8 @@ def serve(
         bool, typer.Option("--no-calibration", help="Plain softmax scores, without the temperature fitted in training.")
     ] = False,
     engine: Annotated[str, _option("engine")] = "local",
+    replicas: Annotated[int, _option("replicas")] = 1,
+    address: Annotated[str | None, _option("address")] = None,
 ) -> None:
     """Serve a model over HTTP: POST /predict and /explain, GET /health, /info, /metrics, /docs, and a page at /.
 
@@ -48,7 +50,7 @@ def serve(
             host=host, port=port, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue,
             max_texts_per_request=max_texts_per_request, max_chars=max_chars, max_upload_mb=max_upload_mb,
             api_key=api_key, dtype=dtype, device=device, worker_threads=worker_threads,
-            calibration=not no_calibration, engine=engine,
+            calibration=not no_calibration, engine=engine, replicas=replicas, address=address,
         )
     )  # fmt: skip
     log_level = "debug" if state["debug"] else "warning" if state["quiet"] else "info"

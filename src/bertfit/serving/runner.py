@@ -1,4 +1,4 @@
-"""`bertfit serve`: the app under uvicorn on this machine.
+"""`bertfit serve`: the app under uvicorn on this machine, or as a Ray Serve deployment (`engine="ray"`).
 
 SIGTERM (and Ctrl+C) stop taking connections, answer the requests in flight, run the app's shutdown (the model
 thread scores what is waiting, uploaded files are deleted), then return: the process exits 0 after a SIGTERM.
@@ -22,6 +22,11 @@ DRAIN_SECONDS = 60  # longest wait for the requests in flight after SIGTERM befo
 def serve(model_dir: str | Path, config: ServeConfig | None = None, log_level: str = "info") -> None:
     """Serve the model in `model_dir` until SIGTERM or Ctrl+C (see `create_app` for the API)."""
     config = config or ServeConfig()
+    if config.engine == "ray":
+        from bertfit.serving.ray_serve import serve_on_ray
+
+        serve_on_ray(model_dir, config)
+        return
     import uvicorn
 
     from bertfit.serving.app import create_app

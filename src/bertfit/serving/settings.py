@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from bertfit.config import PRECISIONS, check_choice, setting
 from bertfit.errors import ConfigError
 
-ENGINES = ("local",)  # "ray" (Ray Serve) is not built yet
+ENGINES = ("local", "ray")
 API_KEY_ENV = "BERTFIT_API_KEY"
 
 
@@ -32,12 +32,14 @@ class ServeConfig:
     device: str | None = setting(None, "cpu | cuda | cuda:1 ... [cuda when there is one].")
     worker_threads: int = setting(4, "Threads that tokenize requests beside the model's thread [4].")
     calibration: bool = setting(True, "Scores with the temperature fitted in training (False: plain softmax).")
-    engine: str = setting("local", "local (uvicorn on this machine).")
+    engine: str = setting("local", "local | ray (a Ray Serve deployment).")
+    replicas: int = setting(1, "Ray: model replicas, each with its own batching [1].")
+    address: str | None = setting(None, "Ray: cluster address [start a local one].")
 
     def __post_init__(self) -> None:
         if self.api_key is None:
             self.api_key = os.environ.get(API_KEY_ENV) or None
-        for name in ("max_queue", "max_texts_per_request", "max_chars", "worker_threads"):
+        for name in ("max_queue", "max_texts_per_request", "max_chars", "worker_threads", "replicas"):
             _at_least(name, getattr(self, name), 1)
         if self.max_batch_tokens is not None:
             _at_least("max_batch_tokens", self.max_batch_tokens, 8)
