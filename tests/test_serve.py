@@ -170,6 +170,17 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows_in_order(t
     assert rows == sum(len(t) for t in requests)
 
 
+def test_a_batch_of_requests_is_cut_where_lengths_halve_and_keeps_each_rows_logits(tiny_trained: Path) -> None:
+    from bertfit.serving.batcher import _length_cuts
+
+    assert _length_cuts(np.array([40, 30, 21, 20, 12, 10, 5, 2])) == [4, 6, 7]
+    clf = classifier(tiny_trained)
+    texts = ["good", "the movie was really very good and the story was great fun", "bad film", "i hate it"]
+    encoded = clf.scorer.encode_present(texts)
+    batcher = Batcher(clf.scorer, clf.decoder, 4096, 0.0, 8)
+    np.testing.assert_allclose(batcher._logits(encoded), clf.scorer.logits(encoded, 4096, None), atol=1e-5)
+
+
 def test_a_full_queue_refuses_with_queue_full_and_the_server_answers_503(tiny_trained: Path) -> None:
     clf = classifier(tiny_trained)
     batcher = Batcher(clf.scorer, clf.decoder, 4096, 0.0, max_queue=2)  # never started: nothing leaves the queue

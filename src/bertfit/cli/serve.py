@@ -30,6 +30,7 @@ def serve(
     dtype: Dtype = "auto",
     device: Annotated[str | None, _option("device")] = None,
     worker_threads: Annotated[int, _option("worker_threads", "--worker-threads", "--workers-threads")] = 4,
+    torch_threads: Annotated[int | None, _option("torch_threads")] = None,
     no_calibration: Annotated[
         bool, typer.Option("--no-calibration", help="Plain softmax scores, without the temperature fitted in training.")
     ] = False,
@@ -49,7 +50,7 @@ def serve(
         lambda: ServeConfig(
             host=host, port=port, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue,
             max_texts_per_request=max_texts_per_request, max_chars=max_chars, max_upload_mb=max_upload_mb,
-            api_key=api_key, dtype=dtype, device=device, worker_threads=worker_threads,
+            api_key=api_key, dtype=dtype, device=device, worker_threads=worker_threads, torch_threads=torch_threads,
             calibration=not no_calibration, engine=engine, replicas=replicas, address=address,
         )
     )  # fmt: skip

@@ -4,10 +4,10 @@ Each request is tokenized in a worker thread (`Job`: its texts and their token i
 thread takes what is waiting: starting from the oldest request, it waits at most `max_wait_s` after that request
 arrived for others to join, and takes requests in arrival order while their rows, padded to the longest, stay within
 `max_batch_tokens` (always at least one request, however long). The rows of all requests taken are scored together
-by `Scorer.logits` (length-sorted, cut by the same token budget: one forward unless a single request is larger),
-then each request's rows are decoded on their own by `Decoder.probabilities` (sliding windows aggregated per text)
-and handed back through the request's callback, in the request's order. A request alone in its batch is scored in
-exactly the batches `Classifier.predict` would cut, so its scores are bit for bit those of `predict`.
+by `Scorer.logits` (length-sorted, cut where a row is under half the longest of its group, then by the same token
+budget), then each request's rows are decoded on their own by `Decoder.probabilities` (sliding windows aggregated
+per text) and handed back through the request's callback, in the request's order. A request alone in its batch is
+scored in exactly the batches `Classifier.predict` would cut, so its scores are bit for bit those of `predict`.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ class Batcher:
         started = time.perf_counter()
         try:
             merged = _merge([job.encoded for job in jobs])
-            logits = self.scorer.logits(merged, self.max_batch_tokens, None)
+            logits = self.scorer.logits(merged, self.max_batch_tokens, None) if len(jobs) == 1 else self._logits(merged)
         except BaseException as error:  # every waiting request hears of it; the thread goes on
             logger.exception("scoring a batch of %d requests failed", len(jobs))
             for job in jobs:
@@ -179,6 +179,30 @@ class Batcher:
         if self.on_batch is not None:
             padded = len(merged.lengths) * int(merged.lengths.max()) if len(merged.lengths) else 0
             self.on_batch(BatchStats(len(jobs), len(merged.lengths), padded, time.perf_counter() - started))
+
+    def _logits(self, merged: Encoded) -> np.ndarray:
+        """Logits of several requests' rows, in their order: the rows sorted by length are cut where a row is under
+        half the longest of its group, so that short texts are not padded to a long one's length (a batch of
+        requests is a random draw of lengths, unlike the sorted windows of `predict`); each group is then cut by the
+        token budget. A lone request is scored as `predict` scores it instead."""
+        lengths = merged.lengths
+        order = np.argsort(-lengths, kind="stable")
+        logits = np.empty((len(lengths), self.scorer.width), dtype=np.float32)
+        for group in np.split(order, _length_cuts(lengths[order])):
+            starts = None if merged.type_starts is None else merged.type_starts[group]
+            part = Encoded([merged.ids[i] for i in group], lengths[group], 0, starts)
+            logits[group] = self.scorer.logits(part, self.max_batch_tokens, None)
+        return logits
+
+
+def _length_cuts(descending: np.ndarray) -> list[int]:
+    """Where to cut lengths sorted longest first: at each row under half the first row of its group."""
+    cuts, first = [], 0
+    for i, length in enumerate(descending.tolist()):
+        if 2 * length < descending[first]:
+            cuts.append(i)
+            first = i
+    return cuts
 
 
 def _padded(jobs: deque[Job]) -> int:

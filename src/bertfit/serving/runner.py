@@ -27,9 +27,13 @@ def serve(model_dir: str | Path, config: ServeConfig | None = None, log_level: s
 
         serve_on_ray(model_dir, config)
         return
+    import torch
     import uvicorn
 
     from bertfit.serving.app import create_app
+
+    if config.torch_threads:  # process-wide, so set by the command, never by create_app
+        torch.set_num_threads(config.torch_threads)
 
     app = create_app(model_dir, config)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,

@@ -31,6 +31,9 @@ class ServeConfig:
     dtype: str = setting("auto", "auto | bf16 | fp16 | fp32 (auto: bf16 on AMX CPUs and new GPUs).")
     device: str | None = setting(None, "cpu | cuda | cuda:1 ... [cuda when there is one].")
     worker_threads: int = setting(4, "Threads that tokenize requests beside the model's thread [4].")
+    torch_threads: int | None = setting(
+        None, "Threads of the model's forward pass (torch.set_num_threads; the command only) [one per core]."
+    )
     calibration: bool = setting(True, "Scores with the temperature fitted in training (False: plain softmax).")
     engine: str = setting("local", "local | ray (a Ray Serve deployment).")
     replicas: int = setting(1, "Ray: model replicas, each with its own batching [1].")
@@ -41,6 +44,8 @@ class ServeConfig:
             self.api_key = os.environ.get(API_KEY_ENV) or None
         for name in ("max_queue", "max_texts_per_request", "max_chars", "worker_threads", "replicas"):
             _at_least(name, getattr(self, name), 1)
+        if self.torch_threads is not None:
+            _at_least("torch_threads", self.torch_threads, 1)
         if self.max_batch_tokens is not None:
             _at_least("max_batch_tokens", self.max_batch_tokens, 8)
         if not 0 <= self.max_wait_ms <= 10_000:
