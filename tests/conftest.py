@@ -276,9 +276,11 @@ def sliding_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 # worker: the first unit (GoEmotions, one test) takes the third (four tests) with it, and the one-test units further
 # down follow the many-test units, not each other. This is xdist's own scope scheduler with our split; the
 # xdist_group mark is not used, because with pytest 9.2 the group suffix xdist writes into the node id no longer
-# takes effect (pytest-dev/pytest-xdist#1386).
+# takes effect (pytest-dev/pytest-xdist#1386). A served model (`bertfit serve` in a subprocess) and Chromium count
+# as processes too.
 PROCESS_GROUP = "processes"
-STARTS_PROCESSES = {"test_distributed.py", "test_ddp.py", "test_determinism.py"}
+STARTS_PROCESSES = {"test_distributed.py", "test_ddp.py", "test_determinism.py", "test_serve_browser.py",
+                    "test_serve_ray.py"}  # fmt: skip
 LONGEST_FIRST = [
     "test_real_multilabel.py",  # 194 s
     PROCESS_GROUP,  # ~195 s
@@ -301,6 +303,8 @@ def work_unit(nodeid: str) -> str:
     path, _, name = nodeid.partition("::")
     file = path.rsplit("/", 1)[-1]
     if file in STARTS_PROCESSES or (file == "test_passthrough.py" and "[ray]" in name):
+        return PROCESS_GROUP
+    if file == "test_serve.py" and name.startswith("test_served_process"):  # a `bertfit serve` subprocess
         return PROCESS_GROUP
     return file
 

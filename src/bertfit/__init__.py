@@ -25,12 +25,16 @@ _LAZY = {
     "TrainResult": "training.run",
     "check": "checks.checker",
     "CheckReport": "checks.checker",
+    "serve": "serving",
+    "ServeConfig": "serving.settings",
 }
 
 if TYPE_CHECKING:
     from bertfit.checks.checker import CheckReport, check
     from bertfit.evaluation.evaluate import evaluate
     from bertfit.prediction.classifier import Classifier, predict_file
+    from bertfit.serving import serve
+    from bertfit.serving.settings import ServeConfig
     from bertfit.training.run import TrainResult, train
 
 
@@ -51,6 +55,8 @@ __all__ = [
     "predict_file",
     "check",
     "CheckReport",
+    "serve",
+    "ServeConfig",
     "LabelSchema",
     "RunConfig",
     "DataConfig",

@@ -1,0 +1,220 @@
+"""Service: one loaded Classifier and what every endpoint shares: the batcher, the explainer, limits and metrics.
+
+The event loop only awaits: tokenizing runs in worker threads (at most `worker_threads` at once), scoring on the
+batcher's model thread, explaining in a worker thread on its own fp32 copy of the weights (captum hooks the
+embedding layer while it runs, which must never touch the batches that predictions ride).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import math
+import threading
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from bertfit.errors import BertfitError, ConfigError
+from bertfit.modeling import describe_model, library_versions
+from bertfit.prediction.classifier import Classifier, clean_input
+from bertfit.prediction.scorer import Scorer
+from bertfit.prediction.stream import weights_stamp
+from bertfit.serving.batcher import Batcher, Job
+from bertfit.serving.metrics import Metrics
+from bertfit.serving.settings import ServeConfig
+from bertfit.tokenization import Encoded
+
+
+class TooLarge(ConfigError):
+    """More texts or characters than the server takes (413)."""
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its answer was ready."""
+
+
+class Service:
+    """The model behind the endpoints; `start` before the first request, `stop` after the last."""
+
+    def __init__(self, clf: Classifier, config: ServeConfig) -> None:
+        self.clf, self.config = clf, config
+        self.batch_tokens = config.max_batch_tokens or clf.default_batch_tokens()
+        self.metrics = Metrics(lambda: self.batcher.depth)
+        self.batcher = Batcher(clf.scorer, clf.decoder, self.batch_tokens, config.max_wait_ms / 1000,
+                               config.max_queue, self.metrics.batch)  # fmt: skip
+        self.model_id = model_identity(clf)
+        self.status = "loading"
+        self.limiter: Any = None  # anyio.CapacityLimiter of the tokenizing threads, made in the app's event loop
+        self._explainer: Scorer | None = None
+        self._explaining = threading.Lock()
+
+    @property
+    def pairs(self) -> bool:
+        return self.clf.pair_col is not None
+
+    def start(self) -> None:
+        """Start the model thread and run one request through it, so the first real one is not the slow one."""
+        self.batcher.start()
+        done, failed = threading.Event(), []
+
+        def answer(proba: np.ndarray | None, error: BaseException | None) -> None:
+            failed.extend([error] if error is not None else [])
+            done.set()
+
+        texts = [("warm up", "warm up") if self.pairs else "warm up"]
+        self.batcher.submit(Job(texts, self.clf.scorer.encode_present(texts), answer))
+        done.wait()
+        if failed:
+            raise failed[0]
+        self.status = "ok"
+
+    def stop(self) -> None:
+        """Score what is waiting, then stop the model thread."""
+        self.status = "draining"
+        self.batcher.close()
+
+    # -- /predict ------------------------------------------------------------------------------------------------
+
+    def check_texts(self, texts: list[Any]) -> None:
+        """413 past the limits; 422 for a pair where the model takes one text, or one text where it takes pairs."""
+        self.check_limits(texts)
+        for i, value in enumerate(texts):
+            if value is not None and isinstance(value, (tuple, list)) != self.pairs:
+                want = "[text, second text] pairs" if self.pairs else "single texts, not pairs"
+                raise ConfigError(f"texts[{i}]: this model takes {want}")
+
+    def check_limits(self, texts: list[Any]) -> None:
+        """413 for more texts in a request, or more characters in a text, than the server takes."""
+        limit = self.config.max_texts_per_request
+        if len(texts) > limit:
+            raise TooLarge(f"{len(texts)} texts in one request; the limit is {limit} (--max-texts-per-request)")
+        for i, value in enumerate(texts):
+            for side in value if isinstance(value, (tuple, list)) else (value,):
+                if side is not None and len(side) > self.config.max_chars:
+                    raise TooLarge(f"texts[{i}] has {len(side)} characters; the limit is {self.config.max_chars} "
+                                   "(--max-chars)")  # fmt: skip
+
+    def encode(self, texts: list[Any]) -> tuple[list[Any], Encoded]:
+        """Texts cleaned as `predict` cleans them (None where empty) and their token rows (a worker thread)."""
+        cleaned = [clean_input(t) for t in texts]
+        return cleaned, self.clf.scorer.encode_present(cleaned)
+
+    async def score(self, texts: list[Any], encoded: Encoded, receive: Any) -> np.ndarray:
+        """Probabilities (texts, labels) from the model thread; ClientGone if the client leaves first (its rows are
+        then skipped, or dropped if already in a batch). QueueFull and Closed come from the batcher."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future = loop.create_future()
+
+        def settle(proba: np.ndarray | None, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle, answer, proba, error)
+
+        job = Job(texts, encoded, settle)
+        self.batcher.submit(job)
+        gone = asyncio.ensure_future(_disconnect(receive))
+        try:
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not answer.done():
+                job.cancelled = True
+        if not answer.done():
+            self.metrics.disconnected.inc()
+            raise ClientGone
+        return answer.result()
+
+    def records(self, proba: np.ndarray, probs: bool) -> list[dict[str, Any]]:
+        """`Classifier.predict`'s records (NaN scores as None, for JSON), with every label's score if `probs`."""
+        rows = self.clf.decoder.records(proba)
+        if self.clf.schema.multi_label:
+            return rows
+        labels = self.clf.labels
+        for row, values in zip(rows, proba):
+            row["score"] = _number(row["score"])
+            if probs:
+                row["probs"] = {name: _number(float(v)) for name, v in zip(labels, values)}
+        return rows
+
+    # -- /explain ------------------------------------------------------------------------------------------------
+
+    def explain(self, texts: list[str | None], label: str | None, steps: int) -> list[dict[str, Any] | None]:
+        """`Classifier.explain` of the non-empty texts (None for the empty ones), on the explainer's own weights."""
+        from bertfit.explain import explain_parts
+
+        self.check_limits(texts)
+        cleaned = [clean_input(t) for t in texts]
+        present = [t for t in cleaned if t is not None]
+        with self._explaining:
+            found = explain_parts(self._explain_scorer(), self.clf.decoder, self.clf.pair_col, present, label,
+                                  steps) if present else []  # fmt: skip
+        results = iter(found)
+        return [None if t is None else next(results).to_dict() for t in cleaned]
+
+    def _explain_scorer(self) -> Scorer:
+        if self._explainer is None:
+            s = self.clf.scorer
+            model = copy.deepcopy(s.model).float()
+            self._explainer = Scorer(model, s.tokenizer, s.device, "fp32", s.max_length, s.long, s.stride, s.width)
+        return self._explainer
+
+    # -- /info ---------------------------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """What the model folder knows (as `bertfit info`), how it is scored, and how the server batches."""
+        clf = self.clf
+        try:
+            details = describe_model(clf.model_dir) if clf.model_dir else {}
+        except BertfitError:  # a plain Hugging Face folder: no bertfit.json
+            details = {}
+        details = details or {"labels": clf.labels, "versions": library_versions()}
+        served = {k: v for k, v in vars(self.config).items() if k not in ("api_key", "host", "port")}
+        versions = {"served_with": {p: _version(p) for p in ("bertfit", "torch", "transformers", "fastapi")}}
+        return {
+            **details, "model": self.model_id, "multi_label": clf.schema.multi_label, "pairs": self.pairs,
+            "calibration": clf.meta.get("calibration"), "temperature": clf.temperature,
+            "thresholds": dict(zip(clf.labels, map(float, clf.thresholds))) if clf.schema.multi_label else None,
+            "long": clf.long, "stride": clf.stride, "aggregate": clf.aggregate, "scored_max_length": clf.max_length,
+            "device": clf.device, "dtype": clf.dtype, "serving": {**served, "max_batch_tokens": self.batch_tokens},
+            **versions,
+        }  # fmt: skip
+
+
+def model_identity(clf: Classifier) -> dict[str, str]:
+    """The model's name (its folder) and version (when it was trained, else a stamp of its files' sizes)."""
+    folder = clf.model_dir
+    version = clf.meta.get("created")
+    if not version:
+        stamp = [(name, size) for name, size, _ in weights_stamp(folder)]
+        version = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:12]
+    return {"id": folder.name if folder else "model", "version": str(version)}
+
+
+def _settle(answer: asyncio.Future, proba: np.ndarray | None, error: BaseException | None) -> None:
+    if answer.done():
+        return
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(proba)
+
+
+async def _disconnect(receive: Any) -> None:
+    """Returns once the client has closed the connection (the ASGI 'http.disconnect' message)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
