@@ -21,6 +21,7 @@ _LAZY = {
     "Classifier": "prediction.classifier",
     "predict_file": "prediction.classifier",
     "evaluate": "evaluation.evaluate",
+    "export": "exporting.export",
     "train": "training.run",
     "TrainResult": "training.run",
     "check": "checks.checker",
@@ -30,6 +31,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from bertfit.checks.checker import CheckReport, check
     from bertfit.evaluation.evaluate import evaluate
+    from bertfit.exporting.export import export
     from bertfit.prediction.classifier import Classifier, predict_file
     from bertfit.training.run import TrainResult, train
 
@@ -48,6 +50,7 @@ __all__ = [
     "Classifier",
     "train",
     "evaluate",
+    "export",
     "predict_file",
     "check",
     "CheckReport",
