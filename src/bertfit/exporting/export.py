@@ -237,7 +237,7 @@ def _ladder(
         if reference is None:
             return {"method": rung, "gate": None, "tried": [{"method": rung}]}
         exported = Classifier.from_pretrained(staging, engine=format)
-        gate = {**figures(reference, probabilities(exported, rows), rows, clf), "precision": exported.dtype}
+        gate = {**figures(reference, probabilities(exported, rows), rows, clf), "inference_precision": exported.dtype}
         tried.append({"method": rung, "gate": gate})
         logger.info("%s: agreement %.4f, macro-F1 drop %.4f", rung, gate["agreement"], gate["macro_f1_drop"])
         if gate["passed"]:
