@@ -234,3 +234,19 @@ def test_bad_requests_are_one_line_errors_that_write_nothing(models, exports, tm
     with pytest.raises(BertfitError, match="is an export already"):
         bertfit.export(exports("single", "onnx"), tmp_path / "again", "onnx")
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_the_last_onnx_setting_keeps_the_pooler_and_classifier_in_fp32(exports, tmp_path):
+    import onnx
+
+    from bertfit.exporting.convert import ONNX_RUNGS, head_nodes_onnx, quantize_onnx
+
+    source = exports("single", "onnx") / "model.onnx"
+    head = head_nodes_onnx(source)
+    assert len(head) == 2 and any("classifier" in name for name in head)
+    for rung, head_op in ((ONNX_RUNGS[0], "MatMulInteger"), (ONNX_RUNGS[-1], "MatMul")):
+        quantize_onnx(source, tmp_path / "q.onnx", rung)
+        ops = {node.name: node.op_type for node in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+        assert "MatMulInteger" in ops.values(), "the encoder is int8 either way"
+        # ORT turns a Gemm into NAME_MatMul + Add; quantized, the MatMul becomes NAME_MatMul_quant (MatMulInteger)
+        assert [ops.get(f"{name}_MatMul_quant", ops.get(f"{name}_MatMul")) for name in head] == [head_op] * 2, rung

@@ -83,7 +83,8 @@ def quantize_onnx(fp32: Path, out: Path, rung: str) -> None:
     import_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    exclude = head_nodes_onnx(fp32) if "head" in rung else []
+    head = head_nodes_onnx(fp32) if "head" in rung else []
+    exclude = head + [f"{name}_MatMul" for name in head]  # ORT 1.32 turns a Gemm into NAME_MatMul + Add first
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic warns on the root logger to run ORT's pre-processing first
