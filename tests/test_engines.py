@@ -233,7 +233,28 @@ def test_bad_requests_are_one_line_errors_that_write_nothing(models, exports, tm
         bertfit.Classifier.from_pretrained(exports("single", "onnx"), dtype="bf16")
     with pytest.raises(BertfitError, match="is an export already"):
         bertfit.export(exports("single", "onnx"), tmp_path / "again", "onnx")
-    assert sorted(tmp_path.iterdir()) == []
+    with pytest.raises(BertfitError, match="--calibration is for --format openvino --int8"):
+        bertfit.export(models["single"], tmp_path / "x", "onnx", int8=True, calibration=models["single"] / "README.md")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(BertfitError, match="folder exists and is not a bertfit export"):
+        bertfit.export(models["single"], tmp_path / "mine", "onnx")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["mine", "notes.txt"]
+
+
+def test_an_export_without_torch_weights_runs_and_a_new_export_replaces_an_old(models, exports, tmp_path):
+    shutil.copytree(exports("single", "onnx"), tmp_path / "slim")
+    (tmp_path / "slim" / "model.safetensors").unlink()  # deployed with its engine file only
+    texts = inputs_of("single")
+    expected = torch_classifier(models["single"]).predict_proba(texts)
+    np.testing.assert_allclose(bertfit.Classifier.from_pretrained(tmp_path / "slim").predict_proba(texts), expected,
+                               atol=2e-5)  # fmt: skip
+    with pytest.raises(ModelError, match="holds no torch weights"):
+        bertfit.Classifier.from_pretrained(tmp_path / "slim", engine="torch")
+    bertfit.export(models["single"], tmp_path / "slim", "openvino")  # an export is replaced whole
+    assert not (tmp_path / "slim" / "model.onnx").exists() and bertfit.Classifier.from_pretrained(
+        tmp_path / "slim").engine == "openvino"  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slim"]
 
 
 def test_the_last_onnx_setting_keeps_the_pooler_and_classifier_in_fp32(exports, tmp_path):
