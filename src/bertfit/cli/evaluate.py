@@ -18,6 +18,7 @@ from bertfit.cli.common import (
     Columns,
     Dtype,
     Encoding,
+    EngineOption,
     LongOverride,
     ModelDir,
     NoCalibration,
@@ -40,6 +41,7 @@ def evaluate(
     batch_tokens: BatchTokens = None,
     batch_size: BatchSize = None,
     dtype: Dtype = "auto",
+    engine: EngineOption = "auto",
     report_dir: Annotated[
         Path | None, typer.Option("--report", help="Write report.html with its plots into this folder.")
     ] = None,
@@ -63,6 +65,7 @@ def evaluate(
             model_dir, data_file, text_col or None, label_col, output, batch_tokens, batch_size, dtype, progress(),
             report=report_dir, calibration=not no_calibration, allow_pickle=allow_pickle, long=long, stride=stride,
             aggregate=aggregate, threshold=threshold, read=read_options(columns, quoting, encoding, allow_pickle),
+            engine=engine,
         )
     )  # fmt: skip
     if as_json:

@@ -51,7 +51,9 @@ def predict(
     compile: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (~30 s; pays off on big inputs).")
     ] = False,
-    engine: Annotated[str, typer.Option(help="local | ray.")] = "local",
+    engine: Annotated[
+        str, typer.Option(help="auto | torch | onnx | openvino | ray (auto, also 'local': the folder's own engine).")
+    ] = "auto",
     address: Annotated[str | None, typer.Option(help="Ray cluster address [start a local one].")] = None,
     num_workers: Annotated[int | None, typer.Option(help="Ray: model replicas [one per CPU core or GPU].")] = None,
     gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs per replica [0].")] = 0.0,
@@ -86,25 +88,29 @@ def predict(
 
         guard(lambda: check_not_input(output_file, [input_file, *model_files(model_dir)]))
         guard(lambda: held.enter_context(OutputLock(output_file)))
-        read = (columns, quoting, encoding, allow_pickle)  # pickle: --engine local only, as refused above
+        read = (columns, quoting, encoding, allow_pickle)  # pickle: not with ray, as refused above
         summary = guard(
             lambda: _run(engine, model_dir, input_file, output_file, window, read_options(*read), common_args, ray)
         )
     _render(summary, as_json)
 
 
+PREDICT_ENGINES = ("auto", "torch", "onnx", "openvino", "ray", "local")
+
+
 def _check_engine(engine: str, allow_pickle: bool) -> None:
-    if engine not in ("local", "ray"):
-        refuse(f"--engine must be one of local, ray (got '{engine}')")
+    if engine not in PREDICT_ENGINES:
+        refuse(f"--engine must be one of {', '.join(PREDICT_ENGINES[:-1])} (got '{engine}')")
     if engine == "ray" and allow_pickle:
-        refuse("--allow-pickle works with --engine local only; convert the model to safetensors")
+        refuse("--allow-pickle works with the engines in this process only (not ray); convert the model to safetensors")
 
 
 def _run(
     engine: str, model_dir: Path, input_file: Path, output_file: Path, window: int | None, read: Any,
     args: dict[str, Any], ray: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
-    """One engine's predict call: Ray Data over a cluster, or predict_file here."""
+    """One engine's predict call: Ray Data over a cluster (its actors load the folder's own engine), or
+    predict_file here with the engine asked for."""
     if engine == "ray":
         from bertfit.prediction.ray_engine import predict_with_ray
 
@@ -113,7 +119,8 @@ def _run(
 
     window = window or DEFAULT_WINDOW
     pickle = read.allow_pickle
-    return predict_file(model_dir, input_file, output_file, **args, window=window, allow_pickle=pickle, read=read)
+    return predict_file(model_dir, input_file, output_file, **args, window=window, allow_pickle=pickle, read=read,
+                        engine=engine)  # fmt: skip
 
 
 def _render(summary: dict[str, Any], as_json: bool) -> None:

@@ -40,6 +40,7 @@ def evaluate(
     aggregate: str | None = None,
     threshold: float | None = None,
     read: ReadOptions | None = None,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """Score a trained model on labelled data; returns (and optionally writes as JSON) the full report.
 
@@ -54,16 +55,17 @@ def evaluate(
         allow_pickle: load a model folder that has only a pickle checkpoint (pytorch_model.bin), or an HDF5 data
             file with pickled columns; unpickling can run code hidden in the file, so only for files you trust.
         read: how to read the data file (a headerless CSV/TSV's columns, quoting, encoding); see `io.ReadOptions`.
+        engine: what runs the model: the folder's own (auto), torch, onnx or openvino (`Classifier.from_pretrained`).
     """
     from bertfit.prediction.classifier import Classifier
 
     _check_outputs(model_dir, data, output, report)
     clf = Classifier.from_pretrained(
         model_dir, dtype=dtype, calibration=calibration, allow_pickle=allow_pickle, long=long, stride=stride,
-        aggregate=aggregate, threshold=threshold,
+        aggregate=aggregate, threshold=threshold, engine=engine,
     )  # fmt: skip
     clf.check_batching(batch_tokens, batch_size)  # bad settings fail before the data is read
-    cfg = _data_config(clf, text_cols, label_col, read, allow_pickle)
+    cfg = data_config(clf, text_cols, label_col, read, allow_pickle)
     labelled, _ = load_labelled(data, cfg, schema=clf.schema, role="evaluation")
     temperature, clf.temperature = clf.temperature, 1.0  # score once, uncalibrated; rescaling is exact
     raw = clf.predict_proba(labelled.texts, batch_tokens=batch_tokens, batch_size=batch_size, progress=progress)
@@ -91,7 +93,7 @@ def _check_outputs(
         _check_report_folder(Path(report))
 
 
-def _data_config(
+def data_config(
     clf: Any, text_cols: list[str] | None, label_col: str | None, read: ReadOptions | None, allow_pickle: bool
 ) -> DataConfig:
     """How to read the evaluation data: the model's own columns and label map unless others are given."""

@@ -1,6 +1,6 @@
 """Classifier: label texts at the speed of the hardware, from a list in memory or streamed from files of any size.
 
-A Classifier is a facade over a `Scorer` (model, tokenizer, device, dtype -> logits, batched by a token budget) and
+A Classifier is a facade over a `Scorer` (engine, tokenizer, device, dtype -> logits, batched by a token budget) and
 a `Decoder` (temperature, thresholds, label names, window aggregation -> labels and output columns); `stream` runs
 tables through both, and labels whole files resumably (`predict_file`).
 """
@@ -20,7 +20,7 @@ from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import clean_text
 from bertfit.errors import ConfigError, DataError
 from bertfit.prediction.decoder import check_threshold
-from bertfit.prediction.loading import build_parts, input_columns, load_weights
+from bertfit.prediction.loading import Loaded, build_parts, input_columns, load_engine
 from bertfit.prediction.parts import OutputLock, check_output
 from bertfit.prediction.stream import (
     DEFAULT_WINDOW,
@@ -62,6 +62,7 @@ class Classifier:
     stride = _part("scorer", "stride")
     encoder = _part("scorer", "encoder")
     forward = _part("scorer", "forward")
+    engine = _part("scorer", "engine")  # torch, onnx or openvino
     schema = _part("decoder", "schema")
     temperature = _part("decoder", "temperature")  # 1.0: scores are the plain softmax
     thresholds = _part("decoder", "thresholds")  # multi-label: a label is on from its threshold
@@ -78,10 +79,11 @@ class Classifier:
         long: str | None = None,
         stride: int | None = None,
         aggregate: str | None = None,
+        loaded: Loaded | None = None,
     ) -> None:
         self.meta = meta
         self.scorer, self.decoder = build_parts(model, tokenizer, meta, device, dtype, max_length, long, stride,
-                                                aggregate)  # fmt: skip
+                                                aggregate, loaded)  # fmt: skip
         self.text_cols, self.pair_col = input_columns(meta)
         self.model_dir: Path | None = None
 
@@ -100,13 +102,17 @@ class Classifier:
         stride: int | None = None,
         aggregate: str | None = None,
         threshold: float | None = None,
+        engine: str = "auto",
     ) -> Classifier:
-        """Load a folder written by `bertfit train` (or any Hugging Face sequence-classification folder).
+        """Load a folder written by `bertfit train` or `bertfit export` (or any Hugging Face sequence-classification
+        folder).
 
         Args:
             dtype: "auto": on a CPU, the first rows scored time fp32 against bf16 and the fastest that agrees with
                 fp32 on >= 99.5% of the top labels is kept (and remembered for this machine and model); on a GPU,
-                bf16 where supported, else fp16. Or force "fp32", "bf16", "fp16". Weights are cast once.
+                bf16 where supported, else fp16. Or force "fp32", "bf16", "fp16". Weights are cast once. The openvino
+                engine: "auto" lets OpenVINO pick (bf16 where the CPU has it), "fp32"/"bf16" set its inference
+                precision; the onnx engine runs fp32 (int8 exports: int8).
             max_length: tokens kept per text (default: the length the model was trained with).
             compile: run the model through torch.compile (faster on large inputs; compiling takes ~30 s).
             allow_pickle: load pickle weights (pytorch_model.bin) when the folder has no safetensors; loading
@@ -118,11 +124,15 @@ class Classifier:
                 max_length // 4 when `long` is given here).
             aggregate: sliding windows: "mean" or "max" of the windows' logits (default: as in training).
             threshold: multi-label: one threshold for every label in place of the tuned ones.
+            engine: "auto" (the folder's own: onnx or openvino for a folder written by `bertfit export`, else
+                torch), "torch", "onnx" or "openvino" (those two need `pip install 'bertfit[onnx]'` or
+                `'bertfit[openvino]'` and an exported folder). Every engine gives the same outputs, in the same
+                streaming pipeline; only the speed and the precision differ.
         """
         if max_length is not None and max_length < 2:
             raise ConfigError(f"max_length must be at least 2 (got {max_length}); try 128")
-        model, tokenizer, meta, device, dtype = load_weights(model_dir, device, dtype, allow_pickle, trust_remote_code)
-        clf = cls(model, tokenizer, meta, device, dtype, max_length, long, stride, aggregate)
+        got = load_engine(model_dir, engine, device, dtype, allow_pickle, trust_remote_code)
+        clf = cls(got.model, got.tokenizer, got.meta, got.device, got.dtype, max_length, long, stride, aggregate, got)
         clf.model_dir = Path(model_dir).resolve()
         clf.scorer.identity = {"folder": str(clf.model_dir), "weights": weights_stamp(clf.model_dir)}
         if not calibration:
@@ -198,6 +208,8 @@ class Classifier:
     ) -> list[Explanation]:
         """Word attributions for each text towards `label` (default: its predicted label), by Integrated
         Gradients in fp32; needs `pip install 'bertfit[explain]'`. See `bertfit.explain` for the method."""
+        if self.engine != "torch":
+            raise ConfigError(f"explain needs the torch engine, not {self.engine}; load the model with engine='torch'")
         from bertfit.explain import explain_parts
 
         return explain_parts(self.scorer, self.decoder, self.pair_col, texts, label, n_steps, internal_batch_size,
@@ -241,8 +253,9 @@ class Classifier:
         input_path, output_path = Path(input_path), Path(output_path)
         check_not_input(output_path, [input_path, *model_files(self.model_dir)])
         check_output(output_path)
-        settings = {"model": self._identity(), "dtype": self.scorer.requested_dtype, "max_length": self.max_length,
-                    "text_cols": text_cols or self.text_cols, "probs": probs, "window": window,
+        settings = {"model": self._identity(), "engine": self.engine, "dtype": self.scorer.requested_dtype,
+                    "max_length": self.max_length, "text_cols": text_cols or self.text_cols, "probs": probs,
+                    "window": window,
                     "batch_tokens": batch_tokens, "batch_size": batch_size,
                     "read": [read.columns, read.quoting, read.encoding] if read else None}  # fmt: skip
 
@@ -252,7 +265,7 @@ class Classifier:
         with OutputLock(output_path):
             done = predict_file_job(label, input_path, output_path, settings, self.columns_read(text_cols),
                                     read or PLAIN, progress, self.labels)  # fmt: skip
-        return {**done, "dtype": self.dtype}
+        return {**done, "engine": self.engine, "dtype": self.dtype}
 
     def _identity(self) -> dict[str, Any]:
         """What identifies the weights for resuming: the model folder's files with their sizes and times."""
@@ -290,6 +303,7 @@ def predict_file(
     aggregate: str | None = None,
     threshold: float | None = None,
     read: ReadOptions | None = None,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """Label every row of a table, or of a folder of shards, without holding it in memory.
 
@@ -307,6 +321,7 @@ def predict_file(
     Every input column comes back as it was read: CSV/TSV/JSON Lines values as their text in the file (JSON Lines
     to JSON Lines as the same JSON), Parquet/HDF5/Excel values with their stored types. `read` says how to read
     the input (a headerless CSV/TSV's column names, quoting, text encoding, pickled HDF5); see `io.ReadOptions`.
+    `engine` runs the model: the folder's own (auto), torch, onnx or openvino (see `Classifier.from_pretrained`).
     """
     input_path, output_path = Path(input_path), Path(output_path)
     check_not_input(output_path, [input_path, *model_files(model_dir)])
@@ -316,6 +331,7 @@ def predict_file(
         clf = Classifier.from_pretrained(
             model_dir, dtype=dtype, max_length=max_length, compile=compile, calibration=calibration,
             allow_pickle=allow_pickle, long=long, stride=stride, aggregate=aggregate, threshold=threshold,
+            engine=engine,
         )  # fmt: skip
         return clf.predict_file(input_path, output_path, text_cols, probs, batch_tokens, batch_size, window,
                                 progress, read)  # fmt: skip

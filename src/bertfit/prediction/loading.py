@@ -1,10 +1,12 @@
-"""A model folder -> the parts a Classifier is made of: a Scorer (weights, tokenizer, windows) and a Decoder.
+"""A model folder -> the parts a Classifier is made of: a Scorer (an engine, tokenizer, windows) and a Decoder.
 
-`explain` builds the same parts without a Classifier, so the two share one loading path.
+`explain` builds the same parts without a Classifier, so the two share one loading path. The engine is the torch
+model, or for a folder written by `bertfit export` an ONNX Runtime or OpenVINO model (`engines`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,9 @@ import torch
 from bertfit.config import ModelConfig
 from bertfit.errors import ConfigError
 from bertfit.labels import LabelSchema
-from bertfit.modeling import load_trained, pick_precision
+from bertfit.modeling import load_model_config, load_trained, pick_precision, plain_meta, read_meta, require_model_dir
 from bertfit.prediction.decoder import Decoder, calibration_temperature, stored_thresholds
+from bertfit.prediction.engines import engine_forward, resolve_engine
 from bertfit.prediction.scorer import DTYPES, Scorer, window_settings
 from bertfit.tokenization import load_tokenizer, usable_max_length
 
@@ -43,6 +46,43 @@ def load_weights(
     return model.to(device=device, dtype=DTYPES[dtype]), tokenizer, meta, device, dtype
 
 
+@dataclass
+class Loaded:
+    """A model folder loaded for one engine: the torch model (None for the other engines), what runs a batch, the
+    model's config, tokenizer and bertfit metadata, and where and in which precision it runs."""
+
+    model: Any
+    forward: Any
+    config: Any
+    tokenizer: Any
+    meta: dict[str, Any]
+    device: str
+    dtype: str
+    engine: str
+
+
+def load_engine(
+    model_dir: str | Path,
+    engine: str | None = "auto",
+    device: str | None = None,
+    dtype: str = "auto",
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> Loaded:
+    """A model folder loaded for `engine` (auto: the folder's own, see `engines.resolve_engine`). The onnx and
+    openvino engines load no torch weights: only config.json, the tokenizer and bertfit.json beside their file."""
+    engine = resolve_engine(engine, model_dir)
+    if engine == "torch":
+        model, tokenizer, meta, device, dtype = load_weights(model_dir, device, dtype, allow_pickle, trust_remote_code)
+        return Loaded(model, model, model.config, tokenizer, meta, device, dtype, engine)
+    folder = require_model_dir(model_dir)
+    pick_precision(dtype, "cpu")  # a bad name fails before the runtime is imported
+    config = load_model_config(str(folder), ModelConfig(trust_remote_code=trust_remote_code))
+    tokenizer = load_tokenizer(str(folder), trust_remote_code=trust_remote_code)
+    forward, dtype = engine_forward(folder, engine, device, dtype)
+    return Loaded(None, forward, config, tokenizer, read_meta(folder) or plain_meta(config), "cpu", dtype, engine)
+
+
 def build_parts(
     model: Any,
     tokenizer: Any,
@@ -53,16 +93,22 @@ def build_parts(
     long: str | None = None,
     stride: int | None = None,
     aggregate: str | None = None,
+    loaded: Loaded | None = None,
 ) -> tuple[Scorer, Decoder]:
     """The Scorer and Decoder of a loaded model: max_length and the window settings are the ones given, else the
-    ones it was trained with (bertfit.json), max_length capped to what the model can take."""
+    ones it was trained with (bertfit.json), max_length capped to what the model can take. With `loaded` (from
+    `load_engine`), its engine runs the batches; else the torch `model`."""
     schema = LabelSchema.from_dict(meta["labels"])
     data = meta.get("data", {})
     trained_length = int(data.get("max_length", 512))
-    max_length = usable_max_length(max_length or trained_length, tokenizer, model.config)
+    config = loaded.config if loaded is not None else model.config
+    max_length = usable_max_length(max_length or trained_length, tokenizer, config)
     long, stride, aggregate = window_settings(data, max_length, long, stride, aggregate)
     decoder = Decoder(schema, calibration_temperature(meta), stored_thresholds(meta, schema), aggregate)
-    return Scorer(model, tokenizer, device, dtype, max_length, long, stride, len(schema)), decoder
+    scorer = Scorer(model, tokenizer, device, dtype, max_length, long, stride, len(schema))
+    if loaded is not None:
+        scorer.forward, scorer.engine = loaded.forward, loaded.engine
+    return scorer, decoder
 
 
 def input_columns(meta: dict[str, Any]) -> tuple[list[str], str | None]:

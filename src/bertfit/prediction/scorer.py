@@ -25,13 +25,15 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 class Scorer:
     """Logits of texts (or (text, second text) pairs) from one model: one row per token window.
 
-    `forward` is what runs a padded batch (the model, or its torch.compile'd form); `encoder` cuts the texts.
+    `forward` is what runs a padded batch (the model, its torch.compile'd form, or an ONNX Runtime or OpenVINO
+    model: `engine` names which, see `engines`); `encoder` cuts the texts. `model` is None for the other engines.
     """
 
     def __init__(
         self, model: Any, tokenizer: Any, device: str, dtype: str, max_length: int, long: str, stride: int, width: int
     ) -> None:
-        self.model = model.eval()
+        self.model = model.eval() if model is not None else None
+        self.engine = "torch"
         self.tokenizer = tokenizer
         self.device = device
         self.dtype = dtype  # "auto" on a CPU until the first rows are scored (settle_dtype)
@@ -63,7 +65,7 @@ class Scorer:
 
         With dtype "auto" the first call settles the dtype (`dtype_choice.decide`: measured on these rows, or as
         measured earlier for this machine and model)."""
-        if self.dtype == "auto" and len(encoded.lengths):
+        if self.dtype == "auto" and self.engine == "torch" and len(encoded.lengths):
             self.settle_dtype(encoded, batch_tokens, batch_size)
         return self.rows_logits(encoded, np.arange(len(encoded.lengths)), batch_tokens, batch_size)
 
@@ -97,6 +99,8 @@ class Scorer:
 
     def compile(self) -> None:
         """Run the model through torch.compile from now on (faster on large inputs; compiling takes ~30 s)."""
+        if self.engine != "torch":
+            raise ConfigError(f"--compile is for the torch engine; the {self.engine} engine compiles its model itself")
         self.forward = torch.compile(self.model, dynamic=True)
 
 

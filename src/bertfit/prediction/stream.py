@@ -101,10 +101,11 @@ def predict_file_job(
 
 
 def weights_stamp(folder: Path | None) -> list[list[Any]]:
-    """The model folder's weight and JSON files with their sizes and times (part of what a resumed run must match)."""
+    """The model folder's weight, engine and JSON files with their sizes and times (part of what a resumed run must
+    match)."""
     if folder is None or not folder.is_dir():
         return []
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json", ".onnx", ".xml"))
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 

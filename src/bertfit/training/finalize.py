@@ -14,6 +14,7 @@ import numpy as np
 from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer
 
 from bertfit.data.cache import TokenizedRows
+from bertfit.data.sample import write_validation_sample
 from bertfit.data.write import default_file_mode, write_json
 from bertfit.evaluation import multilabel
 from bertfit.evaluation.calibration import Calibration, fit_temperature, softmax
@@ -168,10 +169,20 @@ def model_meta(
     return meta
 
 
-def stage(work: Path, meta: dict[str, Any], outcome: Outcome, checks: dict[str, Any] | None, how: str) -> None:
+def stage(
+    work: Path,
+    meta: dict[str, Any],
+    outcome: Outcome,
+    checks: dict[str, Any] | None,
+    how: str,
+    val_ds: TokenizedRows | None = None,
+) -> None:
     """Complete the model folder Trainer saved in work/model: calibration or thresholds (`how` they were chosen)
-    and the data checks go into bertfit.json, beside the report, the model card and the logs."""
+    and the data checks go into bertfit.json, beside the report, the model card, the logs and a sample of the
+    validation rows (`val_ds`; for the accuracy gate of `bertfit export --int8`)."""
     meta["calibration"] = outcome.calibration.to_dict() if outcome.calibration else None
+    if val_ds is not None and len(val_ds):
+        meta["validation_sample"] = write_validation_sample(work / "model", val_ds, meta["config"]["train"]["seed"])
     if outcome.thresholds is not None:
         meta["thresholds"] = {"how": how, "values": dict(zip(outcome.rows.names, outcome.thresholds.tolist()))}
     meta["checks"] = {k: checks[k] for k in ("errors", "warnings")} if checks else None

@@ -162,7 +162,7 @@ def _train(
     if job.main:
         meta = model_meta(job, schema, max_length, precision, train_ds, val_ds, output.metrics)
         meta.update(processes=job.state.num_processes, resumed_from_step=resumed)
-        stage(job.work, meta, outcome, checks, cfg.train.thresholds)
+        stage(job.work, meta, outcome, checks, cfg.train.thresholds, val_ds)
         publish(job.work, job.output_dir)  # the output holds the old model or the new one, whole, whenever killed
         logger.info("model written to %s", job.output_dir)
     job.state.wait_for_everyone()
