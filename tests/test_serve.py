@@ -337,6 +337,17 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path, seconds: float 
     raise AssertionError("the server did not become healthy")
 
 
+def wait_for_queue(url: str, depth: int) -> None:
+    """Until `depth` requests wait for the model (the served process has them; none is in flight on the wire)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text):
+            if family.name == "bertfit_queue_depth" and family.samples[0].value >= depth:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"{depth} requests never waited for the model")
+
+
 def test_served_process_skips_a_gone_client_and_drains_on_sigterm(tiny_trained: Path, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -352,7 +363,7 @@ def test_served_process_skips_a_gone_client_and_drains_on_sigterm(tiny_trained: 
         with socket.create_connection(("127.0.0.1", port)) as raw:  # a client that leaves before its answer
             raw.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                         b"Content-Length: %d\r\n\r\n%s" % (len(gone), gone))  # fmt: skip
-            time.sleep(0.2)
+            wait_for_queue(url, 1)
         answers: dict[str, httpx.Response] = {}
 
         def ask(name: str, texts: list[str]) -> None:
@@ -363,7 +374,7 @@ def test_served_process_skips_a_gone_client_and_drains_on_sigterm(tiny_trained: 
                   for s in f.samples if not s.labels}  # fmt: skip
         in_flight = threading.Thread(target=ask, args=("drained", ["i love it"]))
         in_flight.start()
-        time.sleep(0.5)  # the request waits in the batcher's 1.5 s window ...
+        wait_for_queue(url, 1)  # the request waits in the batcher's 1.5 s window ...
         process.send_signal(signal.SIGTERM)  # ... when the server is told to stop
         in_flight.join(30)
         code = process.wait(30)

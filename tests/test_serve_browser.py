@@ -103,6 +103,19 @@ def test_typed_texts_get_their_labels_bars_and_highlighted_words(browser, url: s
         browser.save_screenshot(os.environ["SERVE_SCREENSHOT"])
 
 
+def test_the_keyboard_alone_labels_texts(browser, url: str, clf: Classifier) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(url + "/")
+    box = browser.find_element(By.ID, "texts")
+    box.send_keys("so sad and bad")
+    box.send_keys(Keys.CONTROL, Keys.ENTER)  # Ctrl+Enter in the box submits, as the page says
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .pred .label"))
+    label = browser.find_element(By.CSS_SELECTOR, "#results .pred .label").text
+    assert label == clf.predict(["so sad and bad"])[0]["label"]
+    assert browser.switch_to.active_element.get_attribute("id") == "texts"
+
+
 def test_an_uploaded_csv_downloads_labelled(browser, url: str, clf: Classifier, downloads: Path, tmp_path) -> None:
     source = tmp_path / "reviews.csv"
     source.write_text("id,text\n1,a great film\n2,awful and sad\n3,\n4,i love it\n")
