@@ -288,7 +288,7 @@ LONGEST_FIRST = [
     "test_real_long.py",  # 89 s
     "test_yelp_seed.py",  # 37 s
     "test_predict_stream.py",  # 36 s
-    "test_engines.py",  # 34 s alone, its four trained models included (one core, 2026-12-06)
+    "test_engines.py",  # 38 s alone on a quiet core, its four trained models (9 s) included; 60 s beside others
     "test_cli.py",  # 33 s
     "test_resume.py",  # 32 s
     "test_locks.py",  # 27 s

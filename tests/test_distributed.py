@@ -357,3 +357,16 @@ def test_without_ray_installed(tiny_trained: Path, tmp_path: Path, monkeypatch: 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(MissingDependency, match=r"pip install 'bertfit\[ray\]'"):
         predict_with_ray(tiny_trained, tmp_path / "in.parquet", tmp_path / "out.parquet")
+
+
+@pytest.mark.slow  # a Ray cluster and its worker processes: seconds each
+def test_ray_actors_run_an_export_folder_with_its_own_engine(ray_cluster: None, tiny_trained: Path, tmp_path: Path):
+    pytest.importorskip("onnxruntime", reason="the onnx engine needs: pip install 'bertfit[onnx]'")
+    bertfit.export(tiny_trained, tmp_path / "onnx", "onnx")
+    unlabelled(300, seed=4).to_parquet(tmp_path / "in.parquet", index=False)
+    args = {"probs": True, "dtype": "fp32"}
+    local = bertfit.predict_file(tiny_trained, tmp_path / "in.parquet", tmp_path / "local.parquet", **args)
+    summary = predict_with_ray(tmp_path / "onnx", tmp_path / "in.parquet", tmp_path / "ray.parquet", **args,
+                               **ONE_REPLICA)  # fmt: skip
+    assert_same_predictions(pd.read_parquet(tmp_path / "ray.parquet"), pd.read_parquet(tmp_path / "local.parquet"))
+    assert (summary["engine"], summary["rows"], local["engine"]) == ("ray", 300, "torch")
