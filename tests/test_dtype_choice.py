@@ -118,3 +118,14 @@ def test_the_timed_sample_is_bounded_in_rows_and_tokens_and_repeats_few_rows():
     assert len(long) == TIMED_TOKENS // 512 and list(long) == list(range(len(long)))
     assert list(timed_sample(np.array([5, 7, 9]))[:6]) == [0, 1, 2, 0, 1, 2]  # few rows: repeated
     assert len(timed_sample(np.array([], dtype=np.int64))) == 0
+
+
+def test_multi_label_agreement_counts_each_labels_decision_not_the_top_label():
+    from bertfit.prediction.dtype_choice import decisions
+
+    fp32 = np.array([[2.0, 0.01, -3.0], [-1.0, -2.0, 0.5]])
+    bf16 = np.array([[2.0, -0.01, -3.0], [-1.0, -2.0, 0.5]])  # one label of six crosses 0.5
+    assert np.mean(decisions(fp32, True) == decisions(bf16, True)) == 5 / 6
+    near_tie = np.array([[0.30, 0.31, -4.0]]), np.array([[0.31, 0.30, -4.0]])  # both labels on either way
+    assert np.mean(decisions(near_tie[0], True) == decisions(near_tie[1], True)) == 1.0
+    assert decisions(near_tie[0], False)[0] != decisions(near_tie[1], False)[0]  # the top label flips

@@ -120,7 +120,15 @@ def timed_sample(lengths: np.ndarray) -> np.ndarray:
     return order[: min(TIMED_ROWS, within)]
 
 
-def measure(run: Callable[[np.ndarray], np.ndarray], cast: Callable[[str], None], lengths: np.ndarray) -> list[Trial]:
+def decisions(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """What agreement is counted on: the top label of each row, or for multi-label models each label's on/off
+    decision at 0.5 (a logit above 0) - a 28-label model has many near-ties for its top label that decide nothing."""
+    return logits > 0 if multi_label else logits.argmax(axis=1)
+
+
+def measure(
+    run: Callable[[np.ndarray], np.ndarray], cast: Callable[[str], None], lengths: np.ndarray, multi_label: bool = False
+) -> list[Trial]:
     """Each candidate precision timed on the sample, with its agreement with fp32 on the sample's distinct rows.
     `run(indices)` gives logits; `cast(dtype)` converts the model. Each precision runs the sample once untimed:
     oneDNN builds its bf16 kernels for each new batch shape on first use (measured: a cold bf16 pass over the sample
@@ -134,7 +142,7 @@ def measure(run: Callable[[np.ndarray], np.ndarray], cast: Callable[[str], None]
         start = time.perf_counter()
         logits = run(sample)
         seconds = time.perf_counter() - start
-        top = logits[: len(distinct)].argmax(axis=1)
+        top = decisions(logits[: len(distinct)], multi_label)
         reference = top if reference is None else reference
         trials.append(Trial(dtype, seconds, float(np.mean(top == reference))))
     return trials
@@ -145,6 +153,7 @@ def decide(
     cast: Callable[[str], None],
     lengths: np.ndarray,
     model: dict[str, Any] | None,
+    multi_label: bool = False,
 ) -> str:
     """The dtype to score with, from the cache or measured now (and then cached when the model has an identity);
     the model is cast to it. One log line says what was chosen and why."""
@@ -154,7 +163,7 @@ def decide(
         cast(known)
         logger.info("dtype auto: %s (measured earlier on this machine for this model)", known)
         return known
-    trials = measure(run, cast, lengths)
+    trials = measure(run, cast, lengths, multi_label)
     chosen = choose(trials)
     cast(chosen.dtype)
     where = remember(key, chosen, trials, model) if key else None

@@ -106,6 +106,7 @@ def build_parts(
     long, stride, aggregate = window_settings(data, max_length, long, stride, aggregate)
     decoder = Decoder(schema, calibration_temperature(meta), stored_thresholds(meta, schema), aggregate)
     scorer = Scorer(model, tokenizer, device, dtype, max_length, long, stride, len(schema))
+    scorer.multi_label = schema.multi_label
     if loaded is not None:
         scorer.forward, scorer.engine = loaded.forward, loaded.engine
     return scorer, decoder

@@ -45,6 +45,7 @@ class Scorer:
         self.encoder = WindowEncoder(tokenizer, max_length, long, stride)
         self.forward: Callable[..., Any] = model
         self.identity: dict[str, Any] | None = None  # the model folder and its files: the key of a measured dtype
+        self.multi_label = False  # how a measured dtype's agreement is counted (dtype_choice.decisions)
 
     def default_batch_tokens(self) -> int:
         return CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
@@ -95,7 +96,7 @@ class Scorer:
         def run(rows: np.ndarray) -> np.ndarray:
             return self.rows_logits(encoded, rows, batch_tokens, batch_size)
 
-        self.dtype = decide(run, cast, encoded.lengths, self.identity)
+        self.dtype = decide(run, cast, encoded.lengths, self.identity, self.multi_label)
 
     def compile(self) -> None:
         """Run the model through torch.compile from now on (faster on large inputs; compiling takes ~30 s)."""
