@@ -127,10 +127,11 @@ def decisions(logits: np.ndarray, multi_label: bool) -> np.ndarray:
 
 
 def measure(
-    run: Callable[[np.ndarray], np.ndarray], cast: Callable[[str], None], lengths: np.ndarray, multi_label: bool = False
+    run: Callable[[np.ndarray], np.ndarray], cast: Callable[..., None], lengths: np.ndarray, multi_label: bool = False
 ) -> list[Trial]:
     """Each candidate precision timed on the sample, with its agreement with fp32 on the sample's distinct rows.
-    `run(indices)` gives logits; `cast(dtype)` converts the model. Each precision runs the sample once untimed:
+    `run(indices)` gives logits; `cast(dtype, final=False)` converts the model (a trial cast keeps what it needs to
+    come back to fp32 exactly; the final one need not). Each precision runs the sample once untimed:
     oneDNN builds its bf16 kernels for each new batch shape on first use (measured: a cold bf16 pass over the sample
     was slower than fp32 on an AVX512-BF16 EPYC, where a warm one is 1.7x faster)."""
     sample = timed_sample(lengths)
@@ -150,7 +151,7 @@ def measure(
 
 def decide(
     run: Callable[[np.ndarray], np.ndarray],
-    cast: Callable[[str], None],
+    cast: Callable[..., None],
     lengths: np.ndarray,
     model: dict[str, Any] | None,
     multi_label: bool = False,
@@ -160,12 +161,12 @@ def decide(
     key = choice_key(model) if model else None
     known = cached(key) if key else None
     if known:
-        cast(known)
+        cast(known, final=True)
         logger.info("dtype auto: %s (measured earlier on this machine for this model)", known)
         return known
     trials = measure(run, cast, lengths, multi_label)
     chosen = choose(trials)
-    cast(chosen.dtype)
+    cast(chosen.dtype, final=True)
     where = remember(key, chosen, trials, model) if key else None
     speed = ", ".join(f"{t.dtype} {trials[0].seconds / t.seconds:.2f}x (agrees {t.agreement:.1%})" for t in trials[1:])
     logger.info("dtype auto: %s, timed on %d rows against fp32: %s%s", chosen.dtype, len(timed_sample(lengths)), speed,

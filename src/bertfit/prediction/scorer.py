@@ -85,12 +85,13 @@ class Scorer:
         """Pick the dtype for "auto" on a CPU by timing the candidates on `encoded` (or from the cache)."""
         from bertfit.prediction.dtype_choice import decide
 
-        # casting to bf16 rounds the weights: fp32 is restored from this copy, not cast back
-        weights = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+        weights: dict[str, torch.Tensor] = {}  # fp32 weights while a trial runs in bf16 (casting back would round)
 
-        def cast(dtype: str) -> None:
+        def cast(dtype: str, final: bool = False) -> None:
+            if dtype != "fp32" and not final and not weights:
+                weights.update({name: value.detach().clone() for name, value in self.model.state_dict().items()})
             self.model.to(dtype=DTYPES[dtype])
-            if dtype == "fp32":
+            if dtype == "fp32" and weights:
                 self.model.load_state_dict(weights)
 
         def run(rows: np.ndarray) -> np.ndarray:
