@@ -150,25 +150,57 @@ def restore_cli_state() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    """A local 2-CPU Ray cluster for a module's Ray tests, stopped after them: an idle cluster kept 0.27 of a core
-    busy (2.7 core-seconds in 10 s), more than a start costs (3.2), on a 2-core AVX-512 EPYC, 2026-12-06."""
-    ray = pytest.importorskip("ray", reason="the ray engine needs: pip install 'bertfit[ray]'")
-    # Ray starts its workers at niceness 15: beside the other worker's training (or a CPU hog) the replicas got almost
-    # no CPU, and one test took 222 s instead of 18 (a fresh-clone make test beside a hog, 2026-12-06). The raylet
-    # reads its settings from RAY_* variables when it starts; 0 makes the replicas share the cores fairly.
-    saved = os.environ.get("RAY_worker_niceness")
-    os.environ["RAY_worker_niceness"] = "0"
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    finally:
-        if saved is None:
-            os.environ.pop("RAY_worker_niceness")
-        else:
-            os.environ["RAY_worker_niceness"] = saved
-    yield
-    ray.shutdown()
+class RayCluster:
+    """A local 2-CPU Ray cluster, started for the first test that needs it and stopped after the last of a run of
+    such tests (pytest_runtest_teardown): the process unit orders its Ray tests together, so the cluster starts once
+    (3-4 s of CPU a start) and does not sit idle under the tests that follow (an idle cluster kept 0.27 of a core
+    busy, 2.7 core-seconds in 10 s, on a 2-core AVX-512 EPYC, 2026-12-06)."""
+
+    def __init__(self) -> None:
+        self.running = False
+
+    def start(self) -> None:
+        if self.running:
+            return
+        ray = pytest.importorskip("ray", reason="the ray engine needs: pip install 'bertfit[ray]'")
+        # Ray starts its workers at niceness 15: beside the other worker's training (or a CPU hog) the replicas got
+        # almost no CPU, and one test took 222 s instead of 18 (a fresh-clone make test beside a hog, 2026-12-06).
+        # The raylet reads its settings from RAY_* variables when it starts; 0 makes the replicas share the cores.
+        saved = os.environ.get("RAY_worker_niceness")
+        os.environ["RAY_worker_niceness"] = "0"
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        finally:
+            if saved is None:
+                os.environ.pop("RAY_worker_niceness")
+            else:
+                os.environ["RAY_worker_niceness"] = saved
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            import ray
+
+            ray.shutdown()
+            self.running = False
+
+
+CLUSTER = RayCluster()
+
+
+def uses_ray(item: pytest.Item | None) -> bool:
+    return item is not None and ("ray_cluster" in getattr(item, "fixturenames", ()) or item.nodeid.endswith("[ray]"))
+
+
+@pytest.fixture
+def ray_cluster() -> None:
+    """The local 2-CPU Ray cluster, running for this test (see RayCluster)."""
+    CLUSTER.start()
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if not uses_ray(nextitem):
+        CLUSTER.stop()
 
 
 # -- the other kinds of model, each trained once per session: multi-label, sentence pairs, sliding windows ---------
@@ -312,7 +344,8 @@ def work_unit(nodeid: str) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))  # stable: a file's own order is kept
+    # stable: a file's own order is kept; within a unit, the tests that need the Ray cluster come last, together
+    items.sort(key=lambda item: (rank.get(work_unit(item.nodeid), len(rank)), uses_ray(item)))
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):

@@ -47,8 +47,10 @@ def sample(section: str, f: dataclasses.Field[Any]) -> tuple[str, Any]:
 
 
 @pytest.fixture
-def received(monkeypatch: pytest.MonkeyPatch) -> list[RunConfig]:
-    """The RunConfig each `bertfit train` would train with: the config it passes, with its overrides applied."""
+def received(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[RunConfig]:
+    """The RunConfig each `bertfit train` would train with: the config it passes, with its overrides applied.
+    (The command names a missing data file before it imports the training code: data.csv must exist.)"""
+    (tmp_path / "data.csv").write_text("text,label\n")
     configs: list[RunConfig] = []
 
     def fake_train(train_data: Any, output_dir: Any, validation: Any = None, config: Any = None, **kw: Any) -> Any:

@@ -35,7 +35,7 @@ from bertfit.prediction.ray_engine import predict_with_ray  # noqa: E402
 
 PROBS = ["prob_negative", "prob_positive"]
 RAY_ARGS = {"num_workers": 2, "cpus_per_worker": 1}  # two one-thread replicas on the 2-CPU test cluster
-# The tests of other kinds of model use one replica: the order of windows dealt to two is checked above them, and
+# The other tests use one replica: the order of windows dealt to two is checked by the first two tests, and
 # each replica is a process that imports torch and transformers (seconds of CPU the other tests need).
 ONE_REPLICA = {"num_workers": 1, "cpus_per_worker": 1}
 
@@ -117,7 +117,7 @@ def test_text_formats_through_the_cli(ray_cluster: None, tiny_trained: Path, tmp
     write_table(df, inp)
     bertfit.predict_file(tiny_trained, inp, tmp_path / f"local.{fmt}", dtype="fp32")
 
-    args = ["predict", tiny_trained, inp, out, "--engine", "ray", "--num-workers", 2, "--dtype", "fp32", "--json"]
+    args = ["predict", tiny_trained, inp, out, "--engine", "ray", "--num-workers", 1, "--dtype", "fp32", "--json"]
     result = runner.invoke(app, [str(a) for a in args])
 
     assert result.exit_code == 0, result.output

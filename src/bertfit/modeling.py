@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 
 from bertfit.config import PRECISIONS, ModelConfig
 from bertfit.data.formats import first_line
+from bertfit.data.paths import require_model_folder
 from bertfit.errors import ConfigError, ModelError
 from bertfit.labels import LabelSchema
 
@@ -136,13 +137,7 @@ def engine_files(folder: str | Path) -> dict[str, Path]:
 def require_model_dir(model_dir: str | Path) -> Path:
     """The folder as a Path, or a one-line error when it is missing, holds no config.json, or its config or
     weights are damaged (see `check_model_files`)."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise ModelError(f"{model_dir}: model folder not found; train one with 'bertfit train'")
-    if not (model_dir / "config.json").is_file():
-        raise ModelError(
-            f"{model_dir}: not a model folder (no config.json); pass the --output folder of 'bertfit train'"
-        )
+    model_dir = require_model_folder(model_dir)
     check_model_files(model_dir)
     return model_dir
 

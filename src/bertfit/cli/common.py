@@ -151,10 +151,13 @@ def setup_logging(debug: bool, quiet: bool) -> None:
     if not debug:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-        import transformers
+        if "transformers" in sys.modules:  # imported already (a caller of the CLI in Python): set it directly
+            import transformers
 
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()
+        else:  # read when it is imported, by a command that needs it: an error about the input comes before that
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # what disable_progress_bar() would set
         import warnings
 
         warnings.filterwarnings("ignore")

@@ -111,6 +111,9 @@ def _run(
 ) -> dict[str, Any]:  # fmt: skip
     """One engine's predict call: Ray Data over a cluster (its actors load the folder's own engine), or
     predict_file here with the engine asked for."""
+    from bertfit.data.paths import require_model_folder
+
+    require_model_folder(model_dir)  # before an engine is imported: torch and transformers take seconds
     if engine == "ray":
         from bertfit.prediction.ray_engine import predict_with_ray
 

@@ -52,10 +52,12 @@ def train(
 
     The data is checked first (see 'bertfit check'): errors stop the run, warnings are shown and saved with the model.
     """
-    from bertfit.training.run import train as run_train
 
     def call() -> Any:
         base = _base_config(output, config, sets)
+        _inputs_found(train_file, validation)
+        from bertfit.training.run import train as run_train  # torch and transformers: seconds to import
+
         return run_train(
             train_file, output, validation, config=base, overwrite=overwrite, progress=progress(),
             cache_dir=cache_dir, resume=resume, check=not no_check, **pair_settings(settings or {}, pair),
@@ -76,6 +78,15 @@ def _base_config(output: Path, config: Path | None, sets: list[str] | None) -> A
     check_not_input(output, [config], "--output folder")  # the library checks the data and model it reads
     check_folder_writable(output)
     return apply_sets(load_config(config) if config else RunConfig(), sets)
+
+
+def _inputs_found(*inputs: Path | None) -> None:
+    """A missing data file is named at once, not after torch and transformers have been imported."""
+    from bertfit.data.io import data_files
+
+    for path in inputs:
+        if path is not None:
+            data_files(path)
 
 
 def _report(result: Any, as_json: bool) -> None:

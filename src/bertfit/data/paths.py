@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bertfit.errors import DataError
+from bertfit.errors import DataError, ModelError
 
 SIDE_MARK = ".bertfit-"  # bertfit's work folders beside an output are named .NAME.bertfit-parts, -work, ...
 
@@ -40,6 +40,20 @@ def check_not_input(
         problem = _overlap(output, source, "folder" if source.is_dir() else "file", writes)
         if problem:
             raise DataError(f"{output}: {problem}; choose another {what}")
+
+
+def require_model_folder(model_dir: str | Path) -> Path:
+    """The folder as a Path, or a one-line error when it is missing or holds no config.json: the checks that need
+    neither torch nor transformers, so that the command line gives them at once (modeling.require_model_dir adds
+    the checks of the weights and config)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"{model_dir}: model folder not found; train one with 'bertfit train'")
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(
+            f"{model_dir}: not a model folder (no config.json); pass the --output folder of 'bertfit train'"
+        )
+    return model_dir
 
 
 def model_files(model_dir: str | Path | None) -> list[Path]:
