@@ -271,3 +271,30 @@ def test_the_last_onnx_setting_keeps_the_pooler_and_classifier_in_fp32(exports, 
         assert "MatMulInteger" in ops.values(), "the encoder is int8 either way"
         # ORT turns a Gemm into NAME_MatMul + Add; quantized, the MatMul becomes NAME_MatMul_quant (MatMulInteger)
         assert [ops.get(f"{name}_MatMul_quant", ops.get(f"{name}_MatMul")) for name in head] == [head_op] * 2, rung
+
+
+def test_the_first_feed_forward_rung_keeps_those_matmuls_float_is_recorded_and_loads_in_plain_openvino(
+    tiny_trained, tmp_path, monkeypatch
+):
+    import openvino
+
+    from bertfit.exporting import convert
+
+    [rung] = [r for r in convert.OPENVINO_RUNGS if "first half's feed-forward" in r]
+    monkeypatch.setattr(convert, "OPENVINO_RUNGS", (rung,))  # the ladder starts (and ends) at this rung
+    record = bertfit.export(tiny_trained, tmp_path / "ov", "openvino", int8=True, force=True)
+    assert record["method"] == rung and [t["method"] for t in record["tried"]] == [rung]
+    assert json.loads((tmp_path / "ov" / "bertfit.json").read_text())["export"]["method"] == rung
+
+    plain = openvino.Core().read_model(tmp_path / "ov" / "openvino_model.xml")  # no bertfit: plain OpenVINO
+    fed = {op.get_friendly_name(): op.input_value(0).get_node().get_type_name()
+           for op in plain.get_ordered_ops() if op.get_type_name() == "MatMul"}  # fmt: skip
+    # a quantized MatMul takes its activations through a FakeQuantize; the tiny BERT has 2 layers
+    kept = sorted(name.split(".", 2)[-1].split("/")[0] for name, op in fed.items() if op != "FakeQuantize")
+    assert kept == ["bert.encoder.layer.0.output.dense", "bert.pooler.dense", "classifier"], fed  # layer 1's is int8
+    assert len(fed) == 14 and len(kept) == 3  # the 11 other linears of the encoder are int8
+    texts = inputs_of("single")
+    feeds = dict(bertfit.Classifier.from_pretrained(tiny_trained).tokenizer(texts, padding=True, return_tensors="np"))
+    logits = openvino.Core().compile_model(plain, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(feeds)["logits"]
+    expected = torch_classifier(tiny_trained).predict_proba(texts).argmax(1)
+    assert (logits.argmax(1) == expected).mean() >= 0.9
