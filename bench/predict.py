@@ -18,6 +18,9 @@ in the same run, label agreement and the largest probability difference. Then to
 of the real `bertfit predict` CLI on 100k and 1M rows (each in its own fresh process).
 
     python bench/predict.py --model models/emotion
+    python bench/predict.py --model /work/exp/models/emotion --yelp-model /work/exp/models/yelp \\
+        --gate-models /work/exp/models/sst2 --engines onnx,onnx-int8,openvino,openvino-int8 --no-compile \\
+        --emotion-rows 2000 --yelp-rows 2000 --pipeline-rows 500 --skip-rss --budgets ""   # the engine table
     python bench/predict.py --model /work/exp/demo1/emotion-model --pipeline-rows 200 --yelp-rows 1000 \\
         --rss-rows 2000,5000          # a quick check
 Without --model, a 1-epoch emotion model is trained once into bench/.cache/emotion-model and reused.
@@ -44,6 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import transformers
+from engines import ENGINE_EXPORTS, engine_runs, gate_table, print_gates
 from machine import machine
 
 import bertfit
@@ -79,6 +83,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="model folder [train one into bench/.cache]")
     parser.add_argument("--data", type=Path, default=DATA, help=f"data folder [{DATA}]")
+    parser.add_argument("--emotion-rows", type=int, default=None, help="first N emotion tweets [all 4,000]")
     parser.add_argument("--yelp-rows", type=int, default=10_000, help="Yelp sentences sampled for the speed runs")
     parser.add_argument("--pipeline-rows", type=int, default=2000, help="prefix of each set that (a) runs on")
     parser.add_argument("--tokenize-rows", type=int, default=50_000, help="Yelp sentences for the tokenizer timing")
@@ -89,6 +94,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budgets", default="1024,2048,4096,8192", help="--batch-tokens values swept for (d)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all results here as JSON")
     parser.add_argument("--engines", default="", help="exports to time too: onnx,onnx-int8,openvino,openvino-int8")
+    parser.add_argument("--yelp-model", type=Path, default=None, help="model for the Yelp sentences [--model]")
+    parser.add_argument(
+        "--gate-models",
+        default="",
+        help="comma-separated model folders whose int8 exports' gate "
+        "figures to print too (the timed models' are printed anyway)",
+    )
+    parser.add_argument("--no-compile", action="store_true", help="leave out (e), torch.compile")
     return parser.parse_args()
 
 
@@ -106,11 +119,11 @@ def ensure_model(model: Path | None, data: Path) -> Path:
     return folder
 
 
-def load_sets(data: Path, yelp_rows: int) -> dict[str, list[str]]:
+def load_sets(data: Path, yelp_rows: int, emotion_rows: int | None = None) -> dict[str, list[str]]:
     emotion = pd.concat([pd.read_parquet(data / "emotion" / f"{s}.parquet") for s in ("test", "validation")])
     yelp = pd.read_parquet(data / "yelp_polarity_sentences" / "test.parquet")
     yelp = yelp.sample(min(yelp_rows, len(yelp)), random_state=0)
-    return {"emotion": emotion.text.tolist(), "yelp sentences": yelp.text.tolist()}
+    return {"emotion": emotion.text.tolist()[:emotion_rows], "yelp sentences": yelp.text.tolist()}
 
 
 # -- the variants --------------------------------------------------------------------------------------------------
@@ -127,42 +140,24 @@ def pipeline_runner(pipe: Any, labels: list[str], batch_size: int | None) -> Cal
     return run
 
 
-ENGINE_EXPORTS = {"onnx": ("onnx", False), "onnx-int8": ("onnx", True), "openvino": ("openvino", False),
-                  "openvino-int8": ("openvino", True)}  # fmt: skip
-
-
-def engine_variants(model_dir: Path, names: list[str]) -> list[Variant]:
-    """A variant per export (--engines), each loaded with its own engine at its default precision; the export is
-    made once and reused while the model folder's bertfit.json is older than it."""
-    variants = []
-    for key, name in zip("fghijk", names):
-        fmt, int8 = ENGINE_EXPORTS[name]
-        folder = CACHE / f"{model_dir.name}-{name}"
-        meta = folder / "bertfit.json"
-        if not meta.exists() or meta.stat().st_mtime < (model_dir / "bertfit.json").stat().st_mtime:
-            print(f"exporting {model_dir} as {name} into {folder} ...", flush=True)
-            CACHE.mkdir(parents=True, exist_ok=True)
-            bertfit.export(model_dir, folder, fmt, int8=int8, force=True)
-        gate = json.loads(meta.read_text())["export"].get("gate") or {}
-        clf = Classifier.from_pretrained(folder)
-        shown = f", gate agreement {gate['agreement']:.4f}" if gate else ""
-        variants.append(Variant(key, f"{name} ({clf.engine} {clf.dtype}{shown})", clf.predict_proba))
-    return variants
-
-
-def make_variants(model_dir: Path) -> tuple[list[Variant], Classifier]:
-    """The five variants; returns the default Classifier too (its encoder counts tokens)."""
+def make_variants(model_dir: Path, engines: list[str], compile: bool) -> tuple[list[Variant], Classifier]:
+    """The variants of one model; returns the default Classifier too (its encoder counts tokens)."""
     fp32 = Classifier.from_pretrained(model_dir, dtype="fp32")
     default = Classifier.from_pretrained(model_dir)
-    compiled = Classifier.from_pretrained(model_dir, compile=True)
+    bf16 = Classifier.from_pretrained(model_dir, dtype="bf16")
     pipe = transformers.pipeline("text-classification", model=str(model_dir), device="cpu")
     variants = [
         Variant("a", "pipeline, batch 1", pipeline_runner(pipe, default.labels, None), prefix_only=True),
         Variant("b", "pipeline, batch 64", pipeline_runner(pipe, default.labels, 64)),
         Variant("c", "bertfit fp32", fp32.predict_proba),
         Variant("d", f"bertfit default ({default.dtype})", default.predict_proba),
-        Variant("e", f"bertfit default + compile ({compiled.dtype})", compiled.predict_proba, full_warmup=True),
+        Variant("f", "bertfit --dtype bf16", bf16.predict_proba),
     ]
+    if compile:
+        compiled = Classifier.from_pretrained(model_dir, compile=True)
+        variants.insert(4, Variant("e", f"bertfit default + compile ({compiled.dtype})", compiled.predict_proba,
+                                   full_warmup=True))  # fmt: skip
+    variants += [Variant(key, name, run) for key, (name, run) in zip("ghijk", engine_runs(model_dir, engines))]
     return variants, default
 
 
@@ -225,8 +220,9 @@ def bench_set(texts: list[str], variants: list[Variant], clf: Classifier, cfg: d
             for v in variants}  # fmt: skip
     for r in rows.values():
         r["speedup_vs_anchor"] = r["rows_per_s"] / rows[ANCHOR]["rows_per_s"]
-    return {"rows": len(texts), "tokens": int(encoded.lengths.sum()), "truncated": encoded.truncated,
-            "pipeline_rows": len(subsets["a"]), "repeats": len(seconds["a"]), "variants": rows,
+    return {"model": str(clf.model_dir), "rows": len(texts), "tokens": int(encoded.lengths.sum()),
+            "truncated": encoded.truncated, "pipeline_rows": len(subsets["a"]), "repeats": len(seconds["a"]),
+            "variants": rows,
             "d_vs_c": compare(probas["d"], probas["c"]), "load_avg": [load_start, os.getloadavg()[0]]}  # fmt: skip
 
 
@@ -355,8 +351,9 @@ def print_header(info: dict[str, Any], model_dir: Path, cfg: dict[str, Any]) -> 
 
 
 def print_set(name: str, res: dict[str, Any]) -> None:
-    print(f"\n## {name}: {res['rows']} texts, {res['tokens']} tokens ({res['tokens'] / res['rows']:.1f}/text, "
-          f"{res['truncated']} truncated); (a) on the first {res['pipeline_rows']}\n")  # fmt: skip
+    print(f"\n## {name} ({Path(res['model']).name}): {res['rows']} texts, {res['tokens']} tokens "
+          f"({res['tokens'] / res['rows']:.1f}/text, {res['truncated']} truncated); "
+          f"(a) on the first {res['pipeline_rows']}\n")  # fmt: skip
     start, end = res["load_avg"]
     print(f"Fastest of {res['repeats']} interleaved runs; 'first run' is the first after a {WARMUP_ROWS}-text warm-up "
           f"(for (e): after the compile run). 1-min load average {start:.1f} at start, {end:.1f} at end "
@@ -369,9 +366,10 @@ def print_set(name: str, res: dict[str, Any]) -> None:
         print(f"| ({key}) {r['name']} | {r['rows']} | {r['seconds']:.2f} | {r['rows_per_s']:,.0f} | "
               f"{r['tokens_per_s']:,.0f} | {r['gflops_per_s']:.1f} | {r['speedup_vs_anchor']:.2f} | "
               f"{r['first_rows_per_s']:,.0f} | {agree:.4f} | {diff:.2e} |")  # fmt: skip
-    dc, e = res["d_vs_c"], res["variants"]["e"]
+    dc, e = res["d_vs_c"], res["variants"].get("e")
+    compiled = f" (e) compile warm-up (first full run): {e['warmup_s']:.1f} s." if e else ""
     print(f"\n(d) vs (c) on {dc['rows']} rows: label agreement {dc['agreement']:.4f}, max abs Δp "
-          f"{dc['max_abs_diff']:.2e}. (e) compile warm-up (first full run): {e['warmup_s']:.1f} s.")  # fmt: skip
+          f"{dc['max_abs_diff']:.2e}.{compiled}")  # fmt: skip
 
 
 def print_roofline(roof: dict[str, Any], sets: dict[str, Any]) -> None:
@@ -384,7 +382,7 @@ def print_roofline(roof: dict[str, Any], sets: dict[str, Any]) -> None:
     shares = []
     for name, res in sets.items():
         v = res["variants"]
-        rows = [("c", "fp32"), ("d", "bf16"), ("e", "bf16")]
+        rows = [(k, dt) for k, dt in (("c", "fp32"), ("d", "bf16"), ("e", "bf16"), ("f", "bf16")) if k in v]
         parts = [(k, v[k]["gflops_per_s"], 100 * v[k]["gflops_per_s"] / roof[dt], dt) for k, dt in rows]
         shares += [p[2] for p in parts]
         print(f"- {name}: " + "; ".join(f"({k}) {g:.0f} = {pct:.0f}% of {dt}" for k, g, pct, dt in parts))
@@ -393,7 +391,8 @@ def print_roofline(roof: dict[str, Any], sets: dict[str, Any]) -> None:
 
 
 def print_tokenization(tok: dict[str, Any]) -> None:
-    print("\n## Tokenization alone (best of 3)\n")
+    threads = os.environ.get("RAYON_NUM_THREADS") or os.cpu_count()
+    print(f"\n## Tokenization alone (best of 3; the Rust tokenizer's pool: {threads} threads)\n")
     print("| texts | rows | WindowEncoder rows/s | tokenizer(...) rows/s | ratio |\n|---|--:|--:|--:|--:|")
     for name, t in tok.items():
         enc, plain = t["encoder_rows_per_s"], t["tokenizer_rows_per_s"]
@@ -420,19 +419,28 @@ def main() -> None:
     info = machine()
     model_dir = ensure_model(args.model, args.data)
     cfg = json.loads((model_dir / "config.json").read_text())
-    sets = load_sets(args.data, args.yelp_rows)
+    sets = load_sets(args.data, args.yelp_rows, args.emotion_rows)
     sizes = [int(s) for s in args.rss_rows.split(",") if s.strip()]
     if args.rss_only:
         print_header(info, model_dir, cfg)
         print_rss(rss_runs(model_dir, args.data, sizes))
         return
-    variants, clf = make_variants(model_dir)
-    variants += engine_variants(model_dir, [e.strip() for e in args.engines.split(",") if e.strip()])
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = sorted(set(engines) - set(ENGINE_EXPORTS))
+    if unknown:
+        raise SystemExit(f"--engines: unknown {', '.join(unknown)} (choose from {', '.join(ENGINE_EXPORTS)})")
+    set_models = {"emotion": model_dir, "yelp sentences": args.yelp_model or model_dir}
+    made = {m: make_variants(m, engines, not args.no_compile) for m in dict.fromkeys(set_models.values())}
+    clf = made[model_dir][1]
     results: dict[str, Any] = {"machine": info, "model": str(model_dir), "sets": {}}
+    gates = [Path(m) for m in args.gate_models.split(",") if m.strip()]
+    results["gates"] = gate_table(list(dict.fromkeys([*made, *gates])), engines)  # exports first: fail early
     rooflines = [roofline(cfg)]
     for name, texts in sets.items():
         print(f"{name}: {len(texts)} texts", flush=True)
-        results["sets"][name] = bench_set(texts, variants, clf, cfg, args)
+        variants, set_clf = made[set_models[name]]
+        set_cfg = json.loads((set_models[name] / "config.json").read_text())
+        results["sets"][name] = bench_set(texts, variants, set_clf, set_cfg, args)
         rooflines.append(roofline(cfg))
     results["roofline"] = best_roofline(rooflines)
     budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
@@ -456,6 +464,8 @@ def report(results: dict[str, Any], model_dir: Path, cfg: dict[str, Any], json_o
     if results["budgets"]:
         print_budgets(results["budgets"])
     print_tokenization(results["tokenization"])
+    if results["gates"]:
+        print_gates(results["gates"])
     if results["rss"]:
         print_rss(results["rss"])
     if json_out:
