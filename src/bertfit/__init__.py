@@ -28,6 +28,8 @@ _LAZY = {
     "CheckReport": "checks.checker",
     "serve": "serving",
     "ServeConfig": "serving.settings",
+    "review": "reviewing.run",
+    "ReviewResult": "reviewing.run",
 }
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from bertfit.evaluation.evaluate import evaluate
     from bertfit.exporting.export import export
     from bertfit.prediction.classifier import Classifier, predict_file
+    from bertfit.reviewing.run import ReviewResult, review
     from bertfit.serving import serve
     from bertfit.serving.settings import ServeConfig
     from bertfit.training.run import TrainResult, train
@@ -60,6 +63,8 @@ __all__ = [
     "CheckReport",
     "serve",
     "ServeConfig",
+    "review",
+    "ReviewResult",
     "LabelSchema",
     "RunConfig",
     "DataConfig",

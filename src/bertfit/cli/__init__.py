@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from bertfit.cli import check, evaluate, explain, export, info, predict, serve, train
+from bertfit.cli import check, evaluate, explain, export, info, predict, review, serve, train
 from bertfit.cli.common import err, out, setup_logging, state
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ for command in (
     info.info,
     explain.explain,
     serve.serve,
+    review.review,
 ):
     app.command()(command)
 
