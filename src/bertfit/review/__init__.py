@@ -1,0 +1,1 @@
+"""Label review, selection of rows for labelling, learning curves."""
