@@ -28,6 +28,8 @@ _LAZY = {
     "CheckReport": "checks.checker",
     "serve": "serving",
     "ServeConfig": "serving.settings",
+    "select": "review.select",
+    "learning_curve": "review.learning",
 }
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from bertfit.evaluation.evaluate import evaluate
     from bertfit.exporting.export import export
     from bertfit.prediction.classifier import Classifier, predict_file
+    from bertfit.review.learning import learning_curve
+    from bertfit.review.select import select
     from bertfit.serving import serve
     from bertfit.serving.settings import ServeConfig
     from bertfit.training.run import TrainResult, train
@@ -60,6 +64,8 @@ __all__ = [
     "CheckReport",
     "serve",
     "ServeConfig",
+    "select",
+    "learning_curve",
     "LabelSchema",
     "RunConfig",
     "DataConfig",

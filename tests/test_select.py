@@ -1,0 +1,115 @@
+"""`bertfit select`: the rows picked are the most uncertain ones, every input column comes back as given, empty
+texts are never picked, and user errors are one line with nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import sentiment_frame
+from typer.testing import CliRunner
+
+import bertfit
+from bertfit.cli import app
+from bertfit.errors import ConfigError, DataError
+from bertfit.review.select import entropy, margin
+
+pytestmark = pytest.mark.usefixtures("restore_cli_state")
+PREDICTIONS = ["pred_label", "pred_score", "prob_negative", "prob_positive"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 texts with an id column written as '007'-style text, a price column '1.50', and one empty text (row 5)."""
+    frame = sentiment_frame(60, seed=7).drop(columns="label")
+    frame.insert(0, "id", [f"{i:03d}" for i in range(len(frame))])
+    frame["price"] = [f"{i % 7}.50" for i in range(len(frame))]
+    frame.loc[5, "text"] = "   "
+    path = tmp_path_factory.mktemp("pool") / "pool.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def proba(tiny_trained: Path, pool: Path) -> np.ndarray:
+    """The pool's probabilities, scored one list in memory (the reference the streamed selection must match)."""
+    clf = bertfit.Classifier.from_pretrained(tiny_trained, dtype="fp32")
+    return clf.predict_proba(pd.read_csv(pool, dtype=str, keep_default_na=False)["text"].tolist())
+
+
+def read_text(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def test_margin_picks_the_most_uncertain_rows_and_keeps_every_column(
+    tiny_trained: Path, pool: Path, proba: np.ndarray, tmp_path: Path
+) -> None:
+    out = tmp_path / "to_label.csv"
+    summary = bertfit.select(tiny_trained, pool, out, n=10, strategy="margin", dtype="fp32")
+    picked = read_text(out)
+    gaps = np.abs(proba[:, 0] - proba[:, 1])
+    expected = [int(i) for i in np.argsort(gaps, kind="stable") if not np.isnan(gaps[i])][:10]
+    assert picked["row"].astype(int).tolist() == expected
+    assert list(picked.columns) == ["id", "text", "price", "row", "margin", *PREDICTIONS]
+    given = read_text(pool)
+    for col in ("id", "text", "price"):  # byte for byte as the pool gave them: '007' stays '007', '1.50' stays
+        assert picked[col].tolist() == given[col].iloc[expected].tolist()
+    assert np.allclose(picked["margin"].astype(float), gaps[expected], atol=1e-5)
+    assert summary == {"pool_rows": 60, "usable_rows": 59, "picked": 10, "empty_text": 1, "strategy": "margin",
+                       "output": str(out)}  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["to_label.csv"]  # no scores file or parts left behind
+
+
+def test_entropy_random_and_diverse(tiny_trained: Path, pool: Path, proba: np.ndarray, tmp_path: Path) -> None:
+    bertfit.select(tiny_trained, pool, tmp_path / "e.parquet", n=8, strategy="entropy", dtype="fp32")
+    by_entropy = pd.read_parquet(tmp_path / "e.parquet")
+    assert by_entropy["row"].tolist() == np.argsort(-entropy(proba, False), kind="stable")[:8].tolist()
+    assert by_entropy["id"].tolist() == [f"{r:03d}" for r in by_entropy["row"]]  # CSV text stays text in Parquet
+
+    runs = [(0, "r0.csv"), (0, "r0b.csv"), (1, "r1.csv")]
+    for seed, name in runs:
+        bertfit.select(tiny_trained, pool, tmp_path / name, n=12, strategy="random", seed=seed, dtype="fp32")
+    rows = {name: read_text(tmp_path / name)["row"].astype(int).tolist() for _, name in runs}
+    assert rows["r0.csv"] == rows["r0b.csv"] and rows["r0.csv"] != rows["r1.csv"]
+    assert 5 not in rows["r0.csv"] + rows["r1.csv"] and len(set(rows["r0.csv"])) == 12
+
+    bertfit.select(tiny_trained, pool, tmp_path / "d.csv", n=6, strategy="diverse", diverse_factor=3, dtype="fp32")
+    diverse = read_text(tmp_path / "d.csv")
+    gaps = np.abs(proba[:, 0] - proba[:, 1])
+    candidates = [int(i) for i in np.argsort(gaps, kind="stable") if not np.isnan(gaps[i])][:18]
+    chosen = diverse["row"].astype(int).tolist()
+    assert len(set(chosen)) == 6 and set(chosen) <= set(candidates) and chosen[0] == candidates[0]
+    distances = diverse["coverage_distance"].replace("", "nan").astype(float).to_numpy()
+    assert np.isnan(distances[0]) and np.all(distances[1:] >= 0)
+    assert np.all(np.diff(distances[1:]) <= 1e-6)  # k-center greedy: each pick is no farther than the one before
+
+
+def test_more_than_the_pool_gives_every_usable_row(tiny_trained: Path, pool: Path, tmp_path: Path) -> None:
+    summary = bertfit.select(tiny_trained, pool, tmp_path / "all.csv", n=1000, dtype="fp32")
+    rows = read_text(tmp_path / "all.csv")["row"].astype(int)
+    assert summary["picked"] == 59 and sorted(rows) == [r for r in range(60) if r != 5]
+
+
+def test_multilabel_margin_and_entropy_are_per_label_distances_to_one_half() -> None:
+    proba = np.array([[0.5, 0.9], [0.1, 0.2], [np.nan, np.nan]])
+    assert np.allclose(margin(proba, True)[:2], [0.0, 0.6]) and np.isnan(margin(proba, True)[2])
+    assert entropy(proba, True)[0] > entropy(proba, True)[1]
+    assert np.allclose(margin(np.array([[0.7, 0.2, 0.1]]), False), [0.5])
+
+
+def test_user_errors_write_nothing(tiny_trained: Path, pool: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--n must be at least 1"):
+        bertfit.select(tiny_trained, pool, tmp_path / "x.csv", n=0)
+    with pytest.raises(ConfigError, match="--strategy must be one of"):
+        bertfit.select(tiny_trained, pool, tmp_path / "x.csv", strategy="smallest")
+    clash = tmp_path / "clash.csv"
+    read_text(pool).assign(row="1").to_csv(clash, index=False)
+    with pytest.raises(DataError, match="already has a column 'row'"):
+        bertfit.select(tiny_trained, clash, tmp_path / "x.csv", n=3)
+    result = CliRunner().invoke(app, ["select", str(tiny_trained), str(pool), "-o", str(tmp_path / "y.csv"),
+                                      "--n", "3", "--text-col", "body"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "'body'" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clash.csv"]
