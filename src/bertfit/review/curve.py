@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 BOOTSTRAP = 300
 BAND = 0.9
+GRID = 60  # sizes the plotted band is computed at
 BOUNDS = ([0.0, 0.0, 1e-3], [1.0, np.inf, 3.0])  # a: a score's ceiling, b >= 0: rising, c: a sane exponent
 
 
@@ -43,7 +44,8 @@ def fit_power_law(sizes: np.ndarray, scores: np.ndarray) -> tuple[float, float, 
 
 
 def fit_curve(sizes: list[int], scores: list[float], targets: list[int], seed: int = 0) -> dict[str, Any] | None:
-    """The fit, its error and each target size's forecast with a BAND band; None with fewer than 3 sizes."""
+    """The fit, its error, each target size's forecast with a BAND band, and the band along a grid of sizes from
+    the smallest to the largest target (for the plot); None with fewer than 3 sizes or when the fit fails."""
     n, y = np.asarray(sizes, np.float64), np.asarray(scores, np.float64)
     if len(np.unique(n)) < 3:
         logger.warning("a power law needs scores at 3 or more training sizes (got %d); no fit", len(np.unique(n)))
@@ -53,34 +55,28 @@ def fit_curve(sizes: list[int], scores: list[float], targets: list[int], seed: i
         logger.warning("the power-law fit did not converge; no forecast")
         return None
     fitted = power_law(n, *params)
-    draws = _bootstrap(n, fitted, y - fitted, np.asarray(targets, np.float64), seed)
-    low, high = np.quantile(draws, [(1 - BAND) / 2, (1 + BAND) / 2], axis=0) if len(draws) else (None, None)
-    forecasts = [
-        {"train_rows": int(t), "expected": float(power_law(t, *params)),
-         "low": None if low is None else float(min(low[i], power_law(t, *params))),
-         "high": None if high is None else float(max(high[i], power_law(t, *params)))}
-        for i, t in enumerate(targets)
-    ]  # fmt: skip
+    grid = np.unique(np.geomspace(n.min(), max(targets), GRID).round())
+    at = np.concatenate([np.asarray(targets, np.float64), grid])
+    expected = power_law(at, *params)
+    draws = _bootstrap(n, fitted, y - fitted, at, seed)
+    if len(draws):  # the band always holds the fit itself
+        low, high = np.quantile(draws, [(1 - BAND) / 2, (1 + BAND) / 2], axis=0)
+        low, high = np.minimum(low, expected), np.maximum(high, expected)
+    else:
+        low = high = np.full(len(at), np.nan)
+    k = len(targets)
+    forecasts = [{"train_rows": int(t), "expected": float(expected[i]), "low": _number(low[i]),
+                  "high": _number(high[i])} for i, t in enumerate(targets)]  # fmt: skip
     a, b, c = params
     rmse = float(np.sqrt(np.mean((y - fitted) ** 2)))
     return {"formula": "score = a - b * n^(-c)", "a": a, "b": b, "c": c, "rmse": rmse, "band": BAND,
-            "bootstrap": len(draws), "forecasts": forecasts}  # fmt: skip
+            "bootstrap": len(draws), "forecasts": forecasts,
+            "band_curve": {"train_rows": grid.astype(int).tolist(), "low": [_number(v) for v in low[k:]],
+                           "high": [_number(v) for v in high[k:]]}}  # fmt: skip
 
 
-def band_curve(
-    sizes: list[int], scores: list[float], grid: np.ndarray, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """The BAND band of the fit over `grid` sizes (for the plot), or None when there is no fit."""
-    n, y = np.asarray(sizes, np.float64), np.asarray(scores, np.float64)
-    params = fit_power_law(n, y) if len(np.unique(n)) >= 3 else None
-    if params is None:
-        return None
-    fitted = power_law(n, *params)
-    draws = _bootstrap(n, fitted, y - fitted, grid, seed)
-    if not len(draws):
-        return None
-    low, high = np.quantile(draws, [(1 - BAND) / 2, (1 + BAND) / 2], axis=0)
-    return low, high
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def _bootstrap(n: np.ndarray, fitted: np.ndarray, residuals: np.ndarray, at: np.ndarray, seed: int) -> np.ndarray:
@@ -94,7 +90,7 @@ def _bootstrap(n: np.ndarray, fitted: np.ndarray, residuals: np.ndarray, at: np.
     return np.asarray(rows)
 
 
-def plot_curve(result: dict[str, Any], path: Path, metric: str, seed: int = 0) -> None:
+def plot_curve(result: dict[str, Any], path: Path, metric: str) -> None:
     """curve.png: every run's score, the mean per size, the fitted curve and its band out to the last forecast."""
     import matplotlib
 
@@ -114,12 +110,13 @@ def plot_curve(result: dict[str, Any], path: Path, metric: str, seed: int = 0) -
         last = max(f["train_rows"] for f in fit["forecasts"])
         grid = np.geomspace(min(sizes), last, 100)
         ax.plot(grid, power_law(grid, fit["a"], fit["b"], fit["c"]), "--", color="C1", label="power-law fit")
-        band = band_curve(sizes, scores, grid, seed)
-        if band is not None:
-            ax.fill_between(grid, band[0], band[1], color="C1", alpha=0.2, label=f"{fit['band']:.0%} band")
+        band = fit["band_curve"]
+        if None not in band["low"]:
+            ax.fill_between(band["train_rows"], band["low"], band["high"], color="C1", alpha=0.2,
+                            label=f"{fit['band']:.0%} band")  # fmt: skip
         for f in (f for f in fit["forecasts"] if f["low"] is not None):
-            ax.errorbar([f["train_rows"]], [f["expected"]], yerr=[[f["expected"] - f["low"]], [f["high"] - f["expected"]]],
-                        fmt="s", color="C3", capsize=4)  # fmt: skip
+            below, above = f["expected"] - f["low"], f["high"] - f["expected"]
+            ax.errorbar([f["train_rows"]], [f["expected"]], yerr=[[below], [above]], fmt="s", color="C3", capsize=4)
     ax.set_xscale("log")
     ax.set_xlabel("training rows")
     ax.set_ylabel(metric)

@@ -10,6 +10,7 @@ with `bertfit.evaluate`; the models are deleted as soon as they are scored. The 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -113,6 +114,7 @@ def _run(
 
     subset = frame.iloc[nested_subset(groups, fraction, seed)].reset_index(drop=True)
     model_dir = output_dir / "runs" / f"fraction-{fraction:g}-seed-{seed}"
+    model_dir.parent.mkdir(exist_ok=True)
     started = time.perf_counter()
     train(subset, model_dir, validation=validation, config=cfg, progress=progress, resume=False, check=check,
           seed=cfg.train.seed + seed)  # fmt: skip
@@ -120,6 +122,8 @@ def _run(
                       read=cfg.data.read_options)  # fmt: skip
     if not keep:
         shutil.rmtree(model_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            model_dir.parent.rmdir()  # the runs folder, once empty
     point = {"fraction": fraction, "seed": seed, "train_rows": len(subset),
              **{m: float(scores[m]) for m in METRICS}, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     logger.info("fraction %g, seed %d: %d rows, macro-F1 %.4f", fraction, seed, len(subset), point["macro_f1"])
@@ -159,4 +163,3 @@ def _check_arguments(fractions: Sequence[float], seeds: int, metric: str) -> lis
     if metric not in METRICS:
         raise ConfigError(f"--metric must be one of {', '.join(METRICS)} (got '{metric}')")
     return fractions
-
