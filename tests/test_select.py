@@ -113,3 +113,37 @@ def test_user_errors_write_nothing(tiny_trained: Path, pool: Path, tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert "'body'" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clash.csv"]
+
+
+def test_multilabel_model_picks_the_labels_nearest_one_half(
+    tiny_model_dir: Path, pool: Path, tmp_path: Path
+) -> None:
+    """A multi-label folder with random weights (its classifier scaled up so that the scores spread around 0.5)."""
+    import json
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(3)
+    folder = tmp_path / "multi"
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=3, problem_type="multi_label_classification",
+        id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2},
+    )  # fmt: skip
+    with torch.no_grad():
+        model.classifier.weight.mul_(40.0)
+    model.save_pretrained(folder)
+    meta = {"labels": {"names": ["a", "b", "c"], "problem_type": "multi_label_classification", "label_sep": ","},
+            "data": {"text_cols": ["text"], "max_length": 128}}  # fmt: skip
+    (folder / "bertfit.json").write_text(json.dumps(meta))
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    clf = bertfit.Classifier.from_pretrained(folder, dtype="fp32")
+    proba = clf.predict_proba(read_text(pool)["text"].tolist())
+    assert clf.schema.multi_label and np.nanstd(proba) > 0.05
+    out = tmp_path / "picked.csv"
+    bertfit.select(folder, pool, out, n=7, dtype="fp32")
+    picked = read_text(out)
+    gaps = np.abs(2 * proba - 1).min(axis=1)
+    expected = [int(i) for i in np.argsort(gaps, kind="stable") if not np.isnan(gaps[i])][:7]
+    assert picked["row"].astype(int).tolist() == expected
+    assert list(picked.columns) == ["id", "text", "price", "row", "margin", "pred_labels", "prob_a", "prob_b", "prob_c"]
