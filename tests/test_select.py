@@ -104,6 +104,10 @@ def test_user_errors_write_nothing(tiny_trained: Path, pool: Path, tmp_path: Pat
         bertfit.select(tiny_trained, pool, tmp_path / "x.csv", n=0)
     with pytest.raises(ConfigError, match="--strategy must be one of"):
         bertfit.select(tiny_trained, pool, tmp_path / "x.csv", strategy="smallest")
+    blank = tmp_path / "blank.csv"
+    read_text(pool).assign(text="").to_csv(blank, index=False)
+    with pytest.raises(DataError, match="every row's text .'text'. is empty"):
+        bertfit.select(tiny_trained, blank, tmp_path / "x.csv", n=3)
     clash = tmp_path / "clash.csv"
     read_text(pool).assign(row="1").to_csv(clash, index=False)
     with pytest.raises(DataError, match="already has a column 'row'"):
@@ -112,12 +116,10 @@ def test_user_errors_write_nothing(tiny_trained: Path, pool: Path, tmp_path: Pat
                                       "--n", "3", "--text-col", "body"])  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "'body'" in result.output and "Traceback" not in result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clash.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.csv", "clash.csv"]
 
 
-def test_multilabel_model_picks_the_labels_nearest_one_half(
-    tiny_model_dir: Path, pool: Path, tmp_path: Path
-) -> None:
+def test_multilabel_model_picks_the_labels_nearest_one_half(tiny_model_dir: Path, pool: Path, tmp_path: Path) -> None:
     """A multi-label folder with random weights (its classifier scaled up so that the scores spread around 0.5)."""
     import json
 
@@ -147,3 +149,34 @@ def test_multilabel_model_picks_the_labels_nearest_one_half(
     expected = [int(i) for i in np.argsort(gaps, kind="stable") if not np.isnan(gaps[i])][:7]
     assert picked["row"].astype(int).tolist() == expected
     assert list(picked.columns) == ["id", "text", "price", "row", "margin", "pred_labels", "prob_a", "prob_b", "prob_c"]
+
+
+def test_a_killed_run_resumes_its_scoring(
+    tiny_trained: Path, pool: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pool of two shards is scored in two committed parts; a run killed after the first resumes after it."""
+    shards = tmp_path / "pool"
+    shards.mkdir()
+    given = read_text(pool)
+    given.iloc[:30].to_parquet(shards / "a.parquet")
+    given.iloc[30:].to_parquet(shards / "b.parquet")
+    whole = tmp_path / "whole.csv"
+    bertfit.select(tiny_trained, shards, whole, n=9, dtype="fp32")
+
+    original = bertfit.Classifier.predict_stream
+
+    def killed_after_one(self, *args, **kwargs):
+        stream = original(self, *args, **kwargs)
+        yield next(stream)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "resumed.csv"
+    monkeypatch.setattr(bertfit.Classifier, "predict_stream", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        bertfit.select(tiny_trained, shards, out, n=9, dtype="fp32")
+    assert not out.exists()
+    monkeypatch.undo()
+    with caplog.at_level("WARNING"):
+        bertfit.select(tiny_trained, shards, out, n=9, dtype="fp32")
+    assert "resuming after 30 committed rows" in caplog.text
+    assert out.read_bytes() == whole.read_bytes()

@@ -27,6 +27,8 @@ from bertfit.cli.common import (
     read_options,
 )
 
+INTERRUPTED = "interrupted; nothing was written; run the same command again to continue the scoring"
+
 
 def select(
     model_dir: ModelDir,
@@ -72,7 +74,8 @@ def select(
             lambda: run_select(
                 model_dir, pool, output, n, strategy, seed, diverse_factor, text_col or None, dtype, batch_tokens,
                 batch_size, progress(), read, engine, allow_pickle,
-            )
+            ),
+            INTERRUPTED,
         )  # fmt: skip
     _render(summary, as_json)
 

@@ -83,6 +83,11 @@ def select(
         clf.predict_file(pool, scores, text_cols, probs=True, batch_tokens=batch_tokens, batch_size=batch_size,
                          progress=progress, read=read)  # fmt: skip
         ranked = rank(scores, clf, strategy, n, seed, diverse_factor, text_cols)
+        if not ranked.attrs["usable"]:
+            scores.unlink(missing_ok=True)
+            cols = ", ".join(f"'{c}'" for c in text_cols or clf.text_cols)
+            raise DataError(f"{pool}: every row's text ({cols}) is empty; nothing to pick; name the text column "
+                            "with --text-col")  # fmt: skip
         frame = picked_rows(scores, ranked)
         write_table(frame, output)
         scores.unlink(missing_ok=True)
