@@ -52,18 +52,26 @@ def test_subsets_are_nested_and_keep_the_class_shares() -> None:
     assert set(nested_subset(groups, 0.25, seed=4)) != set(small)
 
 
-def test_a_tiny_run_writes_the_points_and_the_plot(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_a_tiny_run_writes_the_points_and_the_plot(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     train_df, val_df = sentiment_frame(96, seed=11), sentiment_frame(40, seed=12)
-    result = bertfit.learning_curve(
-        train_df, val_df, tmp_path / "curve", fractions=[0.5, 1.0], seeds=2, model=str(tiny_model_dir),
-        **{**TINY_TRAIN, "epochs": 2},
-    )  # fmt: skip
+    settings = {**TINY_TRAIN, "epochs": 2, "model": str(tiny_model_dir)}
+    result = bertfit.learning_curve(train_df, val_df, tmp_path / "curve", fractions=[0.5, 1.0], seeds=2, **settings)
     assert [(p["fraction"], p["seed"], p["train_rows"]) for p in result["points"]] == [(0.5, 0, 48), (1.0, 0, 96)]
     assert all(0 <= p["macro_f1"] <= 1 and 0 <= p["accuracy"] <= 1 for p in result["points"])
     saved = json.loads((tmp_path / "curve" / "curve.json").read_text())
     assert saved["points"] == result["points"] and saved["fit"] is None  # two sizes: no fit is made up
     assert (tmp_path / "curve" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (tmp_path / "curve").iterdir()) == ["curve.json", "curve.png"]  # models deleted
+    assert saved["complete"] and saved["settings"]["config"]["train"]["epochs"] == 2
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a recorded run was trained again")
+
+    monkeypatch.setattr("bertfit.training.run.train", no_training)
+    again = bertfit.learning_curve(train_df, val_df, tmp_path / "curve", fractions=[1.0, 0.5], seeds=2, **settings)
+    assert again["points"] == result["points"]  # the same call again reuses every recorded run
 
 
 def test_cli_refuses_bad_fractions(tmp_path: Path) -> None:

@@ -6,11 +6,16 @@ data. Fractions below 0.5 run with every seed (their scores scatter most), the o
 is trained with `bertfit.train` (the given settings; the seed is the subset's) and scored on the validation data
 with `bertfit.evaluate`; the models are deleted as soon as they are scored. The scores are fitted by a power law
 (`review.curve`) and forecast at the full size and at twice it.
+
+curve.json is rewritten after every run with the runs so far and the settings; a later call with the same data,
+validation data and settings reuses the runs it holds (an interrupted call continues, and adding a fraction or a
+seed trains only the new runs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import sys
@@ -72,13 +77,19 @@ def learning_curve(
     output_dir.mkdir(parents=True, exist_ok=True)
     check_folder_writable(output_dir / "curve.json")
     runs = [(f, s) for f in fractions for s in range(seeds if f < SMALL else 1)]
+    settings = {"data": _identity(data, frame), "validation": _identity(validation, None), "config": cfg.to_dict()}
+    done = _done_points(output_dir / "curve.json", settings)
     points = []
     with tqdm(total=len(runs), desc="learning curve", unit=" runs", disable=not progress, file=sys.stderr) as bar:
         for fraction, seed in runs:
-            point = _run(frame, groups, fraction, seed, validation, cfg, output_dir, keep_models, progress, not points)
+            point = done.get((fraction, seed)) or _run(frame, groups, fraction, seed, validation, cfg, output_dir,
+                                                       keep_models, progress, not points)  # fmt: skip
             points.append(point)
             bar.update(1)
-    result = summarize(points, len(frame), metric)
+            if len(points) < len(runs):  # what is done so far, fitted where it can be: a rerun continues from it
+                write_json({**summarize(points, len(frame), metric), "settings": settings, "complete": False},
+                           output_dir / "curve.json")  # fmt: skip
+    result = {**summarize(points, len(frame), metric), "settings": settings, "complete": True}
     write_json(result, output_dir / "curve.json")
     plot_curve(result, output_dir / "curve.png", metric)
     logger.info("%s", result["answer"])
@@ -128,6 +139,31 @@ def _run(
              **{m: float(scores[m]) for m in METRICS}, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     logger.info("fraction %g, seed %d: %d rows, macro-F1 %.4f", fraction, seed, len(subset), point["macro_f1"])
     return point
+
+
+def _identity(source: DataSource, frame: pd.DataFrame | None) -> Any:
+    """What identifies an input for reusing earlier runs: its files' paths, sizes and times, or a table's hash."""
+    if isinstance(source, pd.DataFrame):
+        return int(pd.util.hash_pandas_object(source, index=False).sum() % 2**62)
+    from bertfit.data.io import data_files
+    from bertfit.data.paths import input_fingerprint
+
+    return input_fingerprint(data_files(source))
+
+
+def _done_points(path: Path, settings: dict[str, Any]) -> dict[tuple[float, int], dict[str, Any]]:
+    """The runs an earlier call with the same inputs and settings recorded in curve.json, by (fraction, seed)."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(earlier, dict) or earlier.get("settings") != json.loads(json.dumps(settings)):
+        return {}
+    points = {(float(p["fraction"]), int(p["seed"])): p for p in earlier.get("points", [])}
+    if points:
+        logger.warning("%s: reusing %d runs recorded by an earlier call with the same data and settings", path,
+                       len(points))  # fmt: skip
+    return points
 
 
 def _groups(frame: pd.DataFrame, cfg: RunConfig, source: str) -> list[np.ndarray]:
