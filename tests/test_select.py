@@ -3,6 +3,7 @@ texts are never picked, and user errors are one line with nothing written."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,20 @@ def test_a_killed_run_resumes_its_scoring(
         bertfit.select(tiny_trained, shards, out, n=9, dtype="fp32")
     assert "resuming after 30 committed rows" in caplog.text
     assert out.read_bytes() == whole.read_bytes()
+
+
+def test_json_lines_values_come_back_as_the_same_json(tiny_trained: Path, tmp_path: Path) -> None:
+    frame = sentiment_frame(12, seed=3).drop(columns="label")
+    lines = [
+        json.dumps({"id": i, "text": text, "meta": {"price": 1.5, "tags": ["a", i]} if i % 2 else None})
+        for i, text in enumerate(frame["text"])
+    ]
+    lines[5] = lines[5].replace('"price": 1.5', '"price": 1.50')  # written back byte for byte, not re-encoded
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "picked.jsonl"
+    bertfit.select(tiny_trained, pool, out, n=12, dtype="fp32")
+    picked = [json.loads(line) for line in out.read_text().splitlines()]
+    given = [json.loads(line) for line in lines]
+    assert [{k: p[k] for k in ("id", "text", "meta")} for p in picked] == [given[p["row"]] for p in picked]
+    assert '"meta":{"price": 1.50, ' in out.read_text()

@@ -2,8 +2,9 @@
 
 The pool is labelled by the resumable streaming prediction (`Classifier.predict_file`) into a hidden Parquet file
 beside the output, so a big pool never sits in memory and a killed run continues where it stopped. Then one pass
-over the scores ranks the rows by the strategy, a second pass takes the picked rows, and the output is written
-whole under its name:
+over the scores ranks the rows by the strategy, one pass over the pool takes the picked rows' input columns (read
+as the predict path reads them, so JSON Lines values come back as the same JSON), and the output is written whole
+under its name:
 
 - margin: the smallest gap between the two most likely labels first. Multi-label models: the smallest
   |2p - 1| over the labels (p nearest 0.5 first; for two labels this is the same gap).
@@ -25,12 +26,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertfit.data.io import PLAIN, ReadOptions, arrow_to_pandas, data_files, iter_frames
+from bertfit.data.io import PLAIN, WINDOW_ROWS, ReadOptions, arrow_to_pandas, data_files, iter_frames
+from bertfit.data.jsonlines import RAW_JSON
 from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import input_texts
 from bertfit.data.write import write_table
 from bertfit.errors import ConfigError, DataError
 from bertfit.prediction.classifier import Classifier, clean_input
+from bertfit.prediction.decoder import MULTI_COLUMNS, OUTPUT_COLUMNS
 from bertfit.prediction.parts import OutputLock, check_output, is_folder_output
 from bertfit.review.embeddings import embed, k_center_greedy
 
@@ -88,7 +91,7 @@ def select(
             cols = ", ".join(f"'{c}'" for c in text_cols or clf.text_cols)
             raise DataError(f"{pool}: every row's text ({cols}) is empty; nothing to pick; name the text column "
                             "with --text-col")  # fmt: skip
-        frame = picked_rows(scores, ranked)
+        frame = picked_rows(files, scores, ranked, clf, text_cols, read or PLAIN)
         write_table(frame, output)
         scores.unlink(missing_ok=True)
     logger.info("%s: wrote %d rows picked by %s", output, len(frame), strategy)
@@ -146,24 +149,55 @@ def entropy(proba: np.ndarray, multi_label: bool) -> np.ndarray:
     return -(p * np.log(p)).sum(axis=1)
 
 
-def picked_rows(scores: Path, ranked: pd.DataFrame) -> pd.DataFrame:
-    """The pool rows named by `ranked["row"]`, in that order: the input columns as stored, then `ranked`'s
-    columns, then the prediction columns."""
-    wanted = np.sort(ranked["row"].to_numpy())
+def picked_rows(
+    files: list[Path], scores: Path, ranked: pd.DataFrame, clf: Classifier, text_cols: list[str] | None,
+    read: ReadOptions,
+) -> pd.DataFrame:  # fmt: skip
+    """The pool rows named by `ranked["row"]`, in that order: every input column as the predict path reads it,
+    then `ranked`'s columns, then the prediction columns from the scores file."""
+    rows = ranked["row"].to_numpy()
+    inputs = pool_rows(files, rows, clf.columns_read(text_cols), read)
+    multi = clf.schema.multi_label
+    predictions = [*(MULTI_COLUMNS if multi else OUTPUT_COLUMNS), *(f"prob_{name}" for name in clf.labels)]
+    out = pd.concat([inputs, ranked.reset_index(drop=True), scored_rows(scores, rows, predictions)], axis=1)
+    out.attrs = dict(inputs.attrs)  # JSON Lines: which columns hold raw JSON, written back as it was
+    return out
+
+
+def pool_rows(files: list[Path], rows: np.ndarray, text_cols: list[str], read: ReadOptions) -> pd.DataFrame:
+    """The pool's rows at positions `rows` (0-based over its files in order), in that order, read as the predict
+    path reads them: CSV values as their text, JSON Lines values as their raw JSON (named in attrs)."""
+    wanted = np.sort(rows)
+    pieces, raw, start = [], set(), 0
+    for path in files:
+        for frame in iter_frames(path, WINDOW_ROWS, text_cols, read, passthrough=True):
+            lo, hi = np.searchsorted(wanted, [start, start + len(frame)])
+            if hi > lo or not pieces:  # the first window also gives the columns of an empty result
+                pieces.append(frame.iloc[wanted[lo:hi] - start])
+                raw.update(frame.attrs.get(RAW_JSON, ()))
+            start += len(frame)
+    frame = pd.concat(pieces) if len(pieces) > 1 else pieces[0]
+    frame.index = wanted
+    frame = frame.loc[rows].reset_index(drop=True)
+    frame.attrs = {RAW_JSON: sorted(raw)} if raw else {}
+    return frame
+
+
+def scored_rows(scores: Path, rows: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+    """The scores file's rows at positions `rows`, in that order (only `columns`, when given)."""
+    wanted = np.sort(rows)
     tables, start = [], 0
-    for batch in pq.ParquetFile(scores).iter_batches(batch_size=READ_BATCH):
+    for batch in pq.ParquetFile(scores).iter_batches(batch_size=READ_BATCH, columns=columns):
         lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
         if hi > lo:
             tables.append(pa.Table.from_batches([batch]).take(pa.array(wanted[lo:hi] - start)))
         start += batch.num_rows
     schema = pq.read_schema(scores)
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     frame = arrow_to_pandas(pa.concat_tables(tables) if tables else schema.empty_table())
     frame.index = wanted
-    frame = frame.loc[ranked["row"].to_numpy()].reset_index(drop=True)
-    predictions = [c for c in frame.columns if c in ("pred_label", "pred_score", "pred_labels") or
-                   c.startswith("prob_")]  # fmt: skip
-    inputs = [c for c in frame.columns if c not in predictions]
-    return pd.concat([frame[inputs], ranked.reset_index(drop=True), frame[predictions]], axis=1)
+    return frame.loc[rows].reset_index(drop=True)
 
 
 def _pick(
@@ -192,7 +226,7 @@ def _top(usable: pd.DataFrame, column: str, k: int, ascending: bool) -> pd.DataF
 
 def _texts(scores: Path, rows: np.ndarray, clf: Classifier, text_cols: list[str]) -> list[Any]:
     """The model inputs of some rows of the scores file, in the order of `rows`."""
-    frame = picked_rows(scores, pd.DataFrame({"row": rows}))
+    frame = scored_rows(scores, rows, clf.columns_read(text_cols))
     texts, _ = input_texts(frame, text_cols, clf.pair_col, str(scores))
     return [clean_input(t) for t in texts.tolist()]
 
