@@ -44,6 +44,13 @@ def test_fewer_than_three_sizes_give_no_forecast() -> None:
     assert result["fit"] is None and result["answer"].startswith("no forecast")
 
 
+def test_a_curve_that_is_no_power_law_is_flagged() -> None:
+    """The shape of a real run (SST-2, 1 epoch): the small runs predicted one class, then the score jumped."""
+    scores = [(125, 0.337), (125, 0.337), (250, 0.337), (250, 0.337), (500, 0.532), (1000, 0.779)]
+    result = summarize([{"train_rows": n, "macro_f1": f, "accuracy": f} for n, f in scores], 1000)
+    assert "do not follow a power law" in result["warning"] and "scored 0.779" in result["warning"]
+
+
 def test_subsets_are_nested_and_keep_the_class_shares() -> None:
     groups = [np.arange(0, 80), np.arange(80, 100)]  # 80% / 20%
     small, large = nested_subset(groups, 0.25, seed=3), nested_subset(groups, 0.5, seed=3)
@@ -94,6 +101,6 @@ def test_summary_answers_with_a_band_and_plots_the_fit(tmp_path: Path) -> None:
     result = summarize(points, 3200)
     low, high = result["fit"]["forecasts"][1]["low"], result["fit"]["forecasts"][1]["high"]
     assert result["answer"].startswith(f"at 3200 more labels (6400 in all), expect macro_f1 between {low:.3f} and")
-    assert low < power_law(6400, 0.9, 2.0, 0.5) < high
+    assert low < power_law(6400, 0.9, 2.0, 0.5) < high and "warning" not in result
     plot_curve(result, tmp_path / "curve.png", "macro_f1")
     assert (tmp_path / "curve.png").stat().st_size > 10_000  # points, the fit and its band drawn

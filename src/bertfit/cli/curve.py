@@ -80,4 +80,6 @@ def _render(result: dict[str, Any], output: Path) -> None:
     if fit:
         common.out.print(f"fit: {metric} = {fit['a']:.4f} - {fit['b']:.4g} * n^(-{fit['c']:.3f})", highlight=False)
     common.out.print(result["answer"], highlight=False)
+    if result.get("warning"):
+        common.out.print(f"warning: {escape(result['warning'])}", highlight=False)
     common.out.print(f"wrote {escape(str(output / 'curve.json'))} and {escape(str(output / 'curve.png'))}")

@@ -33,13 +33,14 @@ from bertfit.data.paths import check_not_input
 from bertfit.data.rows import DataSource, load_frame
 from bertfit.data.write import check_folder_writable, write_json
 from bertfit.errors import ConfigError, DataError
-from bertfit.review.curve import fit_curve, plot_curve
+from bertfit.review.curve import fit_curve, plot_curve, power_law
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 METRICS = ("macro_f1", "accuracy")
 SMALL = 0.5  # fractions below this run with every seed
+MISFIT = 0.05  # the fit may miss the largest runs' mean score by this much before a warning
 
 
 def learning_curve(
@@ -100,7 +101,27 @@ def summarize(points: list[dict[str, Any]], full_rows: int, metric: str = "macro
     """curve.json's content from the runs' points: the fit of `metric`, forecasts at the full size and twice it."""
     targets = [full_rows, 2 * full_rows]
     fit = fit_curve([p["train_rows"] for p in points], [p[metric] for p in points], targets)
-    return {"metric": metric, "full_rows": full_rows, "points": points, "fit": fit, "answer": _answer(fit, metric)}
+    result = {"metric": metric, "full_rows": full_rows, "points": points, "fit": fit, "answer": _answer(fit, metric)}
+    warning = _misfit(points, fit, metric)
+    if warning:
+        logger.warning("%s", warning)
+        result["warning"] = warning
+    return result
+
+
+def _misfit(points: list[dict[str, Any]], fit: dict[str, Any] | None, metric: str) -> str | None:
+    """A warning when the fit misses the largest runs' mean score by more than MISFIT (the curve is not a power
+    law over these sizes: typically the smallest runs did not learn at all)."""
+    if fit is None:
+        return None
+    largest = max(p["train_rows"] for p in points)
+    observed = float(np.mean([p[metric] for p in points if p["train_rows"] == largest]))
+    fitted = float(power_law(largest, fit["a"], fit["b"], fit["c"]))
+    if abs(observed - fitted) <= MISFIT:
+        return None
+    return (f"the fit gives {fitted:.3f} at {largest} rows where the runs scored {observed:.3f}: the scores do not "
+            "follow a power law over these sizes (did the smallest runs learn? try more epochs or larger "
+            "fractions); read the forecast as rough")  # fmt: skip
 
 
 def nested_subset(groups: list[np.ndarray], fraction: float, seed: int) -> np.ndarray:
