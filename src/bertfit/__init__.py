@@ -28,6 +28,10 @@ _LAZY = {
     "CheckReport": "checks.checker",
     "serve": "serving",
     "ServeConfig": "serving.settings",
+    "review": "reviewing.run",
+    "ReviewResult": "reviewing.run",
+    "select": "reviewing.select",
+    "learning_curve": "reviewing.learning",
 }
 
 if TYPE_CHECKING:
@@ -35,6 +39,9 @@ if TYPE_CHECKING:
     from bertfit.evaluation.evaluate import evaluate
     from bertfit.exporting.export import export
     from bertfit.prediction.classifier import Classifier, predict_file
+    from bertfit.reviewing.learning import learning_curve
+    from bertfit.reviewing.run import ReviewResult, review
+    from bertfit.reviewing.select import select
     from bertfit.serving import serve
     from bertfit.serving.settings import ServeConfig
     from bertfit.training.run import TrainResult, train
@@ -60,6 +67,10 @@ __all__ = [
     "CheckReport",
     "serve",
     "ServeConfig",
+    "review",
+    "ReviewResult",
+    "select",
+    "learning_curve",
     "LabelSchema",
     "RunConfig",
     "DataConfig",

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from bertfit.cli import check, evaluate, explain, export, info, predict, serve, train
+from bertfit.cli import check, curve, evaluate, explain, export, info, predict, review, select, serve, train
 from bertfit.cli.common import err, out, setup_logging, state
 
 app = typer.Typer(
@@ -28,8 +28,11 @@ for command in (
     info.info,
     explain.explain,
     serve.serve,
+    review.review,
+    select.select,
 ):
     app.command()(command)
+app.command("learning-curve")(curve.learning_curve)
 
 
 @app.callback()

@@ -1,0 +1,131 @@
+"""bertfit review: planted label flips come out on top (crossval and dynamics), folds never let a row score itself,
+the table gives every input column back with each row's position, a stopped review continues, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_TRAIN, sentiment_frame
+from typer.testing import CliRunner
+
+import bertfit
+from bertfit.cli import app
+from bertfit.errors import DataError
+from bertfit.reviewing import crossval
+from bertfit.reviewing.rows import load_review_rows
+
+pytest.importorskip("cleanlab", reason="bertfit review needs: pip install 'bertfit[review]'")
+pytestmark = pytest.mark.usefixtures("restore_cli_state")
+
+FLIPS = 20
+
+
+def noisy_frame() -> tuple[pd.DataFrame, set[int]]:
+    """400 learnable rows, 20 of them with the other label; an id column of zero-padded texts, some empty texts."""
+    df = sentiment_frame(400, seed=1)
+    flipped = set(np.random.default_rng(0).choice(len(df), FLIPS, replace=False).tolist())
+    swap = {"positive": "negative", "negative": "positive"}
+    df["label"] = [swap[y] if i in flipped else y for i, y in enumerate(df["label"])]
+    df.insert(0, "id", [f"{i:05d}" for i in range(len(df))])
+    return df, flipped
+
+
+@pytest.mark.parametrize("method", ["crossval", "dynamics"])
+def test_planted_flips_come_out_on_top(tiny_model_dir, tmp_path, method):
+    df, flipped = noisy_frame()
+    result = bertfit.review(df, tmp_path / "out", method=method, folds=3, model=str(tiny_model_dir), progress=False,
+                            **TINY_TRAIN)  # fmt: skip
+    top = set(result.table["row"].head(FLIPS))
+    print(method, "flips in the top", FLIPS, len(top & flipped), "issues", result.summary["label_issues"])
+    assert len(top & flipped) >= 0.9 * FLIPS  # both methods found all 20 on a 2-core EPYC, 2026-12-06
+    assert result.summary["label_issues"] <= 2 * FLIPS
+    table = pd.read_parquet(tmp_path / "out" / "label_issues.parquet")
+    assert sorted(table["row"]) == list(range(400)) and table["is_label_issue"].iloc[0]
+    flagged = table[table["is_label_issue"]]
+    assert (flagged["label_quality"].diff().dropna() >= 0).all(), "issues come by rising quality"
+    assert (flagged["given_label"] != flagged["suggested_label"]).mean() > 0.9
+    assert table["id"].tolist() == [f"{r:05d}" for r in table["row"]]  # the input's own values, row by row
+    page = (tmp_path / "out" / "review.html").read_text()
+    assert "Likely label errors" in page and str(flagged["row"].iloc[0]) in page
+    if method == "dynamics":
+        assert {"confidence", "variability", "aum"} <= set(table.columns) and (tmp_path / "out" / "model").is_dir()
+    else:
+        assert len(result.summary["noise_matrix"]["given_by_true"]) == 2
+
+
+def test_folds_never_let_a_row_score_itself(tmp_path, monkeypatch):
+    df, _ = noisy_frame()
+    rows = load_review_rows(df, bertfit.RunConfig().data)
+    seen = []
+
+    def fake_train(frame, output_dir, **kwargs):
+        seen.append(set(frame.index))  # the table's own row positions
+        Path(output_dir).mkdir(parents=True)
+
+    class FakeClassifier:
+        labels = rows.names
+
+        def predict_proba(self, texts, progress=False):
+            seen[-1] = (seen[-1], len(texts))
+            return np.full((len(texts), 2), 0.5, np.float32)
+
+    monkeypatch.setattr("bertfit.training.run.train", fake_train)
+    monkeypatch.setattr("bertfit.prediction.classifier.Classifier.from_pretrained", lambda *a, **k: FakeClassifier())
+    cfg = bertfit.RunConfig()
+    crossval.out_of_fold(rows, cfg, tmp_path, "key", folds=4)
+    splits = crossval.fold_splits(rows.labels, 4, cfg.train.seed, "data")
+    assert len(seen) == 4
+    for (trained, scored), (train_idx, held) in zip(seen, splits):
+        assert trained == set(rows.positions[train_idx]) and not trained & set(rows.positions[held])
+        assert scored == len(held)
+    held_all = np.concatenate([held for _, held in splits])
+    assert sorted(held_all) == list(range(400)), "every row is held out exactly once"
+
+
+def test_a_stopped_review_continues_and_dropped_rows_are_counted(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    df, _ = noisy_frame()
+    df.loc[[3, 50], "text"] = ["", None]
+    path = tmp_path / "data.csv"
+    df.to_csv(path, index=False)
+    args = {"method": "crossval", "folds": 2, "model": str(tiny_model_dir), "progress": False, **TINY_TRAIN}
+    first = bertfit.review(path, tmp_path / "out", **args)
+    assert first.summary["reviewed_rows"] == 398 and first.summary["dropped"] == {"empty text": 2}
+    assert 3 not in set(first.table["row"]) and 50 not in set(first.table["row"])
+    assert "dropped 2 of 400 rows with empty text" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "out" / "folds").iterdir()) == ["fold-0.npz", "fold-1.npz"]
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished fold was trained again")
+
+    monkeypatch.setattr("bertfit.training.run.train", no_training)
+    again = bertfit.review(path, tmp_path / "out", **args)
+    pd.testing.assert_frame_equal(again.table, first.table)
+
+
+def test_cli_review_and_its_one_line_errors(tiny_model_dir, tmp_path):
+    df, _ = noisy_frame()
+    df.to_csv(tmp_path / "data.csv", index=False)
+    settings = [f"--{k.replace('_', '-')}={v}" for k, v in TINY_TRAIN.items()]
+    base = ["review", str(tmp_path / "data.csv"), "--model", str(tiny_model_dir), "--method", "dynamics", *settings]
+    result = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["reviewed_rows"] == 400 and summary["method"] == "dynamics" and summary["label_issues"] > 0
+
+    df.rename(columns={"text": "tweet"}).to_csv(tmp_path / "tweets.csv", index=False)
+    bad = CliRunner().invoke(app, ["review", str(tmp_path / "tweets.csv"), "-o", str(tmp_path / "o2")])
+    assert bad.exit_code == 2 and "no column 'text'" in bad.stderr and "Traceback" not in bad.output
+    df.assign(given_label="x").to_csv(tmp_path / "clash.csv", index=False)
+    with pytest.raises(DataError, match="already has a column 'given_label'"):
+        bertfit.review(tmp_path / "clash.csv", tmp_path / "o3", folds=2, model=str(tiny_model_dir), **TINY_TRAIN)
+    assert not (tmp_path / "o3" / "label_issues.parquet").exists()
+
+
+def test_label_sets_are_refused_in_one_line(tmp_path):
+    frame = pd.DataFrame({"text": ["a b", "c d"], "labels": [["x"], ["x", "y"]]})
+    with pytest.raises(DataError, match="holds label sets"):
+        bertfit.review(frame, tmp_path / "out", label_col="labels")
