@@ -20,7 +20,6 @@ from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import clean_text
 from bertfit.errors import ConfigError, DataError
 from bertfit.prediction.decoder import check_threshold
-from bertfit.prediction.engine_choice import CONVERT_MIN_ROWS
 from bertfit.prediction.loading import Loaded, build_parts, input_columns, load_engine
 from bertfit.prediction.parts import OutputLock, check_output
 from bertfit.prediction.stream import (
@@ -127,10 +126,11 @@ class Classifier:
             threshold: multi-label: one threshold for every label in place of the tuned ones.
             engine: "auto" (the folder's own: onnx or openvino for a folder written by `bertfit export`; for a
                 torch folder with dtype "auto" and OpenVINO installed, torch or the model converted to OpenVINO,
-                whichever is faster here and agrees with fp32, measured in file jobs and calls of 5,000+ texts and
-                remembered: see `engine_choice`), "torch", "onnx" or "openvino" (those two need
-                `pip install 'bertfit[onnx]'` or `'bertfit[openvino]'` and an exported folder). Every engine
-                gives the same outputs, in the same streaming pipeline; only the speed and the precision differ.
+                whichever is faster here and agrees with fp32, measured when the first rows scored are 5,000 or more
+                (a file's first window, a large predict() call) and remembered: see `engine_choice`), "torch",
+                "onnx" or "openvino" (those two need `pip install 'bertfit[onnx]'` or `'bertfit[openvino]'` and an
+                exported folder). Every engine gives the same outputs, in the same streaming pipeline; only the
+                speed and the precision differ.
         """
         if max_length is not None and max_length < 2:
             raise ConfigError(f"max_length must be at least 2 (got {max_length}); try 128")
@@ -191,7 +191,6 @@ class Classifier:
         """
         batch_tokens, batch_size = self.check_batching(batch_tokens, batch_size)
         texts = _as_list(texts)
-        self.scorer.may_convert |= len(texts) >= CONVERT_MIN_ROWS  # engine auto: a conversion pays (engine_choice)
         proba = np.empty((len(texts), len(self.schema)), dtype=np.float32)
         with progress_bar(len(texts), progress) as bar:
             for start in range(0, len(texts), DEFAULT_WINDOW):
@@ -235,7 +234,6 @@ class Classifier:
         """
         batch_tokens, batch_size = self.check_batching(batch_tokens, batch_size)
         cols = text_cols or self.text_cols
-        self.scorer.may_convert = True  # a file job: engine auto may convert to OpenVINO (engine_choice)
         yield from label_frames(self.scorer, self.decoder, frames, cols, self.pair_col, probs, batch_tokens,
                                 batch_size, source)  # fmt: skip
 

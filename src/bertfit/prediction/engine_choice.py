@@ -9,11 +9,14 @@ the bertfit cache (`engine.json`, beside `dtype.json`), and a chosen OpenVINO mo
 (`openvino/KEY/openvino_model.xml`), so a later run loads it in about a second instead of converting. Nothing is
 written into the model folder.
 
-When a conversion is tried (it costs ~3 s to convert and ~1.3 s to compile MiniLM-L6 on 2 EPYC cores, the time
-torch bf16 takes for ~5,000 tweets): in a file job (`predict_file`, `predict_stream`: `bertfit predict`, Ray actors),
-or a `predict`/`predict_proba` call (hence `evaluate`) of at least CONVERT_MIN_ROWS texts. Smaller calls (a 10-text
-predict(), a server's requests) never convert: they use OpenVINO only when a larger job measured it faster for this
-model on this machine earlier, and else torch. An explicit engine or dtype is obeyed: nothing is measured.
+When a conversion is tried (the rule): when the first rows the model scores are at least CONVERT_MIN_ROWS. That is
+the first window of a file job (`bertfit predict`, `predict_file`, `predict_stream`, Ray actors: windows of 50,000
+rows by default, so any input of 5,000 rows or more) or a `predict`/`predict_proba` call (hence `evaluate`) of that
+many texts. Converting costs ~3 s and compiling ~1.3 s for MiniLM-L6 on 2 EPYC cores (4-11 s for the tiny test
+BERT or MiniLM when those cores are shared), about what torch takes for 5,000 tweets, and the choice then holds for
+every later run. Smaller jobs (a 10-text predict(), a server's requests, a 3,000-row file) never convert: they use
+OpenVINO only when a larger job measured it faster for this model on this machine, else torch. An explicit engine
+or dtype is obeyed: nothing is measured.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ logger = logging.getLogger(__name__)
 CHOICES_FILE = "engine.json"
 IR_FOLDER = "openvino"
 IR_FILE = "openvino_model.xml"
-CONVERT_MIN_ROWS = 5_000  # texts in one predict()/evaluate call from which converting is worth its seconds
+CONVERT_MIN_ROWS = 5_000  # rows scored at once (token windows) from which converting is worth its seconds
 
 
 @dataclass
@@ -94,7 +97,7 @@ def settle_engine(scorer: Scorer, encoded: Encoded, batch_tokens: int, batch_siz
         logger.info("engine auto: openvino %s (measured earlier on this machine for this model; OpenVINO model %s)",
                     forward.precision, where)  # fmt: skip
         return True
-    if known == "torch" or not scorer.may_convert:
+    if known == "torch" or len(encoded.lengths) < CONVERT_MIN_ROWS:
         return False
     measure_engines(scorer, encoded, batch_tokens, batch_size, key)
     return True

@@ -47,7 +47,6 @@ class Scorer:
         self.identity: dict[str, Any] | None = None  # the model folder and its files: the key of a measured dtype
         self.multi_label = False  # how a measured dtype's agreement is counted (dtype_choice.decisions)
         self.engine_auto = False  # --engine auto on a torch folder: may OpenVINO run it instead (engine_choice)
-        self.may_convert = False  # this job scores enough rows for a conversion to pay (engine_choice's rule)
 
     def default_batch_tokens(self) -> int:
         return CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
