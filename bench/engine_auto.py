@@ -19,13 +19,14 @@ agreement with bertfit torch fp32. Then tokenization alone (WindowEncoder, one c
 predict_file makes) in a fresh process per RAYON_NUM_THREADS, and how long predict_file waited on its tokenizing
 thread for the first window and for the later ones (tokenization left on the critical path).
 
-    python bench/engine_auto.py --rows 3000
+    python bench/engine_auto.py --rows 5000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -55,10 +56,10 @@ print(3 * len(texts) / (time.perf_counter() - start))
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=3000, help="texts per data set (2,000-5,000)")
+    parser.add_argument("--rows", type=int, default=5000, help="texts per data set (2,000-5,000)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the first is the cold one)")
     parser.add_argument("--window", type=int, default=500, help="rows per window of the overlap variant")
-    parser.add_argument("--threads", default="1,2", help="RAYON_NUM_THREADS values for the tokenization table")
+    parser.add_argument("--threads", default="1,2,4", help="RAYON_NUM_THREADS values for the tokenization table")
     return parser.parse_args()
 
 
@@ -170,10 +171,13 @@ def tokenization_rates(threads: list[str], work: Path) -> list[dict[str, Any]]:
 
 def main() -> None:
     args = parse_args()
-    import torch
+    from machine import machine
 
-    print(json.dumps({"cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
-                      "cores": os.cpu_count(), "torch threads": torch.get_num_threads()}))  # fmt: skip
+    from bertfit.prediction.engine_choice import openvino_version
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("bertfit.prediction").setLevel(logging.INFO)  # the engine and dtype auto lines
+    print(json.dumps({**machine(), "openvino": openvino_version()}))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["BERTFIT_CACHE"] = str(work / "cache")  # empty: the first default run measures and converts

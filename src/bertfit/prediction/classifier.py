@@ -211,7 +211,7 @@ class Classifier:
     ) -> list[Explanation]:
         """Word attributions for each text towards `label` (default: its predicted label), by Integrated
         Gradients in fp32; needs `pip install 'bertfit[explain]'`. See `bertfit.explain` for the method."""
-        if self.engine != "torch":
+        if self.scorer.model is None:  # an exported folder; a torch one that auto moved to OpenVINO keeps its model
             raise ConfigError(f"explain needs the torch engine, not {self.engine}; load the model with engine='torch'")
         from bertfit.explain import explain_parts
 
@@ -256,7 +256,8 @@ class Classifier:
         input_path, output_path = Path(input_path), Path(output_path)
         check_not_input(output_path, [input_path, *model_files(self.model_dir)])
         check_output(output_path)
-        settings = {"model": self._identity(), "engine": self.engine, "dtype": self.scorer.requested_dtype,
+        engine = "auto" if self.scorer.engine_auto else self.engine  # as asked: auto may settle on openvino
+        settings = {"model": self._identity(), "engine": engine, "dtype": self.scorer.requested_dtype,
                     "max_length": self.max_length, "text_cols": text_cols or self.text_cols, "probs": probs,
                     "window": window,
                     "batch_tokens": batch_tokens, "batch_size": batch_size,
