@@ -8,9 +8,10 @@ Yelp sentences with models/yelp):
         the anchor, model loaded beforehand (not timed)
     (b) bertfit default, first run: bertfit.predict_file(DIR, in.parquet, out.parquet, probs=True) with an empty
         bertfit cache, so the time includes loading the model, measuring torch fp32/bf16 against OpenVINO and
-        converting (what a user's first `bertfit predict` costs)
+        converting (what a user's first `bertfit predict` of 5,000+ rows costs; --convert-from 0, the default,
+        makes a smaller sample measure too)
     (c) bertfit default, later runs: the same call with the choice remembered (loading included)
-    (d) bertfit torch only: the same with engine="torch" (dtype auto, remembered)
+    (d) with --torch, bertfit torch only: the same with engine="torch" (dtype auto, remembered)
     (e) bertfit default with --window rows per window (default 500), so that tokenizing overlaps scoring (the
         default window, 50,000 rows, holds the whole sample: its one window is tokenized before anything is scored)
 
@@ -19,7 +20,7 @@ agreement with bertfit torch fp32. Then tokenization alone (WindowEncoder, one c
 predict_file makes) in a fresh process per RAYON_NUM_THREADS, and how long predict_file waited on its tokenizing
 thread for the first window and for the later ones (tokenization left on the critical path).
 
-    python bench/engine_auto.py --rows 5000
+    python bench/engine_auto.py --rows 2000
 """
 
 from __future__ import annotations
@@ -57,14 +58,23 @@ print(3 * len(texts) / (time.perf_counter() - start))
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=5000, help="texts per data set (2,000-5,000)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the first is the cold one)")
-    parser.add_argument("--window", type=int, default=500, help="rows per window of the overlap variant")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (the first is the cold one)")
+    parser.add_argument("--window", type=int, default=500, help="rows per window of the overlap variant (0: off)")
+    parser.add_argument("--torch", action="store_true", help="also time bertfit with engine='torch' (dtype auto)")
+    parser.add_argument(
+        "--convert-from",
+        type=int,
+        default=0,
+        help="engine_choice.CONVERT_MIN_ROWS for this run (0: the first run measures and converts, "
+        "as any input of 5,000+ rows does; 5000: the library's rule)",
+    )
     parser.add_argument("--threads", default="1,2,4", help="RAYON_NUM_THREADS values for the tokenization table")
     return parser.parse_args()
 
 
 def load_sets(rows: int) -> dict[str, tuple[Path, list[str]]]:
-    emotion = pd.concat([pd.read_parquet(DATA / "emotion" / f"{s}.parquet") for s in ("test", "validation")])
+    splits = ("test", "validation", "train")  # test and validation first: 4,000 tweets the model did not train on
+    emotion = pd.concat([pd.read_parquet(DATA / "emotion" / f"{s}.parquet") for s in splits])
     yelp = pd.read_parquet(DATA / "yelp_polarity_sentences" / "test.parquet").sample(rows, random_state=0)
     return {"emotion": (MODELS / "emotion", emotion.text.tolist()[:rows]),
             "yelp": (MODELS / "yelp", yelp.text.tolist())}  # fmt: skip
@@ -115,15 +125,19 @@ def waits_on_tokenizer() -> list[float]:
     return waits
 
 
-def compare(name: str, model_dir: Path, texts: list[str], rounds: int, work: Path, window: int) -> list[dict[str, Any]]:
+def compare(
+    name: str, model_dir: Path, texts: list[str], rounds: int, work: Path, window: int, with_torch: bool
+) -> list[dict[str, Any]]:
     from bertfit.prediction.classifier import Classifier
 
     src = work / f"{name}.parquet"
     pd.DataFrame({"text": texts}).to_parquet(src)
     reference = Classifier.from_pretrained(model_dir, engine="torch", dtype="fp32").predict_proba(texts).argmax(1)
-    variants = {"a pipeline(64)": pipeline_run(model_dir), "bertfit default": bertfit_run(model_dir, src, work),
-                "bertfit torch": bertfit_run(model_dir, src, work, engine="torch"),
-                f"bertfit default, window {window}": bertfit_run(model_dir, src, work, window=window)}  # fmt: skip
+    variants = {"a pipeline(64)": pipeline_run(model_dir), "bertfit default": bertfit_run(model_dir, src, work)}
+    if with_torch:
+        variants["bertfit torch"] = bertfit_run(model_dir, src, work, engine="torch")
+    if window:
+        variants[f"bertfit default, window {window}"] = bertfit_run(model_dir, src, work, window=window)
     seconds: dict[str, list[float]] = {k: [] for k in variants}
     seen: dict[str, Any] = {}
     waits = waits_on_tokenizer()
@@ -173,7 +187,10 @@ def main() -> None:
     args = parse_args()
     from machine import machine
 
+    from bertfit.prediction import engine_choice
     from bertfit.prediction.engine_choice import openvino_version
+
+    engine_choice.CONVERT_MIN_ROWS = args.convert_from
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("bertfit.prediction").setLevel(logging.INFO)  # the engine and dtype auto lines
@@ -183,7 +200,7 @@ def main() -> None:
         os.environ["BERTFIT_CACHE"] = str(work / "cache")  # empty: the first default run measures and converts
         results = []
         for name, (model_dir, texts) in load_sets(args.rows).items():
-            results += compare(name, model_dir, texts, args.rounds, work, args.window)
+            results += compare(name, model_dir, texts, args.rounds, work, args.window, args.torch)
         print(pd.DataFrame(results).to_string(index=False))
         print(pd.DataFrame(tokenization_rates(args.threads.split(","), work)).to_string(index=False))
 

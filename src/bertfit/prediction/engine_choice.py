@@ -92,7 +92,11 @@ def settle_engine(scorer: Scorer, encoded: Encoded, batch_tokens: int, batch_siz
     key = engine_key(scorer.identity, ov_version)
     known = cached_engine(key)
     if known == "openvino":
-        forward, where = remembered_openvino(scorer, encoded, key)
+        try:
+            forward, where = remembered_openvino(scorer, encoded, key)
+        except Exception as err:  # the cached model gone and this one no longer converts: torch, as measured next
+            logger.info("engine auto: torch (OpenVINO, chosen earlier, could not convert it: %s)", first_line(err))
+            return False
         use_openvino(scorer, forward)
         logger.info("engine auto: openvino %s (measured earlier on this machine for this model; OpenVINO model %s)",
                     forward.precision, where)  # fmt: skip
