@@ -106,7 +106,8 @@ def test_a_file_job_runs_on_openvino_when_faster_and_a_later_small_call_reuses_i
         done = predict_file(model_copy, tmp_path / "in.csv", tmp_path / "auto.csv", probs=True)
     assert done["engine"] == "openvino" and done["dtype"] in ("bf16", "fp32")
     line = next(r.message for r in caplog.records if r.message.startswith("engine auto: openvino"))
-    assert "timed on 128 rows against torch fp32" in line and "OpenVINO model kept in" in line
+    assert "timed on 128 rows against torch fp32 (OpenVINO's labels checked on 60)" in line
+    assert "OpenVINO model kept in" in line
     entry = entry_for(model_copy)
     assert entry["engine"] == "openvino" and [t["engine"] for t in entry["trials"]] == ["torch", "torch", "openvino"]
     assert list(cache_root().glob("openvino/*/openvino_model.xml"))
