@@ -124,10 +124,13 @@ class Classifier:
                 max_length // 4 when `long` is given here).
             aggregate: sliding windows: "mean" or "max" of the windows' logits (default: as in training).
             threshold: multi-label: one threshold for every label in place of the tuned ones.
-            engine: "auto" (the folder's own: onnx or openvino for a folder written by `bertfit export`, else
-                torch), "torch", "onnx" or "openvino" (those two need `pip install 'bertfit[onnx]'` or
-                `'bertfit[openvino]'` and an exported folder). Every engine gives the same outputs, in the same
-                streaming pipeline; only the speed and the precision differ.
+            engine: "auto" (the folder's own: onnx or openvino for a folder written by `bertfit export`; for a
+                torch folder with dtype "auto" and OpenVINO installed, torch or the model converted to OpenVINO,
+                whichever is faster here and agrees with fp32, measured when the first rows scored are 5,000 or more
+                (a file's first window, a large predict() call) and remembered: see `engine_choice`), "torch",
+                "onnx" or "openvino" (those two need `pip install 'bertfit[onnx]'` or `'bertfit[openvino]'` and an
+                exported folder). Every engine gives the same outputs, in the same streaming pipeline; only the
+                speed and the precision differ.
         """
         if max_length is not None and max_length < 2:
             raise ConfigError(f"max_length must be at least 2 (got {max_length}); try 128")
@@ -208,7 +211,7 @@ class Classifier:
     ) -> list[Explanation]:
         """Word attributions for each text towards `label` (default: its predicted label), by Integrated
         Gradients in fp32; needs `pip install 'bertfit[explain]'`. See `bertfit.explain` for the method."""
-        if self.engine != "torch":
+        if self.scorer.model is None:  # an exported folder; a torch one that auto moved to OpenVINO keeps its model
             raise ConfigError(f"explain needs the torch engine, not {self.engine}; load the model with engine='torch'")
         from bertfit.explain import explain_parts
 
@@ -253,7 +256,8 @@ class Classifier:
         input_path, output_path = Path(input_path), Path(output_path)
         check_not_input(output_path, [input_path, *model_files(self.model_dir)])
         check_output(output_path)
-        settings = {"model": self._identity(), "engine": self.engine, "dtype": self.scorer.requested_dtype,
+        engine = "auto" if self.scorer.engine_auto else self.engine  # as asked: auto may settle on openvino
+        settings = {"model": self._identity(), "engine": engine, "dtype": self.scorer.requested_dtype,
                     "max_length": self.max_length, "text_cols": text_cols or self.text_cols, "probs": probs,
                     "window": window,
                     "batch_tokens": batch_tokens, "batch_size": batch_size,

@@ -75,39 +75,43 @@ def choice_key(model: dict[str, Any], engine: str = "torch") -> str:
     return sha256(text.encode()).hexdigest()[:24]
 
 
-def _choices_path() -> Path:
-    return cache_root() / CHOICES_FILE
+def read_choices(name: str = CHOICES_FILE) -> dict[str, Any]:
+    """The choices remembered in the cache file `name` (dtype.json, engine.json), {} when none can be read."""
+    try:
+        choices = json.loads((cache_root() / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return choices if isinstance(choices, dict) else {}
 
 
 def cached(key: str) -> str | None:
     """The dtype chosen earlier for this key, or None."""
-    try:
-        entry = json.loads(_choices_path().read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError):
-        return None
+    entry = read_choices().get(key)
     return entry.get("dtype") if isinstance(entry, dict) and entry.get("dtype") in CANDIDATES else None
 
 
-def remember(key: str, chosen: Trial, trials: list[Trial], model: dict[str, Any]) -> Path | None:
-    """Add the choice to the cache file (written whole under a temporary name, then renamed); None if the cache
-    cannot be written (the choice then holds for this process only)."""
-    path = _choices_path()
+def write_choice(key: str, entry: dict[str, Any], name: str = CHOICES_FILE) -> Path | None:
+    """Add one entry to the cache file `name` (written whole under a temporary name, then renamed); None if the
+    cache cannot be written (the choice then holds for this process only)."""
+    path = cache_root() / name
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            choices = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            choices = {}
-        choices[key] = {"dtype": chosen.dtype, "trials": [asdict(t) for t in trials], "machine": machine(),
-                        "model": model.get("folder"), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{CHOICES_FILE}.", suffix=".tmp")
+        choices = read_choices(name)
+        choices[key] = {**entry, "machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(choices, fh, indent=1)
         os.replace(tmp, path)
     except OSError as exc:
-        logger.debug("could not remember the dtype choice in %s: %s", path, exc)
+        logger.debug("could not remember the choice in %s: %s", path, exc)
         return None
     return path
+
+
+def remember(key: str, chosen: Trial, trials: list[Trial], model: dict[str, Any]) -> Path | None:
+    """Add the dtype choice to dtype.json; None if the cache cannot be written."""
+    entry = {"dtype": chosen.dtype, "trials": [asdict(t) for t in trials], "model": model.get("folder")}
+    return write_choice(key, entry)
 
 
 def timed_sample(lengths: np.ndarray) -> np.ndarray:
@@ -139,14 +143,19 @@ def measure(
     trials, reference = [], None
     for dtype in CANDIDATES:
         cast(dtype)
-        run(sample)  # warm-up: the same batch shapes as the timed run
-        start = time.perf_counter()
-        logits = run(sample)
-        seconds = time.perf_counter() - start
+        seconds, logits = time_run(run, sample)
         top = decisions(logits[: len(distinct)], multi_label)
         reference = top if reference is None else reference
         trials.append(Trial(dtype, seconds, float(np.mean(top == reference))))
     return trials
+
+
+def time_run(run: Callable[[np.ndarray], np.ndarray], sample: np.ndarray) -> tuple[float, np.ndarray]:
+    """(seconds, logits) of `run(sample)` after one untimed warm-up pass with the same batch shapes."""
+    run(sample)
+    start = time.perf_counter()
+    logits = run(sample)
+    return time.perf_counter() - start, logits
 
 
 def decide(

@@ -110,15 +110,16 @@ class OnnxForward:
 
 class OpenVinoForward:
     """A padded batch through an OpenVINO model compiled for the CPU; `hint` (f32, bf16) sets the inference
-    precision, None lets OpenVINO pick (bf16 on CPUs with AVX512-BF16 or AMX, f32 elsewhere)."""
+    precision, None lets OpenVINO pick (bf16 on CPUs with AVX512-BF16 or AMX, f32 elsewhere). `path` is an
+    openvino_model.xml, or an openvino.Model converted in this process (`engine_choice`)."""
 
-    def __init__(self, path: Path, threads: int, hint: str | None) -> None:
+    def __init__(self, path: Path | Any, threads: int, hint: str | None) -> None:
         ov = import_openvino()
         config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
         if hint:
             config["INFERENCE_PRECISION_HINT"] = hint
         try:
-            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+            self.compiled = ov.Core().compile_model(str(path) if isinstance(path, Path) else path, "CPU", config)
         except Exception as err:  # OpenVINO raises RuntimeError for any file it cannot read or compile
             raise ModelError(f"{path}: OpenVINO cannot load it ({first_line(err)}); export it again") from None
         self.request = self.compiled.create_infer_request()

@@ -17,7 +17,7 @@ from bertfit.errors import ConfigError
 from bertfit.labels import LabelSchema
 from bertfit.modeling import load_model_config, load_trained, pick_precision, plain_meta, read_meta, require_model_dir
 from bertfit.prediction.decoder import Decoder, calibration_temperature, stored_thresholds
-from bertfit.prediction.engines import engine_forward, resolve_engine
+from bertfit.prediction.engines import SYNONYMS, engine_forward, resolve_engine
 from bertfit.prediction.scorer import DTYPES, Scorer, window_settings
 from bertfit.tokenization import load_tokenizer, usable_max_length
 
@@ -49,7 +49,8 @@ def load_weights(
 @dataclass
 class Loaded:
     """A model folder loaded for one engine: the torch model (None for the other engines), what runs a batch, the
-    model's config, tokenizer and bertfit metadata, and where and in which precision it runs."""
+    model's config, tokenizer and bertfit metadata, and where and in which precision it runs. `auto`: the engine
+    was not named (--engine auto), so a torch folder may run on OpenVINO when measured faster (`engine_choice`)."""
 
     model: Any
     forward: Any
@@ -59,6 +60,7 @@ class Loaded:
     device: str
     dtype: str
     engine: str
+    auto: bool = False
 
 
 def load_engine(
@@ -71,10 +73,11 @@ def load_engine(
 ) -> Loaded:
     """A model folder loaded for `engine` (auto: the folder's own, see `engines.resolve_engine`). The onnx and
     openvino engines load no torch weights: only config.json, the tokenizer and bertfit.json beside their file."""
+    auto = SYNONYMS.get(engine or "auto", engine or "auto") == "auto"
     engine = resolve_engine(engine, model_dir)
     if engine == "torch":
         model, tokenizer, meta, device, dtype = load_weights(model_dir, device, dtype, allow_pickle, trust_remote_code)
-        return Loaded(model, model, model.config, tokenizer, meta, device, dtype, engine)
+        return Loaded(model, model, model.config, tokenizer, meta, device, dtype, engine, auto)
     folder = require_model_dir(model_dir)
     pick_precision(dtype, "cpu")  # a bad name fails before the runtime is imported
     config = load_model_config(str(folder), ModelConfig(trust_remote_code=trust_remote_code))
@@ -109,6 +112,7 @@ def build_parts(
     scorer.multi_label = schema.multi_label
     if loaded is not None:
         scorer.forward, scorer.engine = loaded.forward, loaded.engine
+        scorer.engine_auto = loaded.auto and loaded.engine == "torch" and dtype == "auto"  # --dtype given: obeyed
     return scorer, decoder
 
 

@@ -46,6 +46,7 @@ class Scorer:
         self.forward: Callable[..., Any] = model
         self.identity: dict[str, Any] | None = None  # the model folder and its files: the key of a measured dtype
         self.multi_label = False  # how a measured dtype's agreement is counted (dtype_choice.decisions)
+        self.engine_auto = False  # --engine auto on a torch folder: may OpenVINO run it instead (engine_choice)
 
     def default_batch_tokens(self) -> int:
         return CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
@@ -67,7 +68,7 @@ class Scorer:
         With dtype "auto" the first call settles the dtype (`dtype_choice.decide`: measured on these rows, or as
         measured earlier for this machine and model)."""
         if self.dtype == "auto" and self.engine == "torch" and len(encoded.lengths):
-            self.settle_dtype(encoded, batch_tokens, batch_size)
+            self.settle(encoded, batch_tokens, batch_size)
         return self.rows_logits(encoded, np.arange(len(encoded.lengths)), batch_tokens, batch_size)
 
     def rows_logits(self, encoded: Encoded, rows: np.ndarray, batch_tokens: int, batch_size: int | None) -> np.ndarray:
@@ -81,10 +82,28 @@ class Scorer:
                 logits[idx] = self.forward(**{k: v.to(self.device) for k, v in batch.items()}).logits.float().cpu()
         return logits
 
+    def settle(self, encoded: Encoded, batch_tokens: int, batch_size: int | None) -> None:
+        """Pick the engine (with --engine auto) and the dtype for "auto" on a CPU, measured on `encoded` or from the
+        cache: OpenVINO when `engine_choice` finds it faster and in agreement, else torch in the measured dtype."""
+        if self.engine_auto:
+            from bertfit.prediction.engine_choice import settle_engine
+
+            if settle_engine(self, encoded, batch_tokens, batch_size):
+                return
+        self.settle_dtype(encoded, batch_tokens, batch_size)
+
     def settle_dtype(self, encoded: Encoded, batch_tokens: int, batch_size: int | None) -> None:
         """Pick the dtype for "auto" on a CPU by timing the candidates on `encoded` (or from the cache)."""
         from bertfit.prediction.dtype_choice import decide
 
+        def run(rows: np.ndarray) -> np.ndarray:
+            return self.rows_logits(encoded, rows, batch_tokens, batch_size)
+
+        self.dtype = decide(run, self.caster(), encoded.lengths, self.identity, self.multi_label)
+
+    def caster(self) -> Callable[..., None]:
+        """`cast(dtype, final=False)`: the torch model to a dtype; a trial cast keeps the fp32 weights so that
+        casting back to fp32 is exact, the final one drops them."""
         weights: dict[str, torch.Tensor] = {}  # fp32 weights while a trial runs in bf16 (casting back would round)
 
         def cast(dtype: str, final: bool = False) -> None:
@@ -93,17 +112,17 @@ class Scorer:
             self.model.to(dtype=DTYPES[dtype])
             if dtype == "fp32" and weights:
                 self.model.load_state_dict(weights)
+            if final:
+                weights.clear()
 
-        def run(rows: np.ndarray) -> np.ndarray:
-            return self.rows_logits(encoded, rows, batch_tokens, batch_size)
-
-        self.dtype = decide(run, cast, encoded.lengths, self.identity, self.multi_label)
+        return cast
 
     def compile(self) -> None:
         """Run the model through torch.compile from now on (faster on large inputs; compiling takes ~30 s)."""
         if self.engine != "torch":
             raise ConfigError(f"--compile is for the torch engine; the {self.engine} engine compiles its model itself")
         self.forward = torch.compile(self.model, dynamic=True)
+        self.engine_auto = False  # compiled on purpose: the torch engine it stays
 
 
 def window_settings(
