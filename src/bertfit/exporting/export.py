@@ -31,7 +31,14 @@ from bertfit.exporting import convert
 from bertfit.exporting.gate import GateRows, figures, probabilities
 from bertfit.modeling import BERTFIT_FILE, ENGINE_FILES, library_versions, read_meta, require_model_dir
 from bertfit.prediction.classifier import Classifier, clean_input
-from bertfit.prediction.engines import folder_engine, import_onnxruntime, import_openvino, model_feeds
+from bertfit.prediction.engines import (
+    folder_engine,
+    import_onnxruntime,
+    import_openvino,
+    model_feeds,
+    save_openvino,
+    to_openvino,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -209,11 +216,11 @@ def _convert(
 
         rungs = convert.ONNX_RUNGS
     else:
-        ov_model = convert.to_openvino(clf.model, example)
+        ov_model = to_openvino(clf.model, example)
 
         def make(rung: str) -> None:
             quantized = convert.quantize_openvino(ov_model, feeds, rung) if int8 else ov_model
-            convert.save_openvino(quantized, staging / ENGINE_FILES["openvino"])
+            save_openvino(quantized, staging / ENGINE_FILES["openvino"])
 
         rungs = convert.OPENVINO_RUNGS
     record = _ladder(clf, staging, format, make, rungs if int8 else ("fp32",), rows, force or not int8)

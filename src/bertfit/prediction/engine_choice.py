@@ -179,7 +179,7 @@ def openvino_trial(
 def convert(scorer: Scorer, encoded: Encoded) -> Any:
     """The scorer's fp32 torch model as an openvino.Model, traced with a batch of the rows at hand (so a pair
     model's converted form takes token_type_ids)."""
-    from bertfit.exporting.convert import to_openvino  # the export's converter, imported on use
+    from bertfit.prediction.engines import to_openvino  # the converter `bertfit export` uses too
 
     starts = None if encoded.type_starts is None else encoded.type_starts[:2]
     example = scorer.encoder.pad(encoded.ids[:2], encoded.lengths[:2], starts)
@@ -208,7 +208,7 @@ def remembered_openvino(scorer: Scorer, encoded: Encoded, key: str) -> tuple[Ope
 def keep_ir(ov_model: Any, key: str) -> Path | None:
     """Save the converted model under the cache (written in a temporary folder, then renamed); None if it cannot
     be written. A folder another process renamed first is kept, ours dropped."""
-    from bertfit.exporting.convert import save_openvino
+    from bertfit.prediction.engines import save_openvino
 
     folder = cache_root() / IR_FOLDER / key
     if (folder / IR_FILE).is_file():

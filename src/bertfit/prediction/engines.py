@@ -156,3 +156,36 @@ def import_openvino() -> Any:
     except ImportError:
         raise MissingDependency("openvino", "openvino", "The openvino engine") from None
     return openvino
+
+
+# -- the OpenVINO converter, shared by `bertfit export` (exporting/convert.py) and engine auto (engine_choice) ----
+
+
+class LogitsOnly(torch.nn.Module):
+    """The classifier with one tensor out (its logits), which is what both converters trace best."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+
+def to_openvino(model: torch.nn.Module, example: dict[str, torch.Tensor]) -> Any:
+    """An openvino.Model of the fp32 torch model (openvino.convert_model traces it with `example`)."""
+    ov = import_openvino()
+    with torch.no_grad():
+        ov_model = ov.convert_model(LogitsOnly(model).eval(), example_input=example)
+    for port, name in zip(ov_model.inputs, example):
+        port.get_tensor().set_names({name})
+    ov_model.outputs[0].get_tensor().set_names({"logits"})
+    return ov_model
+
+
+def save_openvino(ov_model: Any, path: Path) -> None:
+    """openvino_model.xml and .bin, weights kept as they are (save_model would halve fp32 weights to fp16)."""
+    import_openvino().save_model(ov_model, str(path), compress_to_fp16=False)
