@@ -113,7 +113,7 @@ def issue_table(rows: ReviewRows, found: Findings) -> pd.DataFrame:
         **found.extra,
         **{f"prob_{name}": found.probs[:, j] for j, name in enumerate(rows.names)},
     }
-    check_columns(rows, [*ours, *found.extra])
+    check_columns(rows, list(ours))
     given = rows.frame.iloc[rows.positions].reset_index(drop=True)
     table = pd.concat([pd.DataFrame({"row": rows.positions}), given, pd.DataFrame(ours)], axis=1)
     order = np.lexsort((found.quality, ~found.is_issue))
@@ -133,7 +133,7 @@ def summary(rows: ReviewRows, found: Findings, table: pd.DataFrame) -> dict[str,
         "dropped": rows.dropped,
         "label_issues": int(found.is_issue.sum()),
         "conflicting_duplicates": int(table["conflicting_duplicate"].sum()),
-        "ambiguous": int(found.ambiguous.sum()),
+        "ambiguous": int(table["ambiguous"].sum()),
         "outliers": int(table["outlier"].sum()),
         "agreement_with_given_labels": round(float((found.suggested == rows.labels).mean()), 6),
         "per_class": per_class,
