@@ -141,6 +141,22 @@ def test_health_info_and_docs(single) -> None:
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 
 
+def test_the_warm_up_scores_the_models_validation_sample_before_the_first_request(tiny_trained: Path, monkeypatch):
+    """So that --dtype auto is measured on batch-sized rows of the model's own data, not on one short text."""
+    from bertfit.data.sample import read_validation_sample
+    from bertfit.prediction.scorer import Scorer
+
+    sample, _ = read_validation_sample(tiny_trained)
+    seen: list[list[list[int]]] = []
+    real = Scorer.logits
+    monkeypatch.setattr(Scorer, "logits", lambda self, encoded, *a: seen.append(encoded.ids) or real(self, encoded, *a))
+    with serve_app(tiny_trained):
+        pass
+    n = min(128, len(sample.ids))
+    assert n > 1 and seen[0] == sample.ids[:n]  # first: the sample's rows, as training tokenized them
+    assert len(seen) == 2 and len(seen[1]) == 1  # then the one-text request through the model thread
+
+
 # -- batching across connections ------------------------------------------------------------------------------------
 
 

@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from bertfit.data.sample import read_validation_sample
 from bertfit.errors import BertfitError, ConfigError
 from bertfit.modeling import describe_model, library_versions
 from bertfit.prediction.classifier import Classifier, clean_input
+from bertfit.prediction.dtype_choice import TIMED_ROWS
 from bertfit.prediction.scorer import Scorer
 from bertfit.prediction.stream import weights_stamp
 from bertfit.serving.batcher import Batcher, Job
@@ -57,7 +59,9 @@ class Service:
         return self.clf.pair_col is not None
 
     def start(self) -> None:
-        """Start the model thread and run one request through it, so the first real one is not the slow one."""
+        """Score the warm-up rows, start the model thread and run one request through it, so the first real one is
+        not the slow one."""
+        self.warm_up()
         self.batcher.start()
         done, failed = threading.Event(), []
 
@@ -71,6 +75,18 @@ class Service:
         if failed:
             raise failed[0]
         self.status = "ok"
+
+    def warm_up(self) -> None:
+        """Score up to TIMED_ROWS rows (as many as `--dtype auto` times) of the model's validation sample, written by
+        `bertfit train`, before the model thread starts: with dtype auto the dtype is then measured on rows of the
+        model's own data in batch-sized shapes, not on the one short text of the warm-up request, and the kernels of
+        real batch shapes are built before the first request. A folder without a sample warms up on that request."""
+        found = read_validation_sample(self.clf.model_dir) if self.clf.model_dir else None
+        if found is None or not len(found[0].lengths):
+            return
+        sample, n = found[0], min(TIMED_ROWS, len(found[0].lengths))
+        starts = None if sample.type_starts is None else sample.type_starts[:n]
+        self.clf.scorer.logits(Encoded(sample.ids[:n], sample.lengths[:n], 0, starts), self.batch_tokens, None)
 
     def stop(self) -> None:
         """Score what is waiting, then stop the model thread."""
