@@ -157,6 +157,29 @@ def test_the_warm_up_scores_the_models_validation_sample_before_the_first_reques
     assert len(seen) == 2 and len(seen[1]) == 1  # then the one-text request through the model thread
 
 
+def test_an_exported_folder_is_served_and_explained_on_the_weights_kept_beside_it(tiny_trained: Path, tmp_path):
+    """The fast path on a CPU: serve an OpenVINO export; /explain runs on the torch weights the export keeps, and
+    answers 422 (not 500) for an export without them."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("captum")
+    import bertfit
+
+    out = tmp_path / "ov"
+    bertfit.export(tiny_trained, out, "openvino")
+    clf = Classifier.from_pretrained(out)
+    assert clf.engine == "openvino"
+    with TestClient(create_app(out, ServeConfig())) as client:
+        assert client.post("/predict", json={"texts": TEXTS}).json()["predictions"] == as_json(clf.predict(TEXTS))
+        explained = client.post("/explain", json={"texts": ["a great film"]})
+        assert explained.status_code == 200, explained.text
+        expected = Classifier.from_pretrained(tiny_trained, dtype="fp32").explain(["a great film"])[0].to_dict()
+        assert explained.json()["explanations"][0]["words"] == expected["words"]
+        (out / "model.safetensors").unlink()  # the explainer is built on the first /explain: now it has no weights
+    with TestClient(create_app(out, ServeConfig())) as client:
+        refused = client.post("/explain", json={"texts": ["a great film"]})
+        assert refused.status_code == 422 and "model.safetensors" in refused.json()["detail"], refused.text
+
+
 # -- batching across connections ------------------------------------------------------------------------------------
 
 

@@ -172,9 +172,21 @@ class Service:
     def _explain_scorer(self) -> Scorer:
         if self._explainer is None:
             s = self.clf.scorer
-            model = copy.deepcopy(s.model).float()
+            model = copy.deepcopy(s.model).float() if s.model is not None else self._export_torch_weights()
             self._explainer = Scorer(model, s.tokenizer, s.device, "fp32", s.max_length, s.long, s.stride, s.width)
         return self._explainer
+
+    def _export_torch_weights(self) -> Any:
+        """The fp32 torch model kept beside an ONNX or OpenVINO export (`bertfit export` copies the weights), for
+        explaining only; 422 when the folder has none."""
+        from bertfit.modeling import has_torch_weights
+        from bertfit.prediction.loading import load_weights
+
+        folder = self.clf.model_dir
+        if folder is None or not has_torch_weights(folder):
+            raise ConfigError(f"explain needs torch weights (model.safetensors) beside the {self.clf.engine} model; "
+                              "serve the trained model folder to explain")  # fmt: skip
+        return load_weights(folder, "cpu", "fp32")[0]
 
     # -- /info ---------------------------------------------------------------------------------------------------
 
