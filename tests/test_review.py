@@ -129,3 +129,23 @@ def test_label_sets_are_refused_in_one_line(tmp_path):
     frame = pd.DataFrame({"text": ["a b", "c d"], "labels": [["x"], ["x", "y"]]})
     with pytest.raises(DataError, match="holds label sets"):
         bertfit.review(frame, tmp_path / "out", label_col="labels")
+
+
+def test_the_data_checks_run_once_before_any_fold(tmp_path, monkeypatch, restore_cli_state):
+    """Validation rows copied from the data (leakage, an error of the checks): exit 2 with the checker's one line
+    and nothing written, before any fold trains."""
+
+    def train(*args, **kwargs):
+        raise RuntimeError("a fold trained on refused data")
+
+    monkeypatch.setattr("bertfit.training.run.train", train)
+    frame = sentiment_frame(200, seed=3)
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    frame.head(40).to_csv(tmp_path / "val.csv", index=False)
+    args = ["review", str(tmp_path / "data.csv"), "--validation", str(tmp_path / "val.csv"), "-o", str(tmp_path / "o")]
+    bad = CliRunner().invoke(app, args)
+    assert bad.exit_code == 2 and "Traceback" not in bad.output, bad.output
+    assert "also occur in train" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert not (tmp_path / "o" / "label_issues.parquet").exists()
+    skipped = CliRunner().invoke(app, [*args, "--no-check"])  # as the message says: the folds then train
+    assert skipped.exit_code != 0 and "a fold trained on refused data" in str(skipped.exception), skipped.output

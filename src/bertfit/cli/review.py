@@ -28,6 +28,9 @@ def review(
     ] = "crossval",
     folds: Annotated[int, typer.Option(help="crossval: number of folds [5].")] = 5,
     keep_models: Annotated[bool, typer.Option("--keep-models", help="Keep each fold's model.")] = False,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="Skip the data checks ('bertfit check') that run before the folds.")
+    ] = False,
     settings: dict[str, Any] | None = None,
     pair: Pair = False,
     sets: SetOption = None,
@@ -46,7 +49,8 @@ def review(
 
         base = apply_sets(load_config(config) if config else RunConfig(), sets)
         return run_review(data, output, validation, method=method, folds=folds, config=base, progress=progress(),
-                          keep_models=keep_models, **pair_settings(settings or {}, pair))  # fmt: skip
+                          keep_models=keep_models, check=not no_check,
+                          **pair_settings(settings or {}, pair))  # fmt: skip
 
     result = guard(call)
     if as_json:

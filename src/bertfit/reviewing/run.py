@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from bertfit.checks.checker import checked
 from bertfit.config import RunConfig
 from bertfit.data.paths import check_not_input
 from bertfit.data.rows import DataSource
@@ -47,6 +48,7 @@ def review(
     progress: bool | None = None,
     cache_dir: str | Path | None = None,
     keep_models: bool = False,
+    check: bool = True,
     **overrides: Any,
 ) -> ReviewResult:
     """Find the rows of labelled data whose label is likely wrong.
@@ -61,6 +63,8 @@ def review(
             run that scores every row after each epoch; its model is kept in output_dir/model).
         folds: k, for crossval.
         keep_models: keep each fold's model (output_dir/folds/fold-K-model) instead of removing it once scored.
+        check: run `bertfit.check` on the data (and validation) once first, as `train` does: errors stop the review
+            before any training, warnings are logged.
         overrides: training settings, as for `bertfit.train` (e.g. epochs=2).
     """
     started = time.time()
@@ -72,6 +76,10 @@ def review(
     check_folder_writable(out / TABLE if out.is_dir() else out)
     rows = load_review_rows(data, cfg.data)
     issues.check_columns(rows)
+    # `bertfit.check` once, as train runs it (one class, labels that look like text, leakage into --validation stop
+    # here; warnings are logged); the fold runs then skip it instead of checking the same rows k times
+    if check:
+        checked(data, validation, cfg, cache_dir, progress=False)
     out.mkdir(parents=True, exist_ok=True)
     if method == "crossval":
         found = _crossval(rows, cfg, out, folds, validation, progress, cache_dir, keep_models)
