@@ -318,6 +318,7 @@ LONGEST_FIRST = [
     PROCESS_GROUP,  # ~195 s
     "test_integration.py",  # 172 s
     "test_real_long.py",  # 89 s
+    "test_encoders.py",  # 47 s alone (six tiny architectures, 2026-12-07)
     "test_yelp_seed.py",  # 37 s
     "test_predict_stream.py",  # 36 s
     "test_engines.py",  # 38 s alone on a quiet core, its four trained models (9 s) included; 60 s beside others
