@@ -12,7 +12,7 @@ def test_overrides_apply_to_the_right_section_and_skip_none():
     cfg = RunConfig().override({"epochs": "2", "text_cols": "body", "model": "x", "lr": None})
     assert cfg.train.epochs == 2.0 and cfg.data.text_cols == ["body"] and cfg.model.model == "x"
     assert cfg.train.lr == RunConfig().train.lr
-    assert RunConfig().train.epochs == 3.0  # the original is untouched
+    assert RunConfig().train.epochs is None  # the original is untouched (None: training resolves it, default_epochs)
 
 
 def test_yaml_nested_and_flat_keys(tmp_path):

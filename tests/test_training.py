@@ -216,3 +216,23 @@ def test_the_validation_sample_keeps_whole_documents_and_pairs(sliding_model, pa
     assert encoded.docs.max() == 79 and (np.diff(encoded.docs) >= 0).all()
     encoded, labels = read_validation_sample(pair_model)
     assert len(labels) == 80 and encoded.type_starts is not None and (encoded.type_starts < encoded.lengths).all()
+
+
+def test_epochs_default_to_three_or_enough_for_500_steps_on_small_data(tiny_model_dir, tmp_path, caplog):
+    """Without --epochs: 3 epochs, or on small data as many as reach MIN_STEPS optimizer steps (at most 30); the
+    resolved number is what bertfit.json records. Given epochs are never changed."""
+    from bertfit.config import default_epochs
+
+    assert default_epochs(1000) == 3.0 and default_epochs(167) == 3.0  # 3 epochs already reach 500 steps
+    assert default_epochs(29) == 18.0 and default_epochs(10) == 30.0  # 1,000 emotion rows; very small data: capped
+    settings = {k: v for k, v in TINY_TRAIN.items() if k != "epochs"}
+    small = sentiment_frame(160, seed=4)  # 144 training rows: 9 steps of 16 an epoch -> 56 epochs, capped at 30
+    with caplog.at_level("INFO", logger="bertfit"):
+        result = bertfit.train(small, tmp_path / "auto", model=str(tiny_model_dir), progress=False, max_steps=3,
+                               **settings)  # fmt: skip
+    meta = json.loads((result.model_dir / "bertfit.json").read_text())
+    assert meta["config"]["train"]["epochs"] == 30.0
+    assert "30 epochs of 9 optimizer steps (small data" in caplog.text
+    given = bertfit.train(small, tmp_path / "given", model=str(tiny_model_dir), progress=False, max_steps=3,
+                          **{**settings, "epochs": 2})  # fmt: skip
+    assert json.loads((given.model_dir / "bertfit.json").read_text())["config"]["train"]["epochs"] == 2

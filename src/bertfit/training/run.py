@@ -20,7 +20,7 @@ from accelerate import PartialState
 from transformers import PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from bertfit.checks.checker import checked
-from bertfit.config import RunConfig, default_lr
+from bertfit.config import DEFAULT_EPOCHS, MIN_STEPS, RunConfig, default_epochs, default_lr
 from bertfit.data.cache import TokenizedData, TokenizedRows, split_rows, tokenize_labelled
 from bertfit.data.locks import WorkClaim, work_folder
 from bertfit.data.paths import check_not_input, model_files
@@ -44,7 +44,7 @@ from bertfit.training.finalize import model_meta, score, stage
 from bertfit.training.job import Job
 from bertfit.training.publish import publish, recover
 from bertfit.training.tracking import trim_log
-from bertfit.training.trainer import LOG_FILE, build_trainer, planned_steps
+from bertfit.training.trainer import LOG_FILE, build_trainer, epoch_steps, planned_steps
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +192,12 @@ def _base_model(cfg: RunConfig, schema: LabelSchema, train_ds: TokenizedRows) ->
     model, _, _ = load_pretrained(cfg.model, schema)
     if schema.multi_label:
         multilabel.start_at_base_rates(model, train_ds.labels)
+    if cfg.train.epochs is None:
+        per_epoch = epoch_steps(cfg.train, len(train_ds))
+        cfg.train.epochs = default_epochs(per_epoch)
+        if cfg.train.epochs > DEFAULT_EPOCHS:
+            logger.info("%g epochs of %d optimizer steps (small data: the default reaches %d steps; the best epoch on "
+                        "validation is kept; --epochs sets them)", cfg.train.epochs, per_epoch, MIN_STEPS)  # fmt: skip
     if cfg.train.lr is None:
         steps = planned_steps(cfg.train, len(train_ds))
         cfg.train.lr = default_lr(steps)
