@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +79,8 @@ def review(
     issues.check_columns(rows)
     # `bertfit.check` once, as train runs it (one class, labels that look like text, leakage into --validation stop
     # here; warnings are logged); the fold runs then skip it instead of checking the same rows k times
-    if check:
-        checked(data, validation, cfg, cache_dir, progress=False)
+    if check:  # with a progress bar where train shows one: a check pass over a large file takes a while
+        checked(data, validation, cfg, cache_dir, sys.stderr.isatty() if progress is None else bool(progress))
     out.mkdir(parents=True, exist_ok=True)
     if method == "crossval":
         found = _crossval(rows, cfg, out, folds, validation, progress, cache_dir, keep_models)
