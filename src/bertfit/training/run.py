@@ -196,8 +196,10 @@ def _base_model(cfg: RunConfig, schema: LabelSchema, train_ds: TokenizedRows) ->
         per_epoch = epoch_steps(cfg.train, len(train_ds))
         cfg.train.epochs = default_epochs(per_epoch)
         if cfg.train.epochs > DEFAULT_EPOCHS:
+            stop = f"; --max-steps stops it at {cfg.train.max_steps} steps" if cfg.train.max_steps else ""
             logger.info("%g epochs of %d optimizer steps (small data: the default reaches %d steps; the best epoch on "
-                        "validation is kept; --epochs sets them)", cfg.train.epochs, per_epoch, MIN_STEPS)  # fmt: skip
+                        "validation is kept; --epochs sets them%s)", cfg.train.epochs, per_epoch, MIN_STEPS,
+                        stop)  # fmt: skip
     if cfg.train.lr is None:
         steps = planned_steps(cfg.train, len(train_ds))
         cfg.train.lr = default_lr(steps)
