@@ -11,14 +11,26 @@ import bertfit
 ROOT = Path(bertfit.__file__).parent
 # each folder and the folders it must never import, even inside a function: the layers of docs/architecture.md
 NEVER = {
-    "data": {"checks", "prediction", "evaluation", "exporting", "training", "serving", "cli", "explain", "reviewing"},
-    "checks": {"prediction", "evaluation", "exporting", "training", "serving", "cli", "explain", "reviewing"},
-    "prediction": {"evaluation", "exporting", "training", "serving", "cli", "reviewing"},
-    "evaluation": {"exporting", "training", "serving", "cli", "reviewing"},
-    "exporting": {"training", "serving", "cli", "reviewing"},
-    "training": {"exporting", "serving", "cli", "reviewing"},
-    "serving": {"training", "evaluation", "exporting", "cli", "reviewing"},
-    "reviewing": {"exporting", "serving", "cli"},
+    "data": {
+        "checks",
+        "prediction",
+        "evaluation",
+        "exporting",
+        "training",
+        "serving",
+        "cli",
+        "explain",
+        "reviewing",
+        "tuning",
+    },
+    "checks": {"prediction", "evaluation", "exporting", "training", "serving", "cli", "explain", "reviewing", "tuning"},
+    "prediction": {"evaluation", "exporting", "training", "serving", "cli", "reviewing", "tuning"},
+    "evaluation": {"exporting", "training", "serving", "cli", "reviewing", "tuning"},
+    "exporting": {"training", "serving", "cli", "reviewing", "tuning"},
+    "training": {"exporting", "serving", "cli", "reviewing", "tuning"},
+    "serving": {"training", "evaluation", "exporting", "cli", "reviewing", "tuning"},
+    "reviewing": {"exporting", "serving", "cli", "tuning"},
+    "tuning": {"exporting", "serving", "cli", "reviewing"},
 }
 MAX_LINES = 400
 

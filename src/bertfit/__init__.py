@@ -32,6 +32,8 @@ _LAZY = {
     "ReviewResult": "reviewing.run",
     "select": "reviewing.select",
     "learning_curve": "reviewing.learning",
+    "tune": "tuning.run",
+    "TuneResult": "tuning.run",
 }
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from bertfit.serving import serve
     from bertfit.serving.settings import ServeConfig
     from bertfit.training.run import TrainResult, train
+    from bertfit.tuning.run import TuneResult, tune
 
 
 def __getattr__(name: str) -> Any:
@@ -71,6 +74,8 @@ __all__ = [
     "ReviewResult",
     "select",
     "learning_curve",
+    "tune",
+    "TuneResult",
     "LabelSchema",
     "RunConfig",
     "DataConfig",

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from bertfit.cli import check, curve, evaluate, explain, export, info, predict, review, select, serve, train
+from bertfit.cli import check, curve, evaluate, explain, export, info, predict, review, select, serve, train, tune
 from bertfit.cli.common import err, out, setup_logging, state
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 for command in (
     check.check,
     train.train,
+    tune.tune,
     evaluate.evaluate,
     predict.predict,
     export.export,
