@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -106,6 +108,25 @@ def test_a_pruned_trial_stops_training_at_once(tiny_model_dir, sentiment_data, t
     assert not (out / "trials").exists(), "a pruned trial's checkpoints were left behind"
 
 
+SEARCHED_BY_CLI = 5  # tune_cmd fixes epochs and weight decay: lr, batch size, warmup, scheduler, class weights
+
+
+def trial_states(db: Path) -> tuple[list[str], list[int]]:
+    """Each trial's state and how many of its settings are drawn, read-only: an optuna storage opened here while the
+    tune process creates the database races it to write the schema version (UNIQUE constraint failed:
+    alembic_version.version_num)."""
+    query = ("SELECT t.state, COUNT(p.param_id) FROM trials t LEFT JOIN trial_params p ON p.trial_id = t.trial_id "
+             "GROUP BY t.trial_id ORDER BY t.number")  # fmt: skip
+    if not db.is_file():
+        return [], []
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            rows = con.execute(query).fetchall()
+    except sqlite3.OperationalError:  # no tables yet, or the file is still being created
+        return [], []
+    return [state for state, _ in rows], [n for _, n in rows]
+
+
 def tune_cmd(data: Path, val: Path, out: Path, model: Path) -> list[str]:
     return [
         "tune", str(data), "--validation", str(val), "-o", str(out), "--trials", "3", "--model", str(model),
@@ -122,14 +143,11 @@ def test_a_killed_tune_continues_to_exactly_the_trials_asked_for(tiny_model_dir,
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "bertfit", *cmd], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline, states, storage = time.time() + 120, [], None
+    deadline, states = time.time() + 120, []
     while proc.poll() is None and time.time() < deadline:
-        if storage is None and (out / "tune.db").is_file():
-            storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'tune.db'}")
-        if storage is not None and "bertfit-tune" in optuna.get_all_study_names(storage):
-            states = [t.state.name for t in optuna.load_study(study_name="bertfit-tune", storage=storage).trials]
-            if states == ["COMPLETE", "RUNNING"]:
-                break
+        states, params = trial_states(out / "tune.db")
+        if states == ["COMPLETE", "RUNNING"] and params[1] == SEARCHED_BY_CLI:  # its settings drawn: in training
+            break
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
