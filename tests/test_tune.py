@@ -98,8 +98,15 @@ def test_a_pruned_trial_stops_training_at_once(tiny_model_dir, sentiment_data, t
     train_df, val_df = sentiment_data
     out = tmp_path / "pruned"
     every_trial = optuna.pruners.ThresholdPruner(lower=2.0)  # macro-F1 never reaches 2: pruned at the first report
-    result = bertfit.tune(train_df, out, validation=val_df, trials=2, ranges={"epochs": (3, 4)}, pruner=every_trial,
-                          model=str(tiny_model_dir), lr=3e-3, progress=False, **FIXED)  # fmt: skip
+    matplotlib = pytest.importorskip("matplotlib")
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # a user's own backend (a notebook's inline one): drawing trials.png must not switch it
+    try:
+        result = bertfit.tune(train_df, out, validation=val_df, trials=2, ranges={"epochs": (3, 4)}, pruner=every_trial,
+                              model=str(tiny_model_dir), lr=3e-3, progress=False, **FIXED)  # fmt: skip
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(backend)
     table = pd.read_csv(out / "trials.csv")
     assert list(table["state"]) == ["PRUNED", "PRUNED"]
     assert list(table["epochs_run"]) == [1, 1] and (table["epochs"] >= 3).all()  # training stopped after epoch 1

@@ -20,6 +20,7 @@ import numpy as np
 from bertfit.data.write import atomic_path
 from bertfit.evaluation.calibration import Calibration, expected_calibration_error, reliability_table, rescale
 from bertfit.evaluation.metrics import HEADLINE, MULTI_HEADLINE, classification_report
+from bertfit.plots import new_figure
 from bertfit.templates import render_html
 
 REPORT_FILE = "report.html"
@@ -184,21 +185,12 @@ def _examples(rows: ScoredRows, calibrated: np.ndarray, pred: np.ndarray) -> tup
 # -- plots (matplotlib Figure objects, no pyplot: nothing global is touched) -----------------------------------------
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _plot_confusion(numbers: dict[str, Any]) -> Any:
     names = numbers["labels"]
     matrix = np.asarray(numbers["confusion_matrix"], dtype=float)
     norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = min(3 + 0.45 * len(names), 16)
-    fig = _figure(size + 1, size)
+    fig = new_figure(size + 1, size)
     ax = fig.subplots()
     image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     if len(names) <= MAX_TICKS:
@@ -220,7 +212,7 @@ def _plot_per_class(numbers: dict[str, Any]) -> Any:
     if len(names) > MAX_BARS:
         names = sorted(names, key=lambda n: numbers["per_class"][n]["f1"])[:MAX_BARS]
         title += f" (the {MAX_BARS} labels with the lowest F1 of {len(numbers['labels'])})"
-    fig = _figure(min(4 + 0.6 * len(names), 18), 4)
+    fig = new_figure(min(4 + 0.6 * len(names), 18), 4)
     ax = fig.subplots()
     x = np.arange(len(names))
     for k, metric in enumerate(("precision", "recall", "f1")):
@@ -233,7 +225,7 @@ def _plot_per_class(numbers: dict[str, Any]) -> Any:
 
 
 def _plot_reliability(cal: dict[str, Any]) -> Any:
-    fig = _figure(10, 4.2)
+    fig = new_figure(10, 4.2)
     for ax, key, ece, when in zip(
         fig.subplots(1, 2),
         ("reliability_before", "reliability_after"),
@@ -255,7 +247,7 @@ def _plot_reliability(cal: dict[str, Any]) -> Any:
 
 
 def _plot_error_by_length(table: list[dict[str, Any]]) -> Any:
-    fig = _figure(7, 4)
+    fig = new_figure(7, 4)
     ax = fig.subplots()
     bars = ax.bar([b["tokens"] for b in table], [b["error_rate"] for b in table], color="C1")
     for bar, b in zip(bars, table):

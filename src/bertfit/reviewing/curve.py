@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from bertfit.plots import new_figure
+
 logger = logging.getLogger(__name__)
 
 BOOTSTRAP = 300
@@ -92,16 +94,12 @@ def _bootstrap(n: np.ndarray, fitted: np.ndarray, residuals: np.ndarray, at: np.
 
 def plot_curve(result: dict[str, Any], path: Path, metric: str) -> None:
     """curve.png: every run's score, the mean per size, the fitted curve and its band out to the last forecast."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from bertfit.data.write import atomic_path
 
     sizes = [p["train_rows"] for p in result["points"]]
     scores = [p[metric] for p in result["points"]]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = new_figure(7, 4.5, layout="tight")
+    ax = fig.subplots()
     ax.scatter(sizes, scores, s=18, alpha=0.6, label="runs")
     means = {s: np.mean([y for x, y in zip(sizes, scores) if x == s]) for s in sorted(set(sizes))}
     ax.plot(list(means), list(means.values()), "o-", color="C0", label="mean per size")
@@ -123,7 +121,5 @@ def plot_curve(result: dict[str, Any], path: Path, metric: str) -> None:
     ax.set_title(f"Learning curve ({metric} on the validation data)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)

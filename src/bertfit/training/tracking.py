@@ -13,6 +13,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from bertfit.data.write import atomic_path
 from bertfit.errors import MissingDependency
+from bertfit.plots import new_figure
 
 _FIELDS = ("step", "epoch", "time", "elapsed_s")
 
@@ -136,12 +137,7 @@ def plot_training_curve(log_path: Path, png_path: Path, metric: str = "macro_f1"
     scores = {name.removeprefix("eval_").replace("_", " "): _series(records, name) for name in metrics}
     if not any(loss.values()) and not any(scores.values()):
         return None
-    # Figure + FigureCanvasAgg: no pyplot, so no global backend switch or figure registry for other users.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(11, 4.2)
     left, right = fig.subplots(1, 2)
     _draw(left, loss, "Loss", "loss")
     _draw(right, scores, "Validation metrics", "score")

@@ -14,6 +14,7 @@ import yaml
 
 from bertfit.config import RunConfig
 from bertfit.data.write import atomic_path, write_table
+from bertfit.plots import new_figure
 
 if TYPE_CHECKING:  # optuna is optional (bertfit[tune]); this module reads trials by their state's name
     from optuna.trial import FrozenTrial
@@ -97,16 +98,13 @@ def write_trials(frame: pd.DataFrame, out: Path) -> Path:
 
 def plot_trials(trials: list[FrozenTrial], path: Path, metric: str, minimize: bool) -> None:
     """trials.png: each complete trial's value, each pruned trial's last epoch value (marked x), the running best."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     complete = [(t.number, t.value) for t in trials if t.state.name == "COMPLETE"]
     pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)]) for t in trials
               if t.state.name == "PRUNED" and t.intermediate_values]  # fmt: skip
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = new_figure(7, 4.5, layout="tight")
+    ax = fig.subplots()
     if complete:
         ax.scatter(*zip(*complete), s=28, color="C0", label="complete", zorder=3)
         best, running = [], None
@@ -124,10 +122,8 @@ def plot_trials(trials: list[FrozenTrial], path: Path, metric: str, minimize: bo
     ax.grid(True, alpha=0.3)
     if complete or pruned:
         ax.legend(loc="lower right" if not minimize else "upper right")
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def write_best_config(cfg: RunConfig, path: Path, header: list[str]) -> None:
