@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 import bertfit
 from bertfit.cli import app
-from bertfit.errors import BertfitError, ModelError
+from bertfit.errors import BertfitError, ConfigError, ModelError
 
 pytest.importorskip("onnxruntime", reason="the onnx engine needs: pip install 'bertfit[onnx]'")
 pytest.importorskip("openvino", reason="the openvino engine needs: pip install 'bertfit[openvino]'")
@@ -255,6 +255,23 @@ def test_an_export_without_torch_weights_runs_and_a_new_export_replaces_an_old(m
     assert not (tmp_path / "slim" / "model.onnx").exists() and bertfit.Classifier.from_pretrained(
         tmp_path / "slim").engine == "openvino"  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slim"]
+
+
+def test_an_export_explains_on_the_torch_weights_kept_beside_it(models, exports, tmp_path):
+    """Classifier.explain on an ONNX export: the same words and attributions as the torch folder's (the export keeps
+    the fp32 weights); an export deployed without them refuses in one line naming the file."""
+    texts = ["a great film", "the plot was awful and boring"]
+    want = torch_classifier(models["single"]).explain(texts, n_steps=20)
+    exported = bertfit.Classifier.from_pretrained(exports("single", "onnx"))
+    assert exported.engine == "onnx"
+    got = exported.explain(texts, n_steps=20)
+    assert [e.words for e in got] == [e.words for e in want] and [e.label for e in got] == [e.label for e in want]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.attributions, w.attributions, atol=1e-5)
+    shutil.copytree(exports("single", "onnx"), tmp_path / "slim")
+    (tmp_path / "slim" / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"explain needs torch weights \(model.safetensors\) beside the onnx model"):
+        bertfit.Classifier.from_pretrained(tmp_path / "slim").explain(texts)
 
 
 def test_the_last_onnx_setting_keeps_the_pooler_and_classifier_in_fp32(exports, tmp_path):

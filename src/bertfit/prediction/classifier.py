@@ -20,7 +20,7 @@ from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import clean_text
 from bertfit.errors import ConfigError, DataError
 from bertfit.prediction.decoder import check_threshold
-from bertfit.prediction.loading import Loaded, build_parts, input_columns, load_engine
+from bertfit.prediction.loading import Loaded, build_parts, explainer_scorer, input_columns, load_engine
 from bertfit.prediction.parts import OutputLock, check_output
 from bertfit.prediction.stream import (
     DEFAULT_WINDOW,
@@ -86,6 +86,7 @@ class Classifier:
                                                 aggregate, loaded)  # fmt: skip
         self.text_cols, self.pair_col = input_columns(meta)
         self.model_dir: Path | None = None
+        self._explainer: Any = None  # an export's fp32 torch scorer for explain, loaded on the first call
 
     @classmethod
     def from_pretrained(
@@ -210,12 +211,16 @@ class Classifier:
         progress: bool = False,
     ) -> list[Explanation]:
         """Word attributions for each text towards `label` (default: its predicted label), by Integrated
-        Gradients in fp32; needs `pip install 'bertfit[explain]'`. See `bertfit.explain` for the method."""
-        if self.scorer.model is None:  # an exported folder; a torch one that auto moved to OpenVINO keeps its model
-            raise ConfigError(f"explain needs the torch engine, not {self.engine}; load the model with engine='torch'")
+        Gradients in fp32; needs `pip install 'bertfit[explain]'`. See `bertfit.explain` for the method. An ONNX
+        or OpenVINO export explains on the fp32 torch weights kept beside it (loaded on the first call)."""
         from bertfit.explain import explain_parts
 
-        return explain_parts(self.scorer, self.decoder, self.pair_col, texts, label, n_steps, internal_batch_size,
+        scorer = self.scorer
+        if scorer.model is None:  # an exported folder; a torch one that auto moved to OpenVINO keeps its model
+            if self._explainer is None:
+                self._explainer = explainer_scorer(scorer, self.model_dir, self.engine)
+            scorer = self._explainer
+        return explain_parts(scorer, self.decoder, self.pair_col, texts, label, n_steps, internal_batch_size,
                              progress)  # fmt: skip
 
     def predict_stream(

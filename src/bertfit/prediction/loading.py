@@ -6,6 +6,7 @@ model, or for a folder written by `bertfit export` an ONNX Runtime or OpenVINO m
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,15 @@ import torch
 from bertfit.config import ModelConfig
 from bertfit.errors import ConfigError
 from bertfit.labels import LabelSchema
-from bertfit.modeling import load_model_config, load_trained, pick_precision, plain_meta, read_meta, require_model_dir
+from bertfit.modeling import (
+    has_torch_weights,
+    load_model_config,
+    load_trained,
+    pick_precision,
+    plain_meta,
+    read_meta,
+    require_model_dir,
+)
 from bertfit.prediction.decoder import Decoder, calibration_temperature, stored_thresholds
 from bertfit.prediction.engines import SYNONYMS, engine_forward, resolve_engine
 from bertfit.prediction.scorer import DTYPES, Scorer, window_settings
@@ -44,6 +53,20 @@ def load_weights(
     if dtype == "fp16" and device == "cpu":
         raise ConfigError("fp16 is for GPUs; on a CPU use --dtype bf16 or fp32")
     return model.to(device=device, dtype=DTYPES[dtype]), tokenizer, meta, device, dtype
+
+
+def explainer_scorer(scorer: Scorer, model_dir: str | Path | None, engine: str) -> Scorer:
+    """An fp32 torch Scorer for explaining, of its own (the scoring one is left as it runs): a copy of the torch
+    model, or for an ONNX or OpenVINO export the fp32 weights `bertfit export` keeps beside it (model.safetensors)."""
+    if scorer.model is not None:
+        model = copy.deepcopy(scorer.model).float()
+    elif model_dir is not None and has_torch_weights(model_dir):
+        model = load_weights(model_dir, "cpu", "fp32")[0]
+    else:
+        raise ConfigError(f"explain needs torch weights (model.safetensors) beside the {engine} model; load the "
+                          "trained model folder to explain")  # fmt: skip
+    s = scorer
+    return Scorer(model, s.tokenizer, model.device.type, "fp32", s.max_length, s.long, s.stride, s.width)
 
 
 @dataclass

@@ -8,7 +8,6 @@ embedding layer while it runs, which must never touch the batches that predictio
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import json
 import math
@@ -23,6 +22,7 @@ from bertfit.errors import BertfitError, ConfigError
 from bertfit.modeling import describe_model, library_versions
 from bertfit.prediction.classifier import Classifier, clean_input
 from bertfit.prediction.dtype_choice import TIMED_ROWS
+from bertfit.prediction.loading import explainer_scorer
 from bertfit.prediction.scorer import Scorer
 from bertfit.prediction.stream import weights_stamp
 from bertfit.serving.batcher import Batcher, Job
@@ -170,23 +170,11 @@ class Service:
         return [None if t is None else next(results).to_dict() for t in cleaned]
 
     def _explain_scorer(self) -> Scorer:
+        """The explainer's own fp32 scorer (the model thread keeps scoring on its own weights meanwhile); an export's
+        kept torch weights, or a ConfigError (422) when the folder has none."""
         if self._explainer is None:
-            s = self.clf.scorer
-            model = copy.deepcopy(s.model).float() if s.model is not None else self._export_torch_weights()
-            self._explainer = Scorer(model, s.tokenizer, s.device, "fp32", s.max_length, s.long, s.stride, s.width)
+            self._explainer = explainer_scorer(self.clf.scorer, self.clf.model_dir, self.clf.engine)
         return self._explainer
-
-    def _export_torch_weights(self) -> Any:
-        """The fp32 torch model kept beside an ONNX or OpenVINO export (`bertfit export` copies the weights), for
-        explaining only; 422 when the folder has none."""
-        from bertfit.modeling import has_torch_weights
-        from bertfit.prediction.loading import load_weights
-
-        folder = self.clf.model_dir
-        if folder is None or not has_torch_weights(folder):
-            raise ConfigError(f"explain needs torch weights (model.safetensors) beside the {self.clf.engine} model; "
-                              "serve the trained model folder to explain")  # fmt: skip
-        return load_weights(folder, "cpu", "fp32")[0]
 
     # -- /info ---------------------------------------------------------------------------------------------------
 
