@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -126,6 +127,18 @@ def test_precision_choice():
     assert pick_precision("auto", device="cpu") in ("bf16", "fp32")
     with pytest.raises(ConfigError, match="precision must be one of"):
         pick_precision("fp8")
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_precision_on_a_gpu_gives_deberta_fp32_where_it_would_get_fp16(monkeypatch, caplog, bf16):
+    """A GPU without bf16 (V100, T4): fp16 for BERT, fp32 for DeBERTa (its attention scores overflow fp16), said in
+    a log line; with bf16 both get bf16; an explicit fp16 is kept, with a warning."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    caplog.set_level(logging.INFO, logger="bertfit")
+    assert pick_precision("auto", "cuda", "bert") == ("bf16" if bf16 else "fp16")
+    assert pick_precision("auto", "cuda", "deberta-v2") == ("bf16" if bf16 else "fp32")
+    assert ("overflows in fp16" in caplog.text) == (not bf16)
+    assert pick_precision("fp16", "cuda", "deberta-v2") == "fp16" and "known to overflow in fp16" in caplog.text
 
 
 # A damaged model folder is one line that names the file and says what to do, in the API and in every command.

@@ -260,15 +260,30 @@ def cpu_has_native_bf16() -> bool:
     return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
-def pick_precision(requested: str = "auto", device: str | None = None) -> str:
-    """'bf16', 'fp16' or 'fp32': what the hardware runs fastest without hurting accuracy."""
+# Architectures whose activations overflow fp16's range (DeBERTa's disentangled attention scores: NaN losses on
+# GPUs without bf16, e.g. V100 and T4); "auto" gives them fp32 there instead of fp16.
+FP16_OVERFLOWS = frozenset({"deberta", "deberta-v2"})
+
+
+def pick_precision(requested: str = "auto", device: str | None = None, model_type: str | None = None) -> str:
+    """'bf16', 'fp16' or 'fp32': what the hardware runs fastest without hurting accuracy. `model_type` (the
+    config's, e.g. "deberta-v2"): an architecture known to overflow in fp16 gets fp32 where "auto" would pick fp16,
+    with a log line; an explicit fp16 for it is kept, with a warning."""
     if requested not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} (got '{requested}')")
+    overflows = model_type in FP16_OVERFLOWS
     if requested != "auto":
+        if requested == "fp16" and overflows:
+            logger.warning("%s is known to overflow in fp16 (NaN losses); bf16 or fp32 are safe", model_type)
         return requested
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if torch.cuda.is_bf16_supported():
+            return "bf16"
+        if overflows:
+            logger.info("precision fp32, not fp16: %s overflows in fp16 and this GPU has no bf16", model_type)
+            return "fp32"
+        return "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 

@@ -49,7 +49,7 @@ def load_weights(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto" and device == "cpu":
         return model.to(device=device, dtype=torch.float32), tokenizer, meta, device, dtype
-    dtype = pick_precision(dtype, device)
+    dtype = pick_precision(dtype, device, getattr(model.config, "model_type", None))
     if dtype == "fp16" and device == "cpu":
         raise ConfigError("fp16 is for GPUs; on a CPU use --dtype bf16 or fp32")
     return model.to(device=device, dtype=DTYPES[dtype]), tokenizer, meta, device, dtype

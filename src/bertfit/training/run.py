@@ -152,7 +152,7 @@ def _train(
     max_length = usable_max_length(cfg.data.max_length, tokenizer, load_model_config(job.source, cfg.model))
     checks, train_ds, val_ds, schema = _check_and_tokenize(job, train_data, validation, tokenizer, max_length, check)
     model = _base_model(cfg, schema, train_ds)
-    precision = pick_precision(cfg.train.precision)
+    precision = pick_precision(cfg.train.precision, model_type=getattr(model.config, "model_type", None))
     checkpoint = _resume_point(job, _run_identity(job, train_ds, val_ds, precision, max_length), resume)
     trainer = build_trainer(job, model, tokenizer, train_ds, val_ds, schema, precision)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
