@@ -69,13 +69,39 @@ def test_auto_keeps_the_faster_precision_and_remembers_it(model_copy, monkeypatc
     choices = json.loads((cache_root() / "dtype.json").read_text())
     entry = next(e for e in choices.values() if e["model"] == str(model_copy.resolve()))
     assert entry["dtype"] == expected and [t["dtype"] for t in entry["trials"]] == ["fp32", "bf16"]
+    slowed(monkeypatch, slow)
+    for load in (2, 3):  # the first loads measure again, until three measurements are recorded
+        with caplog.at_level(logging.INFO, logger="bertfit.prediction.dtype_choice"):
+            assert Classifier.from_pretrained(model_copy).predict(texts[:1])
+        assert f"measurement {load} of 3, the median decides" in caplog.records[-1].message
 
     def no_measuring(*args):
         raise AssertionError("measured again")
 
     monkeypatch.setattr(dtype_choice, "measure", no_measuring)
     again = Classifier.from_pretrained(model_copy)
-    assert again.predict(texts[:1]) and again.dtype == expected  # remembered: even one text needs no timing
+    assert again.predict(texts[:1]) and again.dtype == expected  # settled: even one text needs no timing
+
+
+def test_one_measurement_taken_under_load_is_outvoted_by_the_next_two(model_copy, monkeypatch):
+    """The first timing is taken while something else loads the CPU (bf16 looks slower): fp32 for that load, but
+    the next two loads measure bf16 faster and the median of the three settles on bf16."""
+    texts = sentiment_frame(20, seed=5).text.tolist()
+    chosen = []
+    for slow in ("bf16", "fp32", "fp32"):
+        slowed(monkeypatch, slow)
+        clf = Classifier.from_pretrained(model_copy)
+        clf.predict(texts)
+        chosen.append(clf.dtype)
+        monkeypatch.undo()
+    assert chosen[0] == "fp32" and chosen[2] == "bf16"  # (the second load's median of two may go either way)
+    monkeypatch.setattr(dtype_choice, "measure", lambda *a: pytest.fail("measured a fourth time"))
+    settled = Classifier.from_pretrained(model_copy)
+    settled.predict(texts[:1])
+    assert settled.dtype == "bf16"
+    entry = json.loads((cache_root() / "dtype.json").read_text())
+    runs = next(e for e in entry.values() if e["model"] == str(model_copy.resolve()))["measurements"]
+    assert len(runs) == 3 and [t["dtype"] for t in runs[0]] == ["fp32", "bf16"]
 
 
 def test_a_faster_precision_that_changes_labels_is_not_kept(model_copy, monkeypatch):

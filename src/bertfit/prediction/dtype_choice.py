@@ -1,6 +1,9 @@
 """`--dtype auto` on a CPU, by measurement: the first time a model scores on a machine, time it in fp32 and in bf16
 on the rows at hand, keep the fastest that gives the same top label as fp32 on >= 99.5% of them, and remember the
 choice per (machine, model, engine) in the bertfit cache ($BERTFIT_CACHE or ~/.cache/bertfit, `dtype.json`).
+The first SETTLE_AFTER loads each measure again and decide on the median speed-up of all their measurements, so one
+timing taken while something else loaded the CPU does not stick (it did: fp32 was remembered for a model that runs
+2x faster in bf16); from then on the choice is read, not measured.
 
 The CPU's name decides nothing: bf16 runs ~2x fp32 on an AMX Xeon and ~1.6x on an AVX512-BF16 EPYC, and is emulated
 (slower than fp32) on CPUs without either; a small model may gain nothing. Measuring takes a second or two, once.
@@ -34,6 +37,7 @@ MIN_SPEEDUP = 1.05  # a lower precision must beat fp32 by more than timing noise
 TIMED_ROWS = 128  # rows timed per precision: the first rows at hand (repeated when fewer) ...
 TIMED_TOKENS = 4096  # ... up to this many tokens: ~0.1-0.3 s of a 6-layer model per precision on 2 cores
 CANDIDATES = ("fp32", "bf16")
+SETTLE_AFTER = 3  # measurements (one per load) before a choice is only read: the median of three outvotes one
 
 
 @dataclass
@@ -85,9 +89,33 @@ def read_choices(name: str = CHOICES_FILE) -> dict[str, Any]:
 
 
 def cached(key: str) -> str | None:
-    """The dtype chosen earlier for this key, or None."""
+    """The dtype settled earlier for this key (SETTLE_AFTER measurements), or None."""
     entry = read_choices().get(key)
-    return entry.get("dtype") if isinstance(entry, dict) and entry.get("dtype") in CANDIDATES else None
+    if not isinstance(entry, dict) or entry.get("dtype") not in CANDIDATES:
+        return None
+    return entry["dtype"] if len(past_measurements(entry)) >= SETTLE_AFTER else None
+
+
+def past_measurements(entry: Any) -> list[list[Trial]]:
+    """The measurements an entry of dtype.json records (an entry from before SETTLE_AFTER: its one `trials`)."""
+    if not isinstance(entry, dict):
+        return []
+    runs = entry.get("measurements") or ([entry["trials"]] if entry.get("trials") else [])
+    try:
+        return [[Trial(**t) for t in run] for run in runs]
+    except TypeError:  # an entry written in another form: measure afresh
+        return []
+
+
+def median_trials(measurements: list[list[Trial]]) -> list[Trial]:
+    """One trial per precision over several measurements: its median time relative to fp32's in the same
+    measurement (a loaded CPU slows both) and its lowest agreement."""
+    first = measurements[0]
+    merged = [Trial(first[0].dtype, 1.0, 1.0)]
+    for i, trial in enumerate(first[1:], start=1):
+        ratios = [run[i].seconds / run[0].seconds for run in measurements]
+        merged.append(Trial(trial.dtype, float(np.median(ratios)), min(run[i].agreement for run in measurements)))
+    return merged
 
 
 def write_choice(key: str, entry: dict[str, Any], name: str = CHOICES_FILE) -> Path | None:
@@ -108,9 +136,13 @@ def write_choice(key: str, entry: dict[str, Any], name: str = CHOICES_FILE) -> P
     return path
 
 
-def remember(key: str, chosen: Trial, trials: list[Trial], model: dict[str, Any]) -> Path | None:
-    """Add the dtype choice to dtype.json; None if the cache cannot be written."""
-    entry = {"dtype": chosen.dtype, "trials": [asdict(t) for t in trials], "model": model.get("folder")}
+def remember(
+    key: str, chosen: Trial, trials: list[Trial], model: dict[str, Any], earlier: list[list[Trial]] = ()
+) -> Path | None:
+    """Add the dtype choice to dtype.json, with this measurement (`trials`) after the `earlier` ones; None if the
+    cache cannot be written."""
+    runs = [[asdict(t) for t in run] for run in [*earlier, trials]]
+    entry = {"dtype": chosen.dtype, "trials": runs[-1], "measurements": runs, "model": model.get("folder")}
     return write_choice(key, entry)
 
 
@@ -165,19 +197,23 @@ def decide(
     model: dict[str, Any] | None,
     multi_label: bool = False,
 ) -> str:
-    """The dtype to score with, from the cache or measured now (and then cached when the model has an identity);
-    the model is cast to it. One log line says what was chosen and why."""
+    """The dtype to score with, from the cache or measured now (and then cached when the model has an identity):
+    until SETTLE_AFTER measurements are recorded, each load measures again and the median of all decides. The
+    model is cast to it. One log line says what was chosen and why."""
     key = choice_key(model) if model else None
     known = cached(key) if key else None
     if known:
         cast(known, final=True)
         logger.info("dtype auto: %s (measured earlier on this machine for this model)", known)
         return known
+    earlier = past_measurements(read_choices().get(key)) if key else []
     trials = measure(run, cast, lengths, multi_label)
-    chosen = choose(trials)
+    measurements = [*earlier, trials]
+    chosen = choose(median_trials(measurements))
     cast(chosen.dtype, final=True)
-    where = remember(key, chosen, trials, model) if key else None
+    where = remember(key, chosen, trials, model, earlier) if key else None
     speed = ", ".join(f"{t.dtype} {trials[0].seconds / t.seconds:.2f}x (agrees {t.agreement:.1%})" for t in trials[1:])
-    logger.info("dtype auto: %s, timed on %d rows against fp32: %s%s", chosen.dtype, len(timed_sample(lengths)), speed,
-                f"; remembered in {where}" if where else "")  # fmt: skip
+    settled = f"; measurement {len(measurements)} of {SETTLE_AFTER}, the median decides" if where else ""
+    logger.info("dtype auto: %s, timed on %d rows against fp32: %s%s%s", chosen.dtype, len(timed_sample(lengths)),
+                speed, settled, f"; remembered in {where}" if where else "")  # fmt: skip
     return chosen.dtype
