@@ -1,9 +1,12 @@
-"""bertfit review: planted label flips come out on top (crossval and dynamics), folds never let a row score itself,
+"""bertfit review: planted label flips come out on top (crossval and dynamics), off-topic rows are the top outliers,
+folds never let a row score itself (nor measure its density),
 the table gives every input column back with each row's position, a stopped review continues, one-line errors."""
 
 from __future__ import annotations
 
 import json
+import logging
+import random
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +54,13 @@ def test_planted_flips_come_out_on_top(tiny_model_dir, tmp_path, method):
     assert table["id"].tolist() == [f"{r:05d}" for r in table["row"]]  # the input's own values, row by row
     page = (tmp_path / "out" / "review.html").read_text()
     assert "Likely label errors" in page and str(flagged["row"].iloc[0]) in page
+    assert result.summary["outlier_source"] == "embeddings"
     if method == "dynamics":
         assert {"confidence", "variability", "aum"} <= set(table.columns) and (tmp_path / "out" / "model").is_dir()
+        dynamics = pd.read_parquet(tmp_path / "out" / "model" / "dynamics.parquet")  # as `train --record-dynamics`
+        assert sorted(dynamics["row"]) == list(range(400))
+        by_row = table.set_index("row")
+        np.testing.assert_allclose(by_row.loc[dynamics["row"], "aum"], dynamics["aum"])
     else:
         assert len(result.summary["noise_matrix"]["given_by_true"]) == 2
 
@@ -73,15 +81,22 @@ def test_folds_never_let_a_row_score_itself(tmp_path, monkeypatch):
             seen[-1] = (seen[-1], len(texts))
             return np.full((len(texts), 2), 0.5, np.float32)
 
+    def fake_outliers(clf, rows, train_idx, held):  # the reference: the fold's training rows; scored: its held out
+        embedded.append((set(train_idx), set(held)))
+        return np.full(len(held), float(len(embedded)))
+
+    embedded = []
     monkeypatch.setattr("bertfit.training.run.train", fake_train)
     monkeypatch.setattr("bertfit.prediction.classifier.Classifier.from_pretrained", lambda *a, **k: FakeClassifier())
+    monkeypatch.setattr(crossval, "fold_outliers", fake_outliers)
     cfg = bertfit.RunConfig()
-    crossval.out_of_fold(rows, cfg, tmp_path, "key", folds=4)
+    found = crossval.out_of_fold(rows, cfg, tmp_path, "key", folds=4)
     splits = crossval.fold_splits(rows.labels, 4, cfg.train.seed, "data")
     assert len(seen) == 4
-    for (trained, scored), (train_idx, held) in zip(seen, splits):
+    for k, ((trained, scored), (train_idx, held)) in enumerate(zip(seen, splits)):
         assert trained == set(rows.positions[train_idx]) and not trained & set(rows.positions[held])
         assert scored == len(held)
+        assert embedded[k] == (set(train_idx), set(held)) and (found.outliers[held] == k + 1).all()
     held_all = np.concatenate([held for _, held in splits])
     assert sorted(held_all) == list(range(400)), "every row is held out exactly once"
 
@@ -104,6 +119,45 @@ def test_a_stopped_review_continues_and_dropped_rows_are_counted(tiny_model_dir,
     monkeypatch.setattr("bertfit.training.run.train", no_training)
     again = bertfit.review(path, tmp_path / "out", **args)
     pd.testing.assert_frame_equal(again.table, first.table)
+    assert again.summary["outlier_source"] == first.summary["outlier_source"] == "embeddings"
+
+    fold = tmp_path / "out" / "folds" / "fold-1.npz"  # as an earlier bertfit wrote it: no outlier scores
+    with np.load(fold) as saved:
+        np.savez(fold, **{k: saved[k] for k in saved.files if k != "outliers"})
+    with caplog.at_level(logging.INFO, logger="bertfit"):
+        older = bertfit.review(path, tmp_path / "out", **args)
+    assert older.summary["outlier_source"] == "probabilities" and "written by an earlier bertfit" in caplog.text
+    pd.testing.assert_series_equal(older.table["label_quality"], first.table["label_quality"])
+
+
+def off_topic_frame() -> tuple[pd.DataFrame, list[int]]:
+    """400 learnable rows, 8 of them (with their ordinary labels) replaced by strings of letters, digits and
+    punctuation, each made of 5 characters of its own: unlike the toy data and unlike each other. (Eight rows of one
+    kind would be a small topic of their own: a fold model that trained on 5 of them rightly finds the sixth in a
+    dense spot.)"""
+    df = sentiment_frame(400, seed=1)
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
+    random.Random(99).shuffle(chars)
+    rng, planted = random.Random(1), [25 + 47 * i for i in range(8)]
+    for i, row in enumerate(planted):
+        own = chars[5 * i : 5 * i + 5]
+        words = ["".join(rng.choice(own) for _ in range(rng.randint(2, 5))) for _ in range(rng.randint(3, 6))]
+        df.loc[row, "text"] = " ".join(words)
+    return df, planted
+
+
+def test_off_topic_rows_are_the_top_outliers(tiny_model_dir, tmp_path):
+    df, planted = off_topic_frame()
+    result = bertfit.review(df, tmp_path / "out", folds=3, model=str(tiny_model_dir), progress=False,
+                            precision="fp32", **TINY_TRAIN)  # fmt: skip
+    assert result.summary["outlier_source"] == "embeddings"
+    top = result.table.sort_values("outlier_score")["row"].head(16)
+    print("off-topic rows among the 16 top outliers:", top.isin(planted).sum())
+    # 8 of 8 on a 2-core EPYC, 2026-12-07 (6.5 on average over six plantings; 1.2 by the probabilities' score)
+    assert top.isin(planted).sum() >= 6
+    assert result.table["outlier"].sum() == 8 and result.summary["outliers"] == 8  # the lowest 2%
+    with np.load(tmp_path / "out" / "folds" / "fold-0.npz") as fold:
+        assert fold["outliers"].shape == fold["held"].shape
 
 
 def test_cli_review_and_its_one_line_errors(tiny_model_dir, tmp_path):

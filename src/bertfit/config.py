@@ -180,6 +180,9 @@ class TrainConfig:
         "auto", "auto | none | tensorboard | other Trainer loggers [auto: TensorBoard if installed]."
     )
     thresholds: str = setting("tuned", "Multi-label: tuned (per label, on validation) | global (0.5) [tuned].")
+    record_dynamics: bool = setting(  # training/dynamics.py; part of the run identity, as it must be in each checkpoint
+        False, "Save each training row's per-epoch confidence, variability, correctness and AUM to dynamics.parquet."
+    )
 
     def validate(self) -> None:
         if self.epochs is not None and self.epochs <= 0:

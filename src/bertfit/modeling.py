@@ -317,6 +317,7 @@ def describe_model(model_dir: str | Path) -> dict[str, Any]:
         "training": {k: train_cfg.get(k) for k in ("epochs", "batch_size", "lr", "scheduler", "seed")},
         "precision": meta.get("precision"),
         **({"export": _export_summary(meta["export"])} if meta.get("export") else {}),
+        **({"dynamics": meta["dynamics"]} if meta.get("dynamics") else {}),  # train --record-dynamics
         "created": meta.get("created"),
         "versions": meta.get("versions"),
     }

@@ -34,7 +34,7 @@ from bertfit.data.rows import DataSource, labels_look_like_text, no_usable_rows,
 from bertfit.data.write import write_json
 from bertfit.errors import DataError
 from bertfit.labels import LabelCodes, LabelSchema
-from bertfit.tokenization import WindowEncoder
+from bertfit.tokenization import Encoded, WindowEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +288,11 @@ class TokenizedRows(torch.utils.data.Dataset):
     def docs(self) -> np.ndarray | None:
         return None if self.data.docs is None else self.data.docs[self.rows]
 
+    def encoded(self) -> Encoded:
+        """These rows as a Scorer takes them: token ids read from the cache as each batch needs them."""
+        starts = None if self._type_starts is None else self._type_starts[self.rows].astype(np.int64)
+        return Encoded(_RowIds(self), self.lengths.astype(np.int64), 0, starts, self.docs)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = int(self.rows[i])
         chunk = int(np.searchsorted(self._starts, row, side="right")) - 1
@@ -300,6 +305,19 @@ class TokenizedRows(torch.utils.data.Dataset):
             start = int(self._type_starts[row])
             item["token_type_ids"] = [0] * start + [1] * (len(ids) - start)
         return item
+
+
+class _RowIds:
+    """The token ids of TokenizedRows, row by row on use (an Encoded's `ids` without a copy of the cache)."""
+
+    def __init__(self, rows: TokenizedRows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> list[int]:
+        return self.rows[int(i)]["input_ids"]
 
 
 def split_rows(

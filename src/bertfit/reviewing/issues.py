@@ -1,6 +1,11 @@
 """From each row's probabilities (out-of-fold, or averaged over training epochs) to the ranked table of label issues:
 cleanlab's verdicts and label-quality scores, the estimated noise matrix, and the rows the model finds ambiguous or
-unusual, or whose text occurs again under another label."""
+unusual, or whose text occurs again under another label.
+
+Unusual rows (outliers) are those in a region of low density of the fine-tuned encoder's embeddings: cleanlab's kNN
+score, exp(-d / m), d the row's mean cosine distance to its 10 nearest reference rows and m the median of that
+distance among the reference rows themselves (each without itself). Where the reference has too few rows, the
+score comes from the probabilities instead (cleanlab's entropy-based score); review.json says which."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 AMBIGUOUS_MARGIN = 0.2  # the two likeliest labels within 0.2 of each other
 OUTLIER_SHARE = 0.02  # the 2% of rows with the lowest out-of-distribution score
+OUTLIER_NEIGHBOURS = 10  # k of the kNN outlier score (cleanlab's default); the reference needs more rows than k
 
 
 @dataclass
@@ -30,6 +36,7 @@ class Findings:
     outlier_score: np.ndarray
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # method-specific columns (dynamics figures)
     noise_matrix: np.ndarray | None = None  # P(given label = i | true label = j), cleanlab's estimate
+    outlier_source: str = "probabilities"  # or "embeddings"
 
     @property
     def suggested(self) -> np.ndarray:
@@ -52,25 +59,40 @@ def import_cleanlab() -> Any:
     return cleanlab
 
 
-def crossval_findings(probs: np.ndarray, labels: np.ndarray) -> Findings:
+def crossval_findings(probs: np.ndarray, labels: np.ndarray, outliers: np.ndarray | None = None) -> Findings:
     """cleanlab on out-of-fold probabilities: find_label_issues, get_label_quality_scores (self-confidence), the
-    noise matrix, and its out-of-distribution score from the same probabilities."""
+    noise matrix; the outlier scores from the fold models' embeddings (`outliers`), else from the probabilities."""
     cl = import_cleanlab()
     probs = _normalised(probs)
     issues = cl.filter.find_label_issues(labels=labels, pred_probs=probs)
     quality = cl.rank.get_label_quality_scores(labels=labels, pred_probs=probs)
     _, noise, _, _ = cl.count.estimate_py_and_noise_matrices_from_probabilities(labels, probs)
-    return Findings(probs, np.asarray(issues, bool), quality, _outlier_scores(cl, probs, labels), noise_matrix=noise)
+    score, source = _outliers(cl, probs, labels, outliers)
+    return Findings(probs, np.asarray(issues, bool), quality, score, noise_matrix=noise, outlier_source=source)
 
 
-def dynamics_findings(mean_probs: np.ndarray, labels: np.ndarray, figures: Any) -> Findings:
+def dynamics_findings(
+    mean_probs: np.ndarray, labels: np.ndarray, figures: Any, outliers: np.ndarray | None = None
+) -> Findings:
     """Training dynamics: a row is an issue when, averaged over the epochs, its given label's logit stayed below
     another label's (negative area under the margin); quality is its mean confidence in the given label."""
     cl = import_cleanlab()
     probs = _normalised(mean_probs)
     extra = {"confidence": figures.confidence, "variability": figures.variability,
              "correctness": figures.correctness, "aum": figures.aum}  # fmt: skip
-    return Findings(probs, figures.aum < 0, figures.confidence, _outlier_scores(cl, probs, labels), extra)
+    score, source = _outliers(cl, probs, labels, outliers)
+    return Findings(probs, figures.aum < 0, figures.confidence, score, extra, outlier_source=source)
+
+
+def embedding_outliers(reference: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray | None:
+    """cleanlab's kNN outlier score, exp(-d / m), of the reference rows among themselves (each without itself), or
+    of `rows` among the `reference` rows; d is a row's mean cosine distance to its OUTLIER_NEIGHBOURS nearest
+    reference rows, m the median of d among the reference rows. None when the reference has too few rows."""
+    if len(reference) <= OUTLIER_NEIGHBOURS:
+        return None
+    ood = import_cleanlab().outlier.OutOfDistribution({"k": OUTLIER_NEIGHBOURS})
+    scores = ood.fit_score(features=reference, verbose=False)  # fitting sets m, the reference's own median
+    return np.asarray(scores if rows is None else ood.score(features=rows), dtype=np.float64)
 
 
 def _normalised(probs: np.ndarray) -> np.ndarray:
@@ -78,11 +100,13 @@ def _normalised(probs: np.ndarray) -> np.ndarray:
     return probs / probs.sum(1, keepdims=True)
 
 
-def _outlier_scores(cl: Any, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """cleanlab's out-of-distribution score from the probabilities (lower: less like the rest of the data)."""
-    return np.asarray(
-        cl.outlier.OutOfDistribution().fit_score(pred_probs=probs, labels=labels, verbose=False), dtype=np.float64
-    )
+def _outliers(cl: Any, probs: np.ndarray, labels: np.ndarray, embedded: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """The outlier scores and where they came from: the embeddings' scores when given, else cleanlab's
+    out-of-distribution score from the probabilities (lower: less like the rest of the data)."""
+    if embedded is not None:
+        return np.asarray(embedded, dtype=np.float64), "embeddings"
+    scores = cl.outlier.OutOfDistribution().fit_score(pred_probs=probs, labels=labels, verbose=False)
+    return np.asarray(scores, dtype=np.float64), "probabilities"
 
 
 WRITTEN = ["row", "given_label", "suggested_label", "label_quality", "is_label_issue", "conflicting_duplicate",
@@ -135,6 +159,7 @@ def summary(rows: ReviewRows, found: Findings, table: pd.DataFrame) -> dict[str,
         "conflicting_duplicates": int(table["conflicting_duplicate"].sum()),
         "ambiguous": int(table["ambiguous"].sum()),
         "outliers": int(table["outlier"].sum()),
+        "outlier_source": found.outlier_source,
         "agreement_with_given_labels": round(float((found.suggested == rows.labels).mean()), 6),
         "per_class": per_class,
         "labels": names,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bertfit.checks.checker import checked
@@ -109,23 +110,37 @@ def _crossval(
     work = out / "folds"
     work.mkdir(exist_ok=True)
     key = _identity(rows, cfg, folds, validation)
-    probs = out_of_fold(rows, cfg, work, key, folds, validation, progress, cache_dir, keep_models)
-    return issues.crossval_findings(probs, rows.labels)
+    found = out_of_fold(rows, cfg, work, key, folds, validation, progress, cache_dir, keep_models)
+    return issues.crossval_findings(found.probs, rows.labels, found.outliers)
 
 
 def _dynamics(
     rows: ReviewRows, cfg: RunConfig, out: Path, validation: Any, progress: Any, cache_dir: Any
 ) -> issues.Findings:
-    from bertfit.reviewing.dynamics import DynamicsRecorder, figures
+    """One training run with record_dynamics (`bertfit train --record-dynamics`: its model folder keeps
+    dynamics.parquet); outliers from the final model's embeddings of every row."""
     from bertfit.training.run import train
 
-    data = cfg.data
-    recorder = DynamicsRecorder(rows.texts, len(rows.names), data.max_length, data.long, data.window_stride,
-                                data.aggregate)  # fmt: skip
-    train(rows.subset(slice(None)), out / "model", validation=validation, config=cfg, progress=progress,
-          cache_dir=cache_dir, check=False, callbacks=[recorder])  # fmt: skip
-    dyn = figures(recorder.epochs, rows.labels)
-    return issues.dynamics_findings(dyn.mean_probs, rows.labels, dyn)
+    result = train(rows.subset(slice(None)), out / "model", validation=validation,
+                   config=cfg.override({"record_dynamics": True}), progress=progress, cache_dir=cache_dir,
+                   check=False)  # fmt: skip
+    dyn = result.dynamics
+    assert dyn is not None and len(dyn.aum) == len(rows.labels), "training scored other rows than the review's"
+    mean_probs = dyn.mean_probs[:, [result.labels.index(name) for name in rows.names]]  # the review's label order
+    return issues.dynamics_findings(mean_probs, rows.labels, dyn, _final_model_outliers(out / "model", rows))
+
+
+def _final_model_outliers(model_dir: Path, rows: ReviewRows) -> np.ndarray | None:
+    """Every row's outlier score among all rows, in the final model's embeddings (None: too few rows)."""
+    from bertfit.prediction.classifier import Classifier
+    from bertfit.reviewing.embeddings import embed
+
+    clf = Classifier.from_pretrained(model_dir, engine="torch")
+    scores = issues.embedding_outliers(embed(clf.scorer, rows.texts, clf.default_batch_tokens()))
+    if scores is None:
+        logger.info("%d rows are too few for outlier scores from embeddings; they come from the probabilities",
+                    len(rows.labels))  # fmt: skip
+    return scores
 
 
 def _identity(rows: ReviewRows, cfg: RunConfig, folds: int, validation: Any) -> str:

@@ -39,6 +39,7 @@ from bertfit.modeling import (
 )
 from bertfit.tokenization import load_tokenizer, usable_max_length
 from bertfit.training.checkpoints import complete_checkpoints, prepare_work, run_identity
+from bertfit.training.dynamics import DYNAMICS_FILE, Dynamics, check_columns, recorder_for, write_dynamics
 from bertfit.training.extensions import Extensions, Metrics
 from bertfit.training.finalize import model_meta, score, stage
 from bertfit.training.job import Job
@@ -60,6 +61,7 @@ class TrainResult:
     val_rows: int
     train_seconds: float
     resumed_from_step: int | None = None  # the checkpoint an interrupted run continued from
+    dynamics: Dynamics | None = None  # with record_dynamics, each training row's figures (first process only)
 
 
 def train(
@@ -131,6 +133,8 @@ def _job(
     extensions: Extensions,
 ) -> Job:
     """The run's facts, after refusing, before any work, an output that must not be replaced or a damaged base."""
+    if cfg.train.record_dynamics:
+        check_columns(cfg.data)
     source, base_name = resolve_model(cfg.model.model)
     check_not_input(output_dir, _files_read(train_data, validation, cfg, source), "--output folder")
     _check_output(output_dir)
@@ -154,20 +158,26 @@ def _train(
     model = _base_model(cfg, schema, train_ds)
     precision = pick_precision(cfg.train.precision, model_type=getattr(model.config, "model_type", None))
     checkpoint = _resume_point(job, _run_identity(job, train_ds, val_ds, precision, max_length), resume)
-    trainer = build_trainer(job, model, tokenizer, train_ds, val_ds, schema, precision)
+    recorder = recorder_for(cfg, train_ds, schema, max_length, checkpoint if job.main else None)
+    trainer = build_trainer(job, model, tokenizer, train_ds, val_ds, schema, precision, recorder)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     outcome = score(trainer, val_ds, tokenizer, schema, job)
     trainer.save_model(str(job.work / "model"))  # model.safetensors, config.json (id2label), tokenizer files
     resumed = int(checkpoint.name.split("-")[-1]) if checkpoint is not None else None
+    dynamics = None
     if job.main:
         meta = model_meta(job, schema, max_length, precision, train_ds, val_ds, output.metrics)
         meta.update(processes=job.state.num_processes, resumed_from_step=resumed)
+        if recorder is not None:  # into the staged folder: published with the model
+            dynamics = write_dynamics(recorder, train_data, cfg.data, train_ds, job.work / "model")
+            meta["dynamics"] = {"file": DYNAMICS_FILE, "rows": len(dynamics.aum), "epochs": len(recorder.epochs)}
         stage(job.work, meta, outcome, checks, cfg.train.thresholds, val_ds)
         publish(job.work, job.output_dir)  # the output holds the old model or the new one, whole, whenever killed
         logger.info("model written to %s", job.output_dir)
     job.state.wait_for_everyone()
     seconds = float(output.metrics.get("train_runtime", 0))
-    return TrainResult(job.output_dir, outcome.metrics, schema.names, len(train_ds), len(val_ds), seconds, resumed)
+    return TrainResult(job.output_dir, outcome.metrics, schema.names, len(train_ds), len(val_ds), seconds, resumed,
+                       dynamics)  # fmt: skip
 
 
 def _check_and_tokenize(

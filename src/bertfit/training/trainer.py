@@ -45,11 +45,13 @@ def build_trainer(
     val_ds: TokenizedRows,
     schema: LabelSchema,
     precision: str,
+    recorder: TrainerCallback | None = None,
 ) -> BertfitTrainer:
-    """The Trainer of one run: bertfit's arguments, loss, metrics and callbacks, then the caller's."""
+    """The Trainer of one run: bertfit's arguments, loss, metrics and callbacks (with `recorder`, the training
+    dynamics), then the caller's."""
     cfg = job.cfg
     report_to = resolve_report_to(cfg.train.report_to)
-    callbacks = _callbacks(job, report_to)
+    callbacks = _callbacks(job, report_to, recorder)
     args = training_arguments(cfg.train, job.work / "checkpoints", precision, len(train_ds), job.progress, report_to,
                               job.extensions.trainer_args)  # fmt: skip
     val_docs = val_ds.docs[LengthOrder(val_ds.lengths).order] if val_ds.docs is not None else None
@@ -71,14 +73,15 @@ def build_trainer(
     return trainer
 
 
-def _callbacks(job: Job, report_to: list[str]) -> list[TrainerCallback]:
-    """bertfit's callbacks: readable log lines, the JSON-lines log, checkpoints, TensorBoard, early stopping.
-    A "tensorboard" in `report_to` is replaced by a callback that writes into the work folder."""
+def _callbacks(job: Job, report_to: list[str], recorder: TrainerCallback | None) -> list[TrainerCallback]:
+    """bertfit's callbacks: readable log lines, the JSON-lines log, the training dynamics, checkpoints, TensorBoard,
+    early stopping. A "tensorboard" in `report_to` is replaced by a callback that writes into the work folder."""
     train = job.cfg.train
     callbacks: list[TrainerCallback] = [
         EpochLogger(step_lines=not job.progress),
         JsonlLog(job.work / LOG_FILE, job.started),
         SaveEvery(train.save_every),
+        *([recorder] if recorder is not None else []),  # saves into a checkpoint before it is marked complete
         CommitCheckpoints(train.keep_checkpoints),
     ]
     if "tensorboard" in report_to:  # into the work folder (then the model folder), not Trainer's default place
