@@ -133,6 +133,24 @@ def tiny_trained(tiny_model_dir: Path, sentiment_data, tmp_path_factory: pytest.
     return out
 
 
+class Stop(Exception):
+    """Stands in for a kill: raised right after a checkpoint is committed (test_killed_run_... kills for real)."""
+
+
+def stop_after(step: int):
+    """CommitCheckpoints.on_save that ends the run once the checkpoint of `step` (or a later one) is committed."""
+    from bertfit.training.checkpoints import CommitCheckpoints
+
+    commit = CommitCheckpoints.on_save
+
+    def on_save(self, args, state, control, **kw):
+        commit(self, args, state, control, **kw)
+        if state.global_step >= step:
+            raise Stop
+
+    return on_save
+
+
 @contextmanager
 def cli_state_restored() -> Iterator[None]:
     """The CLI points the 'bertfit' logger at the runner's (soon closed) stderr; restore it afterwards."""

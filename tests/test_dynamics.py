@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_TRAIN, sentiment_frame
+from conftest import TINY_TRAIN, Stop, sentiment_frame, stop_after
 from typer.testing import CliRunner
 
 import bertfit
@@ -88,21 +88,6 @@ def test_sliding_windows_give_one_row_per_document(tiny_model_dir, tmp_path):
             record_dynamics=True,
             model=str(tiny_model_dir),
         )
-
-
-class Stop(Exception):
-    """Stands in for a kill, right after a checkpoint is committed."""
-
-
-def stop_after(step: int):
-    commit = CommitCheckpoints.on_save
-
-    def on_save(self, args, state, control, **kw):
-        commit(self, args, state, control, **kw)
-        if state.global_step >= step:
-            raise Stop
-
-    return on_save
 
 
 def test_a_continued_run_records_what_the_uninterrupted_one_does(tiny_model_dir, tmp_path, monkeypatch):

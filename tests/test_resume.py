@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import sentiment_frame
+from conftest import Stop, sentiment_frame, stop_after
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
@@ -92,22 +92,6 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_model_dir, files, t
     log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
     steps = [e["step"] for e in log if "loss" in e]
     assert steps == sorted(set(steps)), "the resumed log repeats or reorders steps"
-
-
-class Stop(Exception):
-    """Stands in for a kill: raised right after a checkpoint is committed (test_killed_run_... kills for real)."""
-
-
-def stop_after(step: int):
-    """CommitCheckpoints.on_save that ends the run once the checkpoint of `step` (or a later one) is committed."""
-    commit = CommitCheckpoints.on_save
-
-    def on_save(self, args, state, control, **kw):
-        commit(self, args, state, control, **kw)
-        if state.global_step >= step:
-            raise Stop
-
-    return on_save
 
 
 @pytest.fixture(scope="module")
