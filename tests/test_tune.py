@@ -23,7 +23,7 @@ import bertfit
 from bertfit.cli import app
 from bertfit.config import TrainConfig, load_config
 from bertfit.errors import ConfigError, DataError
-from bertfit.tuning.space import epochs_range, fixed_names, search_space
+from bertfit.tuning.space import default_values, epochs_range, fixed_names, search_space
 
 optuna = pytest.importorskip("optuna", reason="bertfit tune needs: pip install 'bertfit[tune]'")
 
@@ -73,6 +73,11 @@ def test_a_given_setting_is_not_searched(tuned) -> None:
                for t in study.trials)  # fmt: skip
     assert all(1e-3 <= t.params["lr"] <= 1e-2 and t.params["epochs"] in (2, 3) for t in study.trials)
     assert study.user_attrs["bertfit_settings"]["batch_size"] == 16
+    # trial 0 is train's defaults where the ranges hold them (not lr and epochs here: RANGES leaves them out)
+    first = study.trials[0]
+    assert first.user_attrs.get("defaults") is True and not any(t.user_attrs.get("defaults") for t in study.trials[1:])
+    assert {k: first.params[k] for k in ("warmup", "weight_decay", "scheduler", "class_weights")} == {
+        "warmup": 0.1, "weight_decay": 0.01, "scheduler": "linear", "class_weights": "none"}  # fmt: skip
     assert "batch_size" not in pd.read_csv(out / "trials.csv").columns
 
 
@@ -194,6 +199,27 @@ def test_cli_refuses_a_request_it_cannot_serve_in_one_line(tmp_path: Path, monke
     result = CliRunner().invoke(app, ["tune", str(data), "--validation", str(data), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "pip install 'bertfit[tune]'" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_one_trial_tune_is_train_at_its_defaults(tiny_model_dir, sentiment_data, tmp_path) -> None:
+    """Trial 0 runs train's defaults for what is searched, so the best trial can only be as good or better."""
+    train_df, val_df = sentiment_data
+    given = {"model": str(tiny_model_dir), "lr": 3e-3, "epochs": 4, "progress": False, **FIXED}
+    tuned = bertfit.tune(train_df, tmp_path / "t", validation=val_df, trials=1, **given)
+    plain = bertfit.train(train_df, tmp_path / "m", validation=val_df, **given)
+    assert tuned.best_value == plain.metrics["macro_f1"] and tuned.best_value > 0.7  # it learned, and identically
+
+
+def test_the_first_trial_holds_what_train_would_use_on_this_data() -> None:
+    space = search_space(bertfit.RunConfig(), set(), 16_000)
+    assert default_values(space, TrainConfig(), 16_000) == {  # 500 steps an epoch: 3 epochs, 1,500 steps: 2e-4
+        "lr": 2e-4, "epochs": 3, "batch_size": 32, "warmup": 0.1, "weight_decay": 0.01, "scheduler": "linear",
+        "class_weights": "none"}  # fmt: skip
+    assert default_values(space, TrainConfig(), 64_000)["lr"] == 1e-4  # 6,000 steps: the long-run rate
+    small = search_space(bertfit.RunConfig(), set(), 1_000)
+    assert default_values(small, TrainConfig(), 1_000)["epochs"] == 16  # 32 steps an epoch: 16 reach 500 steps
+    narrow = search_space(bertfit.RunConfig(), {"batch_size"}, 1_000, {"lr": (1e-3, 1e-2)})
+    assert "lr" not in default_values(narrow, TrainConfig(batch_size=16), 1_000)  # 2e-4 is outside the range
 
 
 def test_the_search_space_leaves_out_given_settings_and_grows_epochs_on_small_data() -> None:

@@ -20,7 +20,7 @@ from bertfit.data.rows import DataSource
 from bertfit.data.write import check_folder_writable
 from bertfit.errors import DataError
 from bertfit.tuning.report import BEST_MODEL, OUTPUTS, TuneResult
-from bertfit.tuning.space import check_request, fixed_names, require_optuna, search_space
+from bertfit.tuning.space import check_request, default_values, fixed_names, require_optuna, search_space
 
 __all__ = ["TuneResult", "tune"]
 
@@ -78,10 +78,12 @@ def tune(
     cfg = (config or RunConfig()).override(overrides).validate()
     out = Path(output_dir)
     _check_output(out, data, validation, keep_best)
-    space = search_space(cfg, fixed_names(cfg, overrides, fixed), _train_rows(data), ranges)
+    rows = _train_rows(data)
+    space = search_space(cfg, fixed_names(cfg, overrides, fixed), rows, ranges)
     from bertfit.tuning.search import Tuning, run_search  # optuna (there, as checked above), torch, transformers
 
-    tuning = Tuning(data, validation, cfg, space, out, cache_dir, keep_best, check, progress)
+    tuning = Tuning(data, validation, cfg, space, out, cache_dir, keep_best, check, progress,
+                    default_values(space, cfg.train, rows))  # fmt: skip
     return run_search(tuning, int(trials), budget, pruner, sampler, started)
 
 

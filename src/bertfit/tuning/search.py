@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ from bertfit.tuning.study import (
 logger = logging.getLogger(__name__)
 
 BEST_MODEL_TRIAL = "best_model_trial"  # study attribute: the trial whose model OUT/best-model holds
+DEFAULTS_TRIAL = "defaults"  # trial attribute: the trial enqueued with train's default settings
 # train's own INFO lines (rows, epochs, calibration, 'model written') are held back in trials; warnings still show
 QUIET = ("bertfit.training", "bertfit.data", "bertfit.checks", "bertfit.evaluation", "bertfit.prediction",
          "bertfit.modeling", "bertfit.tokenization")  # fmt: skip
@@ -76,6 +77,7 @@ class Tuning:
     keep_best: bool
     check: bool  # run the data checks in the next trial (the first of this call)
     progress: bool | None
+    defaults: dict[str, Any] = field(default_factory=dict)  # the first trial's settings: train's own
 
     @property
     def metric(self) -> str:
@@ -142,6 +144,7 @@ def run_search(
             seed = tuning.cfg.train.seed
             study = open_study(tuning.out, tuning.identity(), direction(tuning.metric), seed, pruner, sampler)
             requeue_stopped(study)
+            _first_the_defaults(study, tuning.defaults)
             _clear_scratch(tuning.out)
             _optimize(study, tuning, trials, budget)
             if (tuning.out / TRIALS_DIR).is_dir() and not any((tuning.out / TRIALS_DIR).iterdir()):
@@ -151,6 +154,14 @@ def run_search(
             return _result(study, tuning, best_model, started)
     finally:
         lock.release()
+
+
+def _first_the_defaults(study: optuna.Study, defaults: dict[str, Any]) -> None:
+    """A new study's first trial: the defaults' settings (those within the ranges; the sampler draws the rest)."""
+    if study.trials or not defaults:
+        return
+    study.enqueue_trial(defaults, user_attrs={DEFAULTS_TRIAL: True})
+    logger.info("trial 0: the defaults (%s), so that the best trial is no worse than them", _shown(defaults))
 
 
 def _optimize(study: optuna.Study, tuning: Tuning, trials: int, budget: float | None) -> None:

@@ -5,6 +5,7 @@ The ranges suit small encoders such as the default all-MiniLM-L6-v2: learning ra
 the defaults are 2e-4 and 1e-4), 2 to 5 epochs (more on small data, where the default takes more: `epochs_range`),
 batch sizes 16, 32 and 64, warmup 0 to 20% of the steps, weight decay 0, 0.01 or 0.1, a linear or exponential decay
 and class weights none or auto. A setting the user gave (an option, --set, a config file, a keyword) is not searched.
+A new study's first trial is the defaults (`default_values`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bertfit.config import SCHEDULERS, DataConfig, ModelConfig, RunConfig, TrainConfig, default_epochs, parse_save_every
+from bertfit.config import (
+    DEFAULT_EPOCHS,
+    SCHEDULERS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    default_epochs,
+    default_lr,
+    parse_save_every,
+)
 from bertfit.errors import ConfigError, MissingDependency
 
 
@@ -37,6 +48,12 @@ class Param:
         if self.kind == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high))
         return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.kind == "log")
+
+    def holds(self, value: Any) -> bool:
+        """Whether `value` is one this setting's range or choices can take."""
+        if self.kind == "choice":
+            return value in self.choices
+        return value is not None and self.low <= value <= self.high
 
     def spec(self) -> list[Any]:
         """As plain JSON: the choices, or [kind, low, high]."""
@@ -98,6 +115,17 @@ def epochs_range(train: TrainConfig, train_rows: int | None) -> tuple[int, int]:
         return 2, 5
     steps = math.ceil(train_rows / (train.batch_size * train.grad_accum))
     return 2, max(5, int(default_epochs(steps)))
+
+
+def default_values(space: Sequence[Param], train: TrainConfig, train_rows: int | None) -> dict[str, Any]:
+    """What `bertfit train` would use for each searched setting on this data (epochs and learning rate resolved as
+    train resolves them), where the setting's range holds it: the study's first trial, so that a tune ends no worse
+    on validation than the defaults (the same seed trains the same model)."""
+    steps = math.ceil(train_rows / (train.batch_size * train.grad_accum)) if train_rows else None
+    epochs = train.epochs or (int(default_epochs(steps)) if steps else int(DEFAULT_EPOCHS))
+    lr = train.lr or default_lr(int(steps * epochs) if steps else 0)
+    values = {p.name: getattr(TrainConfig(), p.name) for p in SPACE} | {"lr": lr, "epochs": epochs}
+    return {p.name: values[p.name] for p in space if p.holds(values[p.name])}
 
 
 def fixed_names(cfg: RunConfig, overrides: Mapping[str, Any], fixed: Iterable[str] = ()) -> set[str]:
