@@ -234,3 +234,18 @@ def test_the_search_space_leaves_out_given_settings_and_grows_epochs_on_small_da
         search_space(cfg, set(TrainConfig.__dataclass_fields__), None)
     with pytest.raises(ConfigError, match="scheduler"):
         search_space(cfg, set(), None, {"scheduler": ["cosine"]})
+
+
+def test_a_best_model_a_kill_left_half_replaced_goes_back_in_place(tmp_path) -> None:
+    """Killed between _move_model's two renames: the earlier best model waits under .best-model.old and nothing is
+    at best-model; the next run puts it back. With both there, the old one is the leftover and goes."""
+    from bertfit.tuning.search import _clear_scratch
+
+    old = tmp_path / ".best-model.old"
+    old.mkdir()
+    (old / "model.safetensors").write_text("the earlier best")
+    _clear_scratch(tmp_path)
+    assert (tmp_path / "best-model" / "model.safetensors").read_text() == "the earlier best" and not old.exists()
+    old.mkdir()
+    _clear_scratch(tmp_path)
+    assert not old.exists() and (tmp_path / "best-model" / "model.safetensors").is_file()

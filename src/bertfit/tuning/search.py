@@ -240,10 +240,14 @@ def _result(study: optuna.Study, tuning: Tuning, best_model: Path | None, starte
 
 
 def _clear_scratch(out: Path) -> None:
-    """Remove what trials of a stopped run left in OUT/trials (their settings run again), and a best-model folder
-    that a kill left half-replaced."""
+    """Remove what trials of a stopped run left in OUT/trials (their settings run again). A kill between the two
+    renames of `_move_model` leaves the earlier best model under .best-model.old and none at best-model: it goes
+    back (the study still names its trial as the kept one); with both there, the old one is the leftover."""
     left = sorted((out / TRIALS_DIR).iterdir()) if (out / TRIALS_DIR).is_dir() else []
     old = out / f".{BEST_MODEL}.old"
+    if old.exists() and not (out / BEST_MODEL).exists():
+        os.replace(old, out / BEST_MODEL)
+        logger.info("%s: the best model a stopped tune was replacing is back in place", out / BEST_MODEL)
     left += [old] if old.exists() else []
     for path in left:
         logger.info("removing %s: what a stopped tune left of a trial (tune's own scratch)", path)
