@@ -283,3 +283,12 @@ def test_train_runs_the_checks_first_and_saves_them_with_the_model(tmp_path: Pat
     assert json.loads((tmp_path / "m3" / "bertfit.json").read_text())["checks"]["warnings"] == saved["warnings"]
     assert "carry different labels" in result.stderr
     assert list((tmp_path / "cache" / "checks").glob("*.json"))  # a rerun on the same files reuses it
+    skewed = pd.concat([frame[frame.label == "positive"], frame[frame.label == "negative"].head(5)])  # 60 to 5
+    skewed.to_csv(train, index=False)
+    advice = {}
+    for weights in ("none", "auto"):
+        result = runner.invoke(app, [*base, "-o", str(tmp_path / f"w-{weights}"), "--class-weights", weights])
+        assert result.exit_code == 0, result.output
+        advice[weights] = [line for line in result.stderr.splitlines() if "12.0x the rows of the smallest" in line]
+    assert advice["none"][0].endswith("consider --class-weights auto")
+    assert advice["auto"][0].endswith("training with --class-weights auto")  # not advice to set what is set

@@ -109,7 +109,7 @@ def checked(
 
     for finding in result["findings"]:
         if finding["severity"] == "warning":
-            logger.warning("%s: %s", where(finding), finding["message"])
+            logger.warning("%s: %s", where(finding), _as_advice_for(finding, cfg))
     # Errors that reading the data for training reports itself, with the row counts and the fix, are left to it.
     errors = [f for f in result["findings"] if f["severity"] == "error" and f["code"] not in LOADER_ERRORS]
     if errors:
@@ -119,6 +119,16 @@ def checked(
             "`--no-check` trains anyway"
         )
     return result
+
+
+def _as_advice_for(finding: dict[str, Any], cfg: RunConfig) -> str:
+    """A finding's message for this training run: imbalance advice names the class weights already set, not the
+    option to set them."""
+    message = finding["message"]
+    weights = cfg.train.class_weights
+    if finding["code"] == "class_imbalance" and weights != "none":
+        return message.replace("consider --class-weights auto", f"training with --class-weights {weights}")
+    return message
 
 
 def _inputs(sources: dict[str, DataSource | None]) -> dict[str, list[Path] | pd.DataFrame]:
