@@ -88,9 +88,8 @@ def read_choices(name: str = CHOICES_FILE) -> dict[str, Any]:
     return choices if isinstance(choices, dict) else {}
 
 
-def cached(key: str) -> str | None:
-    """The dtype settled earlier for this key (SETTLE_AFTER measurements), or None."""
-    entry = read_choices().get(key)
+def settled(entry: Any) -> str | None:
+    """The dtype an entry of dtype.json settled on (after SETTLE_AFTER measurements), or None."""
     if not isinstance(entry, dict) or entry.get("dtype") not in CANDIDATES:
         return None
     return entry["dtype"] if len(past_measurements(entry)) >= SETTLE_AFTER else None
@@ -201,19 +200,20 @@ def decide(
     until SETTLE_AFTER measurements are recorded, each load measures again and the median of all decides. The
     model is cast to it. One log line says what was chosen and why."""
     key = choice_key(model) if model else None
-    known = cached(key) if key else None
+    entry = read_choices().get(key) if key else None
+    known = settled(entry)
     if known:
         cast(known, final=True)
         logger.info("dtype auto: %s (measured earlier on this machine for this model)", known)
         return known
-    earlier = past_measurements(read_choices().get(key)) if key else []
+    earlier = past_measurements(entry)
     trials = measure(run, cast, lengths, multi_label)
     measurements = [*earlier, trials]
     chosen = choose(median_trials(measurements))
     cast(chosen.dtype, final=True)
     where = remember(key, chosen, trials, model, earlier) if key else None
     speed = ", ".join(f"{t.dtype} {trials[0].seconds / t.seconds:.2f}x (agrees {t.agreement:.1%})" for t in trials[1:])
-    settled = f"; measurement {len(measurements)} of {SETTLE_AFTER}, the median decides" if where else ""
+    progress = f"; measurement {len(measurements)} of {SETTLE_AFTER}, the median decides" if where else ""
     logger.info("dtype auto: %s, timed on %d rows against fp32: %s%s%s", chosen.dtype, len(timed_sample(lengths)),
-                speed, settled, f"; remembered in {where}" if where else "")  # fmt: skip
+                speed, progress, f"; remembered in {where}" if where else "")  # fmt: skip
     return chosen.dtype
