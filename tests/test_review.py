@@ -203,3 +203,32 @@ def test_the_data_checks_run_once_before_any_fold(tmp_path, monkeypatch, restore
     assert not (tmp_path / "o" / "label_issues.parquet").exists()
     skipped = CliRunner().invoke(app, [*args, "--no-check"])  # as the message says: the folds then train
     assert skipped.exit_code != 0 and "a fold trained on refused data" in str(skipped.exception), skipped.output
+
+
+def test_a_folds_outliers_are_measured_against_a_sample_of_its_training_rows_only(monkeypatch):
+    """Beyond REFERENCE_ROWS training rows the reference is a seeded sample of them (never a held-out row), so a large
+    review embeds and searches a bounded reference per fold; the held-out rows are all scored."""
+    from types import SimpleNamespace
+
+    from bertfit.reviewing import embeddings, issues
+
+    texts = [f"text {i}" for i in range(300)]
+    rows = SimpleNamespace(texts=texts)
+    clf = SimpleNamespace(scorer=None, default_batch_tokens=lambda: 4096)
+    embedded = []
+
+    def fake_embed(scorer, batch, tokens):
+        embedded.append(list(batch))
+        return np.array([[float(t.split()[1]), 1.0] for t in batch])
+
+    monkeypatch.setattr(embeddings, "embed", fake_embed)
+    monkeypatch.setattr(crossval, "REFERENCE_ROWS", 50)
+    train_idx, held = np.arange(0, 240), np.arange(240, 300)
+    scores = crossval.fold_outliers(clf, rows, train_idx, held)
+    reference, scored = embedded
+    assert len(reference) == 50 and set(reference) <= {texts[i] for i in train_idx}
+    assert scored == [texts[i] for i in held] and scores.shape == (60,)
+    embedded.clear()
+    again = crossval.fold_outliers(clf, rows, train_idx, held)
+    assert embedded[0] == reference and np.array_equal(again, scores)  # the same sample on a rerun
+    assert crossval.fold_outliers(clf, rows, train_idx[: issues.OUTLIER_NEIGHBOURS], held) is None

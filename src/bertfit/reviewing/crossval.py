@@ -116,13 +116,21 @@ def _score_fold(
     return _on_schema(fold_probs, clf.labels, rows.names), fold_outliers(clf, rows, train_idx, held)
 
 
+# Training rows a fold's outlier scores are measured against: a seeded sample beyond this many, so that the extra
+# embedding pass and the neighbour search grow with the held-out rows only (all of a fold's training rows of a
+# million-row review would be gigabytes of embeddings and a search against each of them).
+REFERENCE_ROWS = 20_000
+
+
 def fold_outliers(clf: Any, rows: ReviewRows, train_idx: np.ndarray, held: np.ndarray) -> np.ndarray | None:
-    """The held-out rows' outlier scores among the fold's training rows, all embedded by the fold's model; None
-    when the fold has too few training rows."""
+    """The held-out rows' outlier scores among the fold's training rows (at most REFERENCE_ROWS of them, drawn at
+    random), all embedded by the fold's model; None when the fold has too few training rows."""
     from bertfit.reviewing.embeddings import embed
 
     if len(train_idx) <= issues.OUTLIER_NEIGHBOURS:
         return None
+    if len(train_idx) > REFERENCE_ROWS:
+        train_idx = np.sort(np.random.default_rng(len(train_idx)).choice(train_idx, REFERENCE_ROWS, replace=False))
     tokens = clf.default_batch_tokens()
     reference = embed(clf.scorer, [rows.texts[i] for i in train_idx], tokens)
     return issues.embedding_outliers(reference, embed(clf.scorer, [rows.texts[i] for i in held], tokens))
