@@ -121,3 +121,11 @@ def test_the_cli_flag_records_dynamics(tiny_model_dir, tmp_path):
     summary = json.loads(result.stdout)
     assert len(table) == 100 and (table["split"] == "validation").sum() == summary["val_rows"] == 10
     assert [c for c in table.columns if c.startswith("p_epoch_")] == ["p_epoch_1", "p_epoch_2"]
+
+
+def test_scoring_the_rows_after_each_epoch_shows_a_bar_with_progress_on(tiny_model_dir, tmp_path, capfd):
+    df = sentiment_frame(120, seed=6)
+    bertfit.train(df, tmp_path / "m", model=str(tiny_model_dir), progress=True, record_dynamics=True,
+                  **{**TINY_TRAIN, "epochs": 2})  # fmt: skip
+    err = capfd.readouterr().err
+    assert "training dynamics, epoch 1" in err and "training dynamics, epoch 2" in err

@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from bertfit.config import DataConfig, RunConfig
 from bertfit.data.cache import TokenizedRows
-from bertfit.data.io import data_files, windows
+from bertfit.data.io import WINDOW_ROWS, data_files, windows
 from bertfit.data.rows import DataSource, row_parts
 from bertfit.data.write import write_table
 from bertfit.errors import ConfigError, DataError
@@ -79,10 +80,12 @@ class DynamicsRecorder(TrainerCallback):
     keeps the logits in each checkpoint. The first process alone scores: under DDP every copy of the model is the
     same."""
 
-    def __init__(self, rows: TokenizedRows, width: int, window: tuple[int, str, int], aggregate: str) -> None:
+    def __init__(
+        self, rows: TokenizedRows, width: int, window: tuple[int, str, int], aggregate: str, progress: bool = False
+    ) -> None:
         self.encoded = rows.encoded()
         self.n_docs = rows.data.n_docs
-        self.width, self.window, self.aggregate = width, window, aggregate
+        self.width, self.window, self.aggregate, self.progress = width, window, aggregate, progress
         self.epochs: list[np.ndarray] = []  # (documents, labels) float32 logits, one array per epoch
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
@@ -93,12 +96,24 @@ class DynamicsRecorder(TrainerCallback):
         max_length, long, stride = self.window
         device = next(model.parameters()).device.type
         scorer = Scorer(model, kwargs["processing_class"], device, "fp32", max_length, long, stride, self.width)
-        logits = scorer.logits(self.encoded, scorer.default_batch_tokens(), None)
+        logits = self._scored(scorer)
         if self.encoded.docs is not None:
             logits = aggregate_windows(logits, self.encoded.docs, self.n_docs, self.aggregate)
         self.epochs.append(np.asarray(logits, dtype=np.float32))
         model.train()
         logger.info("training dynamics: epoch %d scored on %d rows", len(self.epochs), self.n_docs)
+
+    def _scored(self, scorer: Any) -> np.ndarray:
+        """Every row's logits, WINDOW_ROWS rows at a time (each sorted by length), with a bar when progress is on."""
+        rows = len(self.encoded.lengths)
+        logits = np.empty((rows, self.width), dtype=np.float32)
+        desc = f"training dynamics, epoch {len(self.epochs) + 1}"
+        with tqdm(total=rows, desc=desc, unit=" rows", disable=not self.progress, leave=False) as bar:
+            for start in range(0, rows, WINDOW_ROWS):
+                part = np.arange(start, min(start + WINDOW_ROWS, rows))
+                logits[part] = scorer.rows_logits(self.encoded, part, scorer.default_batch_tokens(), None)
+                bar.update(len(part))
+        return logits
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Into the checkpoint Trainer has just written, before CommitCheckpoints marks it complete."""
@@ -136,7 +151,12 @@ def check_columns(cfg: DataConfig) -> None:
 
 
 def recorder_for(
-    cfg: RunConfig, train_ds: TokenizedRows, schema: LabelSchema, max_length: int, checkpoint: Path | None
+    cfg: RunConfig,
+    train_ds: TokenizedRows,
+    schema: LabelSchema,
+    max_length: int,
+    checkpoint: Path | None,
+    progress: bool = False,
 ) -> DynamicsRecorder | None:
     """The run's recorder (None with record_dynamics off), started from `checkpoint` when the run continues one."""
     if not cfg.train.record_dynamics:
@@ -145,7 +165,7 @@ def recorder_for(
         raise ConfigError("record_dynamics takes one label per row; leave it off for multi-label data")
     data = cfg.data
     recorder = DynamicsRecorder(TokenizedRows(train_ds.data), len(schema), (max_length, data.long,
-                                data.window_stride), data.aggregate)  # fmt: skip
+                                data.window_stride), data.aggregate, progress)  # fmt: skip
     if checkpoint is not None:
         recorder.restore(checkpoint)
     return recorder

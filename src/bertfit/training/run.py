@@ -158,7 +158,7 @@ def _train(
     model = _base_model(cfg, schema, train_ds)
     precision = pick_precision(cfg.train.precision, model_type=getattr(model.config, "model_type", None))
     checkpoint = _resume_point(job, _run_identity(job, train_ds, val_ds, precision, max_length), resume)
-    recorder = recorder_for(cfg, train_ds, schema, max_length, checkpoint if job.main else None)
+    recorder = recorder_for(cfg, train_ds, schema, max_length, checkpoint if job.main else None, bool(job.progress))
     trainer = build_trainer(job, model, tokenizer, train_ds, val_ds, schema, precision, recorder)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     outcome = score(trainer, val_ds, tokenizer, schema, job)
