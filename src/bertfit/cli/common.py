@@ -23,6 +23,9 @@ err = Console(stderr=True)
 state = {"debug": False, "quiet": False}
 
 ModelDir = Annotated[Path, typer.Argument(help="Model folder written by 'bertfit train'.")]
+CacheDir = Annotated[
+    Path | None, typer.Option(help="Where tokenized data is cached [$BERTFIT_CACHE or ~/.cache/bertfit].")
+]
 ConfigFile = Annotated[Path | None, typer.Option(help="YAML or JSON file of settings; options override it.")]
 TextCol = Annotated[list[str] | None, typer.Option("--text-col", help=help_of("text_cols"))]
 Pair = Annotated[bool, typer.Option("--pair", help="Sentence pairs: the two --text-col columns are the two texts.")]

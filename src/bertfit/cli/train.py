@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from bertfit.cli import common
-from bertfit.cli.common import ConfigFile, Pair, guard, pair_settings, progress
+from bertfit.cli.common import CacheDir, ConfigFile, Pair, guard, pair_settings, progress
 from bertfit.cli.settings import SetOption, apply_sets, with_settings
 
 INTERRUPTED = "interrupted; run the same command again to continue from the last checkpoint"
@@ -35,9 +35,7 @@ def train(
             help="Continue the interrupted run into --output, or start over [continue when possible].",
         ),
     ] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Where tokenized data is cached [$BERTFIT_CACHE or ~/.cache/bertfit].")
-    ] = None,
+    cache_dir: CacheDir = None,
     config: ConfigFile = None,
     overwrite: Annotated[
         bool,

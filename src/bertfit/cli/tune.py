@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bertfit.cli import common
-from bertfit.cli.common import ConfigFile, Pair, guard, pair_settings, progress
+from bertfit.cli.common import CacheDir, ConfigFile, Pair, guard, pair_settings, progress
 from bertfit.cli.settings import SetOption, apply_sets, with_settings
 
 INTERRUPTED = "interrupted; run the same command again to continue the study (finished trials are kept in tune.db)"
@@ -47,9 +47,7 @@ def tune(
     pair: Pair = False,
     sets: SetOption = None,
     config: ConfigFile = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Where tokenized data is cached [$BERTFIT_CACHE or ~/.cache/bertfit].")
-    ] = None,
+    cache_dir: CacheDir = None,
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Skip the data checks ('bertfit check') in the first trial.")
     ] = False,
