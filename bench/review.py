@@ -158,8 +158,9 @@ def retrain(args: argparse.Namespace, clean: pd.DataFrame, noisy: pd.DataFrame, 
         with tempfile.TemporaryDirectory() as work:
             model = bertfit.train(frame, Path(work) / "model", epochs=args.epochs, seed=args.seed, progress=False)
             report = bertfit.evaluate(model.model_dir, test)
+        seconds = round(time.time() - started, 1)
         out.append({"trained on": name, "rows": len(frame), "test accuracy": round(report["accuracy"], 4),
-                    "test macro-F1": round(report["macro_f1"], 4), "seconds": round(time.time() - started, 1)})  # fmt: skip
+                    "test macro-F1": round(report["macro_f1"], 4), "seconds": seconds})  # fmt: skip
         print(json.dumps(out[-1]), flush=True)
     return out
 

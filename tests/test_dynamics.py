@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import bertfit
 from bertfit.cli import app
+from bertfit.data import io
 from bertfit.errors import ConfigError, DataError
 from bertfit.modeling import describe_model
 from bertfit.training.checkpoints import CommitCheckpoints
@@ -129,3 +130,26 @@ def test_scoring_the_rows_after_each_epoch_shows_a_bar_with_progress_on(tiny_mod
                   **{**TINY_TRAIN, "epochs": 2})  # fmt: skip
     err = capfd.readouterr().err
     assert "training dynamics, epoch 1" in err and "training dynamics, epoch 2" in err
+
+
+def test_dynamics_of_a_sharded_csv_read_in_windows_give_every_value_back(tiny_model_dir, tmp_path, monkeypatch):
+    """Written a window at a time (here 64 rows): positions count across shards, texts come back as their CSV
+    text (leading zeros, exponents), and the staged parts and lock leave nothing behind in the model folder."""
+    monkeypatch.setattr(io, "WINDOW_ROWS", 64)
+    df = sentiment_frame(300, seed=4)
+    df.loc[[7, 150], "text"] = ["007 great", "1e3 bad"]
+    df.loc[200, "label"] = None
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    df.iloc[:170].to_csv(shards / "a.csv", index=False)
+    df.iloc[170:].to_csv(shards / "b.csv", index=False)
+    out = tmp_path / "model"
+    bertfit.train(shards, out, model=str(tiny_model_dir), progress=False, record_dynamics=True,
+                  **{**TINY_TRAIN, "epochs": 1})  # fmt: skip
+    table = pd.read_parquet(out / DYNAMICS_FILE)
+    kept = [i for i in range(len(df)) if i != 200]
+    assert table["row"].tolist() == kept
+    assert table["text"].tolist() == df["text"].iloc[kept].tolist()
+    assert table.loc[table["row"] == 7, "text"].item() == "007 great"
+    assert sorted(table["split"].unique()) == ["train", "validation"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]

@@ -37,9 +37,9 @@ from bertfit.config import DataConfig, RunConfig
 from bertfit.data.cache import TokenizedRows
 from bertfit.data.io import WINDOW_ROWS, data_files, windows
 from bertfit.data.rows import DataSource, row_parts
-from bertfit.data.write import write_table
 from bertfit.errors import ConfigError, DataError
 from bertfit.labels import LabelSchema
+from bertfit.prediction.parts import OutputLock, PartWriter
 from bertfit.tokenization import aggregate_windows
 
 logger = logging.getLogger(__name__)
@@ -174,40 +174,58 @@ def recorder_for(
 def write_dynamics(
     recorder: DynamicsRecorder, data: DataSource, cfg: DataConfig, train_ds: TokenizedRows, folder: Path
 ) -> Dynamics:
-    """dynamics.parquet in the staged model `folder`, from the recorder's epochs; the figures for the caller."""
+    """dynamics.parquet in the staged model `folder`, from the recorder's epochs; the figures for the caller.
+
+    The training data is read again a window at a time and each window's usable rows are committed as a part with
+    their figures (prediction's PartWriter: one schema over all parts, values as given), so the texts of a large
+    training file are never all in memory at once."""
     tokens = train_ds.data
     firsts = np.unique(tokens.docs, return_index=True)[1] if tokens.docs is not None else slice(None)
     dyn = figures(recorder.epochs, tokens.labels[firsts])
-    positions, given = given_rows(data, cfg, tokens.source)
-    if len(positions) != len(dyn.aum):
-        raise DataError(f"{tokens.source}: changed while training ({len(positions)} usable rows, {len(dyn.aum)} "
-                        "trained); train again")  # fmt: skip
-    trained = np.zeros(len(positions), dtype=bool)
+    trained = np.zeros(len(dyn.aum), dtype=bool)
     trained[train_ds.rows if tokens.docs is None else tokens.docs[train_ds.rows]] = True
-    ours = {"split": np.where(trained, "train", "validation"), "confidence": dyn.confidence,
-            "variability": dyn.variability, "correctness": dyn.correctness, "aum": dyn.aum,
-            **{f"p_epoch_{e + 1}": p for e, p in enumerate(dyn.given_probs)}}  # fmt: skip
-    table = pd.concat([pd.DataFrame({"row": positions}), given, pd.DataFrame(ours)], axis=1)
-    write_table(table, folder / DYNAMICS_FILE)
+    ours = pd.DataFrame({"split": np.where(trained, "train", "validation"), "confidence": dyn.confidence,
+                         "variability": dyn.variability, "correctness": dyn.correctness, "aum": dyn.aum,
+                         **{f"p_epoch_{e + 1}": p for e, p in enumerate(dyn.given_probs)}})  # fmt: skip
+    output = folder / DYNAMICS_FILE
+    with OutputLock(output, "bertfit train --record-dynamics"):
+        writer = PartWriter(output, {"dynamics": str(folder)})
+        writer.discard()  # written whole each time: an earlier killed run's parts are not this run's
+        writer.parts = []
+        try:
+            usable = _commit_given_rows(writer, data, cfg, tokens.source, ours)
+            if usable != len(ours):
+                raise DataError(f"{tokens.source}: changed while training ({usable} usable rows, {len(ours)} "
+                                "trained); train again")  # fmt: skip
+            writer.finish()
+        except BaseException:
+            writer.discard()
+            raise
     dropped = {why: n for why, n in tokens.dropped.items() if n}
     if dropped:
         logger.info("%s: %d rows of the data are not in it (%s): training dropped them", DYNAMICS_FILE,
                     sum(dropped.values()), ", ".join(f"{n} with {why}" for why, n in dropped.items()))  # fmt: skip
-    logger.info("training dynamics of %d rows over %d epochs: %s", len(table), len(recorder.epochs), DYNAMICS_FILE)
+    logger.info("training dynamics of %d rows over %d epochs: %s", len(ours), len(recorder.epochs), DYNAMICS_FILE)
     return dyn
 
 
-def given_rows(data: DataSource, cfg: DataConfig, name: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """The usable rows of the training data as it was read for the token cache: their 0-based positions and their
-    text and label columns as given."""
+def _commit_given_rows(writer: PartWriter, data: DataSource, cfg: DataConfig, name: str, ours: pd.DataFrame) -> int:
+    """Each window of the training data as read for the token cache, as one part: its usable rows' 0-based
+    positions, their text and label columns as given, and their figures (`ours`: one row per usable row, in order).
+    Returns the number of usable rows read; stops as soon as that is more than `ours` holds."""
     source = data if isinstance(data, pd.DataFrame) else data_files(data)
     columns = list(dict.fromkeys([*cfg.read_as_text, cfg.label_col]))
-    positions, parts, start = [], [], 0
+    done = start = 0
     for frame, path in windows(source, cfg.read_as_text, cfg.read_options, name, f"reading {name} again"):
         _, _, no_text, no_label = row_parts(frame, cfg, path)
         keep = ~(no_text | no_label).to_numpy()
-        positions.append(start + np.flatnonzero(keep))
-        parts.append(frame.loc[keep, columns])
-        start += len(frame)
-    given = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-    return np.concatenate(positions).astype(np.int64) if positions else np.empty(0, np.int64), given
+        kept = int(keep.sum())
+        if done + kept > len(ours):
+            return done + kept
+        given = frame.loc[keep, columns].reset_index(drop=True)
+        part = pd.concat([pd.DataFrame({"row": start + np.flatnonzero(keep).astype(np.int64)}), given,
+                          ours.iloc[done : done + kept].reset_index(drop=True)], axis=1)  # fmt: skip
+        part.attrs = dict(frame.attrs)  # JSON Lines: which columns hold raw JSON values
+        writer.commit(part, source=0, empty_text=0, truncated=0)
+        done, start = done + kept, start + len(frame)
+    return done
