@@ -101,10 +101,12 @@ def main() -> None:
     parser.add_argument(
         "--retrain",
         action="store_true",
-        help="then train on the clean, the noisy and the cleaned rows (the issues crossval flagged dropped) and "
+        help="then train on the clean, the noisy and the cleaned rows (the issues crossval flagged dropped, or "
+        "dynamics' where crossval did not run) and "
         "score each on the data set's test split",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retrain-sets", default="clean,noisy,cleaned", help="which of the three --retrain trains")
     args = parser.parse_args()
     print(json.dumps(machine()))
     clean = pd.read_parquet(DATA / args.dataset / "train.parquet").sample(args.rows, random_state=args.seed)
@@ -122,8 +124,8 @@ def main() -> None:
         np.add.at(confusion, (y, pred), 1)
     frame, flipped = noisy(clean, args.noise, args.mode, args.seed, confusion)
     print(f"{args.dataset}: {len(frame)} rows, {len(flipped)} flipped ({args.mode}), K = {len(flipped)}")
-    if args.retrain and "crossval" not in args.methods.split(","):
-        parser.error("--retrain drops the rows crossval flags: add crossval to --methods")
+    if args.retrain and not {"crossval", "dynamics"} & set(args.methods.split(",")):
+        parser.error("--retrain drops the rows crossval (or dynamics) flags: add one of them to --methods")
     rows, dropped = [], set()
     for method in args.methods.split(","):
         started = time.time()
@@ -139,7 +141,7 @@ def main() -> None:
             seconds = time.time() - started
         rows.append({"method": method, **scores(ranked, flagged, flipped), "seconds": round(seconds, 1)})
         print(json.dumps(rows[-1]), flush=True)
-        if method == "crossval":
+        if method == "crossval" or (method == "dynamics" and "crossval" not in args.methods.split(",")):
             dropped = flagged
     print(pd.DataFrame(rows).to_markdown(index=False))
     if args.retrain:
@@ -151,7 +153,8 @@ def retrain(args: argparse.Namespace, clean: pd.DataFrame, noisy: pd.DataFrame, 
     ones crossval flagged (the flipped rows it missed stay in)."""
     test = pd.read_parquet(DATA / args.dataset / "test.parquet")[["text", "label"]]
     test["label"] = test["label"].astype(str)
-    sets = {"clean": clean, "noisy": noisy, "cleaned (flagged rows dropped)": noisy.drop(index=sorted(dropped))}
+    sets = {"clean": clean, "noisy": noisy, "cleaned": noisy.drop(index=sorted(dropped))}
+    sets = {name: sets[name] for name in args.retrain_sets.split(",")}
     out = []
     for name, frame in sets.items():
         started = time.time()
