@@ -137,8 +137,11 @@ async def burst(port: int, connections: int) -> dict[str, int]:
 
 
 def rss_mib(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()
-    return int(fields[0]) / 1024
+    """The resident memory of the server and its children (the model process) together."""
+    import psutil
+
+    server = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [server, *server.children(recursive=True)]) / 2**20
 
 
 def soak(port: int, pid: int, texts: list[str], seconds: float) -> list[float]:
@@ -174,6 +177,10 @@ def main() -> None:
     port = free_port()
     command = [sys.executable, "-m", "bertfit", "--quiet", "serve", args.model, "--port", str(port)]
     served = start(command + args.serve_args.split(), port)
+    info = httpx.get(f"http://127.0.0.1:{port}/info", timeout=30).json()
+    served_as = {"dtype": info["dtype"], "engine": info.get("engine"), **{k: info["serving"][k] for k in
+                 ("model_process", "max_batch_tokens", "max_wait_ms")}}  # fmt: skip
+    print("served as", served_as, flush=True)
     try:
         for n in clients:
             rows[f"b_serve_{n}"] = asyncio.run(load(port, texts, n, 1, args.seconds))
@@ -189,7 +196,7 @@ def main() -> None:
     started = time.perf_counter()
     clf.predict(texts)
     rows["d_predict"] = {"texts_s": len(texts) / (time.perf_counter() - started)}
-    report(rows, extra | {"serve_exit_code": extra_rc}, args)
+    report(rows, extra | {"serve_exit_code": extra_rc, "served_as": served_as}, args)
 
 
 def report(rows: dict[str, Any], extra: dict[str, Any], args: argparse.Namespace) -> None:

@@ -41,9 +41,12 @@ def as_json(records: list[dict]) -> list[dict]:
     return json.loads(json.dumps(records).replace("NaN", "null"))
 
 
-def serve_app(model_dir: Path, **settings) -> TestClient:
+def serve_app(model_dir: Path, process: bool = True, **settings) -> TestClient:
+    """The app as `bertfit serve` builds it: the model loaded from its folder, its forward passes in a model process
+    (ServeConfig.model_process). `process=False` hands create_app a Classifier, which stays in this process (the
+    tests of batching and limits, which need no forward pass of their own: a model process starts in ~3 s)."""
     config = ServeConfig(dtype="fp32", **settings)
-    return TestClient(create_app(model_dir, config, classifier=classifier(model_dir)))
+    return TestClient(create_app(model_dir, config, classifier=None if process else classifier(model_dir)))
 
 
 def metric(client: TestClient, name: str, **labels: str) -> float:
@@ -132,6 +135,17 @@ def test_explain_equals_classifier_explain(single) -> None:
         np.testing.assert_allclose(g["attributions"], e["attributions"], rtol=1e-5, atol=1e-6)
 
 
+def test_a_model_process_that_dies_fails_its_requests_with_500_and_says_why(tiny_trained: Path, caplog) -> None:
+    with TestClient(create_app(tiny_trained, ServeConfig(dtype="fp32")), raise_server_exceptions=False) as client:
+        service = client.app.state.service
+        assert client.get("/info").json()["serving"]["model_process"] is True
+        service.model_process.process.kill()
+        service.model_process.process.join(10)
+        answer = client.post("/predict", json={"texts": ["good"]})
+        assert answer.status_code == 500
+    assert "the model process exited (exit code -9)" in caplog.text
+
+
 def test_health_info_and_docs(single) -> None:
     client, clf = single
     assert client.get("/health").json() == {"status": "ok"}
@@ -150,11 +164,15 @@ def test_the_warm_up_scores_the_models_validation_sample_before_the_first_reques
     seen: list[list[list[int]]] = []
     real = Scorer.logits
     monkeypatch.setattr(Scorer, "logits", lambda self, encoded, *a: seen.append(encoded.ids) or real(self, encoded, *a))
-    with serve_app(tiny_trained):
+    with TestClient(create_app(tiny_trained, ServeConfig(dtype="fp32"), classifier=classifier(tiny_trained))):
         pass
     n = min(128, len(sample.ids))
     assert n > 1 and seen[0] == sample.ids[:n]  # first: the sample's rows, as training tokenized them
     assert len(seen) == 2 and len(seen[1]) == 1  # then the one-text request through the model thread
+    seen.clear()
+    with serve_app(tiny_trained):  # with a model process, this process scores the sample (for dtype auto) only
+        pass
+    assert seen == [sample.ids[:n]]
 
 
 def test_an_exported_folder_is_served_and_explained_on_the_weights_kept_beside_it(tiny_trained: Path, tmp_path):
@@ -209,15 +227,52 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows_in_order(t
     assert rows == sum(len(t) for t in requests)
 
 
-def test_a_batch_of_requests_is_cut_where_lengths_halve_and_keeps_each_rows_logits(tiny_trained: Path) -> None:
-    from bertfit.serving.batcher import _length_cuts
+def test_a_batch_of_requests_is_cut_at_the_least_cost_and_keeps_each_rows_logits(tiny_trained: Path) -> None:
+    from bertfit.serving.batcher import _group_cuts
 
-    assert _length_cuts(np.array([40, 30, 21, 20, 12, 10, 5, 2])) == [4, 6, 7]
+    # one long row and seven short: 64 + 800 tokens in one pass, (64 + 100) + (64 + 70) in two
+    assert _group_cuts(np.array([100, 10, 10, 10, 10, 10, 10, 10]), 4096, 64) == [1]
+    assert _group_cuts(np.array([12, 11, 10, 9]), 4096, 64) == []  # a second pass costs more than its padding
+    assert _group_cuts(np.array([40, 30, 21, 20, 12, 10, 5, 2]), 4096, 0) == [1, 2, 3, 4, 5, 6, 7]  # free passes
+    assert _group_cuts(np.array([50, 50, 50, 50]), 100, 64) == [2]  # the token budget holds
+    assert _group_cuts(np.array([500, 5]), 100, 64) == [1]  # a row over the budget goes alone
     clf = classifier(tiny_trained)
     texts = ["good", "the movie was really very good and the story was great fun", "bad film", "i hate it"]
     encoded = clf.scorer.encode_present(texts)
     batcher = Batcher(clf.scorer, clf.decoder, 4096, 0.0, 8)
     np.testing.assert_allclose(batcher._logits(encoded), clf.scorer.logits(encoded, 4096, None), atol=1e-5)
+
+
+def test_the_model_process_runs_a_batchs_passes_in_lanes_with_the_logits_of_one_thread(tiny_trained: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bertfit.serving.batcher import _group_cuts, grouped_logits, lane_shares
+    from bertfit.serving.worker import ModelProcess
+
+    clf = classifier(tiny_trained)
+    texts = [long_text(n, seed) for seed, n in enumerate([3, 40, 5, 22, 9, 31, 2, 14])]
+    encoded = clf.scorer.encode_present(texts)
+    order = np.argsort(-encoded.lengths, kind="stable")
+    groups = np.split(order, _group_cuts(encoded.lengths[order], 4096, 8))
+    assert len(groups) >= 3
+    alone = grouped_logits(clf.scorer, encoded, groups, 4096)
+    np.testing.assert_allclose(alone, clf.scorer.logits(encoded, 4096, None), atol=1e-5)
+    shares = lane_shares(groups, encoded.lengths, 2, 8)
+    cost = {int(g[0]): 8 + len(g) * int(encoded.lengths[g[0]]) for g in groups}
+    assert shares is not None and sorted(int(g[0]) for share in shares for g in share) == sorted(cost)
+    assert max(sum(cost[int(g[0])] for g in share) for share in shares) <= 0.65 * sum(cost.values())
+    uneven = [order[:-1], order[-1:]]  # 8 + 7 x 42 tokens against 8 + 4: one lane would hold up the batch
+    assert lane_shares(uneven, encoded.lengths, 2, 8) is None
+    with ThreadPoolExecutor(2) as lanes:
+        np.testing.assert_allclose(grouped_logits(clf.scorer, encoded, groups, 4096, lanes, shares), alone, atol=1e-5)
+    process = ModelProcess(str(tiny_trained), clf.scorer.width, {"dtype": "fp32", "engine": "torch"}, 2)
+    try:
+        np.testing.assert_allclose(process.grouped_logits(encoded, groups, 4096, 8), alone, atol=1e-5)
+        lone = process.logits(encoded, 4096, None)
+        np.testing.assert_allclose(lone, clf.scorer.logits(encoded, 4096, None), atol=1e-6)
+    finally:
+        process.close()
+    assert process.process.exitcode == 0
 
 
 def test_a_full_queue_refuses_with_queue_full_and_the_server_answers_503(tiny_trained: Path) -> None:
@@ -227,7 +282,7 @@ def test_a_full_queue_refuses_with_queue_full_and_the_server_answers_503(tiny_tr
         batcher.submit(Job(["good"], clf.scorer.encode_present(["good"]), lambda proba, error: None))
     with pytest.raises(QueueFull):
         batcher.submit(Job(["bad"], clf.scorer.encode_present(["bad"]), lambda proba, error: None))
-    with serve_app(tiny_trained) as client:
+    with serve_app(tiny_trained, process=False) as client:
         client.app.state.service.batcher.max_queue = 0
         answer = client.post("/predict", json={"texts": ["good"]})
     assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
@@ -238,7 +293,7 @@ def test_a_full_queue_refuses_with_queue_full_and_the_server_answers_503(tiny_tr
 
 @pytest.fixture(scope="module")
 def strict(tiny_trained: Path):
-    with serve_app(tiny_trained, max_texts_per_request=3, max_chars=40, api_key="s3cret") as client:
+    with serve_app(tiny_trained, process=False, max_texts_per_request=3, max_chars=40, api_key="s3cret") as client:
         yield client
 
 

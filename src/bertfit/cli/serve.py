@@ -31,6 +31,9 @@ def serve(
     device: Annotated[str | None, _option("device")] = None,
     worker_threads: Annotated[int, _option("worker_threads", "--worker-threads", "--workers-threads")] = 4,
     torch_threads: Annotated[int | None, _option("torch_threads")] = None,
+    model_process: Annotated[
+        bool, typer.Option("--model-process/--in-process", help=help_of("model_process"), show_default=False)
+    ] = True,
     no_calibration: Annotated[
         bool, typer.Option("--no-calibration", help="Plain softmax scores, without the temperature fitted in training.")
     ] = False,
@@ -51,7 +54,8 @@ def serve(
             host=host, port=port, max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue,
             max_texts_per_request=max_texts_per_request, max_chars=max_chars, max_upload_mb=max_upload_mb,
             api_key=api_key, dtype=dtype, device=device, worker_threads=worker_threads, torch_threads=torch_threads,
-            calibration=not no_calibration, engine=engine, replicas=replicas, address=address,
+            model_process=model_process, calibration=not no_calibration, engine=engine, replicas=replicas,
+            address=address,
         )
     )  # fmt: skip
     log_level = "debug" if state["debug"] else "warning" if state["quiet"] else "info"

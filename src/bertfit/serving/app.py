@@ -40,7 +40,7 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None, classif
     config = config or ServeConfig()
     clf = classifier or Classifier.from_pretrained(model_dir, device=config.device, dtype=config.dtype,
                                                    calibration=config.calibration)  # fmt: skip
-    service = Service(clf, config)
+    service = Service(clf, config, own_model=classifier is None)
     app = FastAPI(title="bertfit", version=__version__, lifespan=_lifespan(service),
                   description=f"Text classification with the model '{service.model_id['id']}'.")  # fmt: skip
     app.state.service = service

@@ -4,10 +4,11 @@ Each request is tokenized in a worker thread (`Job`: its texts and their token i
 thread takes what is waiting: starting from the oldest request, it waits at most `max_wait_s` after that request
 arrived for others to join, and takes requests in arrival order while their rows, padded to the longest, stay within
 `max_batch_tokens` (always at least one request, however long). The rows of all requests taken are scored together
-by `Scorer.logits` (length-sorted, cut where a row is under half the longest of its group, then by the same token
-budget), then each request's rows are decoded on their own by `Decoder.probabilities` (sliding windows aggregated
-per text) and handed back through the request's callback, in the request's order. A request alone in its batch is
-scored in exactly the batches `Classifier.predict` would cut, so its scores are bit for bit those of `predict`.
+by `Scorer.logits` (length-sorted, then cut into the forward passes of least cost: `_group_cuts`), then each
+request's rows are decoded on their own by `Decoder.probabilities` (sliding windows aggregated per text) and handed
+back through the request's callback, in the request's order. A request alone in its batch is scored in exactly the
+batches `Classifier.predict` would cut, so its scores are bit for bit those of `predict`. The scorer may be a
+`worker.ModelProcess`: the same forward passes in a child process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,14 @@ from bertfit.prediction.scorer import Scorer
 from bertfit.tokenization import Encoded
 
 logger = logging.getLogger(__name__)
+
+# A forward pass's own cost in padded tokens: on 2 EPYC cores (bf16, all-MiniLM-L6-v2), a pass took ~4 ms plus
+# ~66 us per padded token from 1x16 to 64x32 tokens (2026-12-07); on a GPU the launch costs dwarf the tokens.
+CPU_PASS_COST, GPU_PASS_COST = 64, 4096
+# Two lanes of one thread each beat one lane of two threads when the costliest lane is at most this share of a
+# batch's cost (a pass on 2 threads ran ~1.5x as fast as on 1 here, so an even split of 2 ran ~1.33x as fast).
+LANE_BALANCE = 0.65
+MAX_PASS_ROWS = 512  # longest pass the cut search considers (more rows of the same length cost the same cut anyway)
 
 Answer = Callable[[np.ndarray | None, BaseException | None], None]
 
@@ -79,8 +89,10 @@ class Batcher:
         max_wait_s: float,
         max_queue: int,
         on_batch: Callable[[BatchStats], None] | None = None,
+        pass_cost: int = CPU_PASS_COST,
     ) -> None:
         self.scorer, self.decoder = scorer, decoder
+        self.pass_cost = pass_cost  # a forward pass's own cost, in padded tokens (see _group_cuts)
         self.max_batch_tokens, self.max_wait_s, self.max_queue = max_batch_tokens, max_wait_s, max_queue
         self.on_batch = on_batch
         self._waiting: deque[Job] = deque()
@@ -181,28 +193,81 @@ class Batcher:
             self.on_batch(BatchStats(len(jobs), len(merged.lengths), padded, time.perf_counter() - started))
 
     def _logits(self, merged: Encoded) -> np.ndarray:
-        """Logits of several requests' rows, in their order: the rows sorted by length are cut where a row is under
-        half the longest of its group, so that short texts are not padded to a long one's length (a batch of
-        requests is a random draw of lengths, unlike the sorted windows of `predict`); each group is then cut by the
-        token budget. A lone request is scored as `predict` scores it instead."""
-        lengths = merged.lengths
-        order = np.argsort(-lengths, kind="stable")
-        logits = np.empty((len(lengths), self.scorer.width), dtype=np.float32)
-        for group in np.split(order, _length_cuts(lengths[order])):
+        """Logits of several requests' rows, in their order. A batch of requests is a random draw of lengths, unlike
+        the sorted windows of `predict`: padded to its longest row, one pass over 35 emotion texts took 154-161 ms on
+        2 EPYC cores, cut where a length halves 110-116 ms, cut at the least cost 100-105 ms (2026-12-07). Each group
+        is then cut by the token budget. A lone request is scored as `predict` scores it instead."""
+        order = np.argsort(-merged.lengths, kind="stable")
+        groups = np.split(order, _group_cuts(merged.lengths[order], self.max_batch_tokens, self.pass_cost))
+        scored = getattr(self.scorer, "grouped_logits", None)  # a ModelProcess runs the groups side by side
+        if scored is not None:
+            return scored(merged, groups, self.max_batch_tokens, self.pass_cost)
+        return grouped_logits(self.scorer, merged, groups, self.max_batch_tokens)
+
+
+def grouped_logits(
+    scorer: Scorer,
+    merged: Encoded,
+    groups: list[np.ndarray],
+    budget: int,
+    lanes: ThreadPoolExecutor | None = None,
+    shares: list[list[np.ndarray]] | None = None,
+) -> np.ndarray:
+    """Logits of `merged`'s rows in their order, scored one group of rows at a time (each cut by the token budget).
+    With `lanes`, a pool of threads, and `shares` (`lane_shares`), each share of the groups runs on its own thread,
+    side by side (torch releases the interpreter lock inside each operation)."""
+    logits = np.empty((len(merged.lengths), scorer.width), dtype=np.float32)
+
+    def run(lane: list[np.ndarray]) -> None:
+        for group in lane:
             starts = None if merged.type_starts is None else merged.type_starts[group]
-            part = Encoded([merged.ids[i] for i in group], lengths[group], 0, starts)
-            logits[group] = self.scorer.logits(part, self.max_batch_tokens, None)
-        return logits
+            part = Encoded([merged.ids[i] for i in group], merged.lengths[group], 0, starts)
+            logits[group] = scorer.logits(part, budget, None)
+
+    if lanes is None or not shares:
+        run(groups)
+    else:
+        list(lanes.map(run, shares))
+    return logits
 
 
-def _length_cuts(descending: np.ndarray) -> list[int]:
-    """Where to cut lengths sorted longest first: at each row under half the first row of its group."""
-    cuts, first = [], 0
-    for i, length in enumerate(descending.tolist()):
-        if 2 * length < descending[first]:
-            cuts.append(i)
-            first = i
-    return cuts
+def lane_shares(groups: list[np.ndarray], lengths: np.ndarray, n_lanes: int, pass_cost: int) -> list | None:
+    """The groups shared out to `n_lanes` lanes, costliest first to the least loaded lane, or None where that is
+    uneven (the costliest lane over LANE_BALANCE of the cost): one pass on one thread would then hold up the batch,
+    which runs faster as one lane on every thread."""
+    if n_lanes < 2 or len(groups) < 2:
+        return None
+    shares: list[list[np.ndarray]] = [[] for _ in range(n_lanes)]
+    loads = np.zeros(n_lanes)
+    costs = [pass_cost + len(g) * int(lengths[g[0]]) for g in groups]
+    for k in np.argsort(costs, kind="stable")[::-1]:
+        lane = int(np.argmin(loads))
+        shares[lane].append(groups[k])
+        loads[lane] += costs[k]
+    return [share for share in shares if share] if loads.max() <= LANE_BALANCE * loads.sum() else None
+
+
+def _group_cuts(descending: np.ndarray, budget: int, pass_cost: int) -> list[int]:
+    """Where to cut lengths sorted longest first into forward passes, at the least cost in tokens: a pass costs
+    `pass_cost` plus its rows padded to its first (longest) row, and holds at most `budget` padded tokens (a lone
+    row always fits). Exact (dynamic programming over the cut points; a pass of at most MAX_PASS_ROWS rows)."""
+    n = len(descending)
+    lengths = descending.astype(np.int64)
+    cost = np.zeros(n + 1)
+    first = np.zeros(n + 1, dtype=np.int64)  # the first row of the last pass of the best cut of rows [0, j)
+    for j in range(1, n + 1):
+        low = max(0, j - MAX_PASS_ROWS)
+        starts = np.arange(low, j)
+        tokens = (j - starts) * lengths[low:j]
+        total = cost[low:j] + pass_cost + tokens
+        total[(tokens > budget) & (starts < j - 1)] = np.inf
+        best = int(np.argmin(total))  # the first of equal costs: the longer pass
+        cost[j], first[j] = total[best], low + best
+    cuts, j = [], n
+    while j > 0:
+        j = int(first[j])
+        cuts.append(j)
+    return sorted(cuts)[1:]  # without 0
 
 
 def _padded(jobs: deque[Job]) -> int:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ class Replica:
     def __init__(self, model_dir: str, config: ServeConfig) -> None:
         from bertfit.serving.app import create_app
 
-        self.app = create_app(model_dir, config)
+        # the forward passes stay in the replica's process: Ray gives each replica its CPUs, and places it
+        self.app = create_app(model_dir, replace(config, model_process=False))
         self._lifespan: Any = None
         self._starting = asyncio.Lock()
 

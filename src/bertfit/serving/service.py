@@ -25,9 +25,10 @@ from bertfit.prediction.dtype_choice import TIMED_ROWS
 from bertfit.prediction.loading import explainer_scorer
 from bertfit.prediction.scorer import Scorer
 from bertfit.prediction.stream import weights_stamp
-from bertfit.serving.batcher import Batcher, Job
+from bertfit.serving.batcher import CPU_PASS_COST, GPU_PASS_COST, Batcher, Job
 from bertfit.serving.metrics import Metrics
 from bertfit.serving.settings import ServeConfig
+from bertfit.serving.worker import ModelProcess
 from bertfit.tokenization import Encoded
 
 
@@ -42,12 +43,17 @@ class ClientGone(Exception):
 class Service:
     """The model behind the endpoints; `start` before the first request, `stop` after the last."""
 
-    def __init__(self, clf: Classifier, config: ServeConfig) -> None:
+    def __init__(self, clf: Classifier, config: ServeConfig, own_model: bool = False) -> None:
+        """`own_model`: `clf` was loaded from its folder for this service (not handed in), so a model process
+        (`config.model_process`) can load the same folder again."""
         self.clf, self.config = clf, config
+        self.model_process: ModelProcess | None = None
+        self._use_process = own_model and config.model_process and clf.device == "cpu" and clf.model_dir is not None
         self.batch_tokens = config.max_batch_tokens or clf.default_batch_tokens()
         self.metrics = Metrics(lambda: self.batcher.depth)
+        pass_cost = CPU_PASS_COST if clf.device == "cpu" else GPU_PASS_COST
         self.batcher = Batcher(clf.scorer, clf.decoder, self.batch_tokens, config.max_wait_ms / 1000,
-                               config.max_queue, self.metrics.batch)  # fmt: skip
+                               config.max_queue, self.metrics.batch, pass_cost)  # fmt: skip
         self.model_id = model_identity(clf)
         self.status = "loading"
         self.limiter: Any = None  # anyio.CapacityLimiter of the tokenizing threads, made in the app's event loop
@@ -61,7 +67,9 @@ class Service:
     def start(self) -> None:
         """Score the warm-up rows, start the model thread and run one request through it, so the first real one is
         not the slow one."""
-        self.warm_up()
+        sample = self.warm_up()
+        if self._use_process:
+            self.start_model_process(sample)
         self.batcher.start()
         done, failed = threading.Event(), []
 
@@ -80,18 +88,37 @@ class Service:
         """Score up to TIMED_ROWS rows (as many as `--dtype auto` times) of the model's validation sample, written by
         `bertfit train`, before the model thread starts: with dtype auto the dtype is then measured on rows of the
         model's own data in batch-sized shapes, not on the one short text of the warm-up request, and the kernels of
-        real batch shapes are built before the first request. A folder without a sample warms up on that request."""
+        real batch shapes are built before the first request. A folder without a sample warms up on that request.
+        Returns the rows scored (None without a sample)."""
         found = read_validation_sample(self.clf.model_dir) if self.clf.model_dir else None
         if found is None or not len(found[0].lengths):
-            return
+            return None
         sample, n = found[0], min(TIMED_ROWS, len(found[0].lengths))
         starts = None if sample.type_starts is None else sample.type_starts[:n]
-        self.clf.scorer.logits(Encoded(sample.ids[:n], sample.lengths[:n], 0, starts), self.batch_tokens, None)
+        rows = Encoded(sample.ids[:n], sample.lengths[:n], 0, starts)
+        self.clf.scorer.logits(rows, self.batch_tokens, None)
+        return rows
+
+    def start_model_process(self, sample: Encoded | None) -> None:
+        """Move the batches' forward passes into a child process that loads the same folder, engine, device and
+        thread count, in the dtype this process settled on (see `worker`); it warms up on the same rows."""
+        import torch
+
+        scorer = self.clf.scorer
+        dtype = scorer.dtype if scorer.engine == "torch" else self.config.dtype  # an export's engine picks its own
+        load = {"device": self.clf.device, "engine": scorer.engine, "dtype": dtype,
+                "calibration": self.config.calibration}  # fmt: skip
+        self.model_process = ModelProcess(str(self.clf.model_dir), scorer.width, load, torch.get_num_threads())
+        if sample is not None:
+            self.model_process.logits(sample, self.batch_tokens, None)
+        self.batcher.scorer = self.model_process
 
     def stop(self) -> None:
-        """Score what is waiting, then stop the model thread."""
+        """Score what is waiting, then stop the model thread (and the model process)."""
         self.status = "draining"
         self.batcher.close()
+        if self.model_process is not None:
+            self.model_process.close()
 
     # -- /predict ------------------------------------------------------------------------------------------------
 
@@ -193,7 +220,8 @@ class Service:
             "calibration": clf.meta.get("calibration"), "temperature": clf.temperature,
             "thresholds": dict(zip(clf.labels, map(float, clf.thresholds))) if clf.schema.multi_label else None,
             "long": clf.long, "stride": clf.stride, "aggregate": clf.aggregate, "scored_max_length": clf.max_length,
-            "device": clf.device, "dtype": clf.dtype, "serving": {**served, "max_batch_tokens": self.batch_tokens},
+            "device": clf.device, "engine": clf.engine, "dtype": clf.dtype,
+            "serving": {**served, "max_batch_tokens": self.batch_tokens, "model_process": bool(self.model_process)},
             **versions,
         }  # fmt: skip
 

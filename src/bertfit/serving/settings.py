@@ -34,6 +34,9 @@ class ServeConfig:
     torch_threads: int | None = setting(
         None, "Threads of the model's forward pass (torch.set_num_threads; the command only) [one per core]."
     )
+    model_process: bool = setting(
+        True, "On a CPU, run the forward passes in a process of their own, so answering requests never holds them up."
+    )
     calibration: bool = setting(True, "Scores with the temperature fitted in training (False: plain softmax).")
     engine: str = setting("local", "local | ray (a Ray Serve deployment).")
     replicas: int = setting(1, "Ray: model replicas, each with its own batching [1].")
