@@ -43,8 +43,8 @@ def slowed(monkeypatch, slow: str, wrong: str | None = None) -> None:
     top label of every row moves to the next class."""
     real = Scorer.rows_logits
 
-    def rows_logits(self, encoded, rows, batch_tokens, batch_size):
-        logits = real(self, encoded, rows, batch_tokens, batch_size)
+    def rows_logits(self, encoded, rows, batch_tokens, batch_size, *more):
+        logits = real(self, encoded, rows, batch_tokens, batch_size, *more)
         now = {v: k for k, v in TORCH.items()}[next(self.model.parameters()).dtype]
         if now == slow:
             time.sleep(0.002 * len(rows))

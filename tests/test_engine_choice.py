@@ -68,8 +68,8 @@ def timed(monkeypatch, slow: str, wrong: bool = False) -> None:
     """The `slow` engine (torch or openvino) sleeps 1 ms a row; with `wrong`, OpenVINO's top labels all move."""
     real = Scorer.rows_logits
 
-    def rows_logits(self, encoded, rows, batch_tokens, batch_size):
-        logits = real(self, encoded, rows, batch_tokens, batch_size)
+    def rows_logits(self, encoded, rows, batch_tokens, batch_size, *more):
+        logits = real(self, encoded, rows, batch_tokens, batch_size, *more)
         on_openvino = isinstance(self.forward, OpenVinoForward)
         if on_openvino == (slow == "openvino"):
             time.sleep(0.001 * len(rows))

@@ -230,11 +230,13 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_rows_in_order(t
 def test_a_batch_of_requests_is_cut_at_the_least_cost_and_keeps_each_rows_logits(tiny_trained: Path) -> None:
     from bertfit.serving.batcher import _group_cuts
 
-    # one long row and seven short: 64 + 800 tokens in one pass, (64 + 100) + (64 + 70) in two
+    # passes are padded to a multiple of 8 tokens. One long row and seven short: 64 + 8 x 104 tokens in one pass,
+    # (64 + 104) + (64 + 7 x 16) in two
     assert _group_cuts(np.array([100, 10, 10, 10, 10, 10, 10, 10]), 4096, 64) == [1]
     assert _group_cuts(np.array([12, 11, 10, 9]), 4096, 64) == []  # a second pass costs more than its padding
-    assert _group_cuts(np.array([40, 30, 21, 20, 12, 10, 5, 2]), 4096, 0) == [1, 2, 3, 4, 5, 6, 7]  # free passes
-    assert _group_cuts(np.array([50, 50, 50, 50]), 100, 64) == [2]  # the token budget holds
+    # free passes: a cut wherever the padded length (40, 32, 24, 24, 16, 16, 8, 8) changes
+    assert _group_cuts(np.array([40, 30, 21, 20, 12, 10, 5, 2]), 4096, 0) == [1, 2, 4, 6]
+    assert _group_cuts(np.array([50, 50, 50, 50]), 112, 64) == [2]  # the token budget holds: 2 x 56 padded tokens
     assert _group_cuts(np.array([500, 5]), 100, 64) == [1]  # a row over the budget goes alone
     clf = classifier(tiny_trained)
     texts = ["good", "the movie was really very good and the story was great fun", "bad film", "i hate it"]
@@ -255,8 +257,11 @@ def test_the_model_process_runs_a_batchs_passes_in_lanes_with_the_logits_of_one_
     order = np.argsort(-encoded.lengths, kind="stable")
     groups = np.split(order, _group_cuts(encoded.lengths[order], 4096, 8))
     assert len(groups) >= 3
-    alone = grouped_logits(clf.scorer, encoded, groups, 4096)
+    alone = grouped_logits(clf.scorer, encoded, groups, 4096)  # each pass padded to a multiple of 8 tokens
     np.testing.assert_allclose(alone, clf.scorer.logits(encoded, 4096, None), atol=1e-5)
+    padded = clf.scorer.encoder.pad(encoded.ids[:2], encoded.lengths[:2], None, 8)
+    assert padded["input_ids"].shape[1] == 8 * -(-int(encoded.lengths[:2].max()) // 8)
+    assert padded["attention_mask"].sum(axis=1).tolist() == encoded.lengths[:2].tolist()
     shares = lane_shares(groups, encoded.lengths, 2, 8)
     cost = {int(g[0]): 8 + len(g) * int(encoded.lengths[g[0]]) for g in groups}
     assert shares is not None and sorted(int(g[0]) for share in shares for g in share) == sorted(cost)

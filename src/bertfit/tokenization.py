@@ -146,10 +146,13 @@ class WindowEncoder:
         return Encoded(ids, lengths, truncated, starts)
 
     def pad(
-        self, ids: list[list[int]], lengths: np.ndarray, type_starts: np.ndarray | None = None
+        self, ids: list[list[int]], lengths: np.ndarray, type_starts: np.ndarray | None = None, multiple: int = 1
     ) -> dict[str, torch.Tensor]:
-        """A right-padded batch: input_ids and attention_mask (rows, longest), and token_type_ids for pairs."""
+        """A right-padded batch: input_ids and attention_mask (rows, longest, rounded up to a `multiple` of tokens
+        within max_length), and token_type_ids for pairs."""
         longest = int(lengths.max())
+        if multiple > 1:
+            longest = max(longest, min(-(-longest // multiple) * multiple, self.max_length))
         input_ids = np.full((len(ids), longest), self.pad_id, dtype=np.int64)
         for row, seq in enumerate(ids):
             input_ids[row, : len(seq)] = seq

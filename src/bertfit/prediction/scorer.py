@@ -62,23 +62,27 @@ class Scorer:
         """Token ids of the non-empty texts (empty ones, None, get no row)."""
         return self.encoder([t for t in texts if t is not None])
 
-    def logits(self, encoded: Encoded, batch_tokens: int, batch_size: int | None) -> np.ndarray:
+    def logits(self, encoded: Encoded, batch_tokens: int, batch_size: int | None, pad_multiple: int = 1) -> np.ndarray:
         """fp32 logits, shape (rows of `encoded`, width), in the rows' order; scored longest first in batches.
 
         With dtype "auto" the first call settles the dtype (`dtype_choice.decide`: measured on these rows, or as
-        measured earlier for this machine and model)."""
+        measured earlier for this machine and model). `pad_multiple`: each batch padded to a multiple of this many
+        tokens (fewer shapes; see serving.batcher.PAD_MULTIPLE)."""
         if self.dtype == "auto" and self.engine == "torch" and len(encoded.lengths):
             self.settle(encoded, batch_tokens, batch_size)
-        return self.rows_logits(encoded, np.arange(len(encoded.lengths)), batch_tokens, batch_size)
+        return self.rows_logits(encoded, np.arange(len(encoded.lengths)), batch_tokens, batch_size, pad_multiple)
 
-    def rows_logits(self, encoded: Encoded, rows: np.ndarray, batch_tokens: int, batch_size: int | None) -> np.ndarray:
+    def rows_logits(
+        self, encoded: Encoded, rows: np.ndarray, batch_tokens: int, batch_size: int | None, pad_multiple: int = 1
+    ) -> np.ndarray:
         """fp32 logits of some rows of `encoded`, shape (len(rows), width), in the order of `rows`."""
         logits = np.empty((len(rows), self.width), dtype=np.float32)
         with torch.inference_mode():
             for idx in token_budget_batches(encoded.lengths[rows], batch_tokens, batch_size):
                 picked = rows[idx]
                 starts = None if encoded.type_starts is None else encoded.type_starts[picked]
-                batch = self.encoder.pad([encoded.ids[i] for i in picked], encoded.lengths[picked], starts)
+                ids = [encoded.ids[i] for i in picked]
+                batch = self.encoder.pad(ids, encoded.lengths[picked], starts, pad_multiple)
                 logits[idx] = self.forward(**{k: v.to(self.device) for k, v in batch.items()}).logits.float().cpu()
         return logits
 
