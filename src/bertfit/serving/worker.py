@@ -7,8 +7,10 @@ core 76% of its time and its second torch thread 57%, so a batch of ~35 requests
 alone; with the forward passes in a child process, 116 ms, and 276 texts/s against 251.
 
 The child loads the same folder with the same engine, device, dtype (as the parent settled it) and thread count, so
-its logits are the parent's bit for bit. It answers `(encoded, batch_tokens, batch_size)` with `Scorer.logits`'
-array over a pipe; token ids and logits are small beside the forward they stand for.
+its logits are the parent's bit for bit. Over a pipe it answers ("logits", encoded, batch_tokens, batch_size), a
+lone request, with `Scorer.logits` on all threads, and ("groups", merged, groups, budget, pass_cost), a batch of
+several requests, with `batcher.grouped_logits` in lanes where they share out evenly; token ids and logits are
+small beside the forward passes they stand for.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class ModelProcessError(RuntimeError):
 
 
 class ModelProcess:
-    """`logits(encoded, batch_tokens, batch_size)` and `width`, as a Scorer has them, computed in a child process."""
+    """`logits(encoded, batch_tokens, batch_size)` and `width`, as a Scorer has them, and `grouped_logits` (what
+    the batcher calls for a batch of several requests), computed in a child process."""
 
     def __init__(self, model_dir: str, width: int, load: dict[str, Any], threads: int) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
