@@ -262,17 +262,19 @@ def test_the_model_process_runs_a_batchs_passes_in_lanes_with_the_logits_of_one_
     padded = clf.scorer.encoder.pad(encoded.ids[:2], encoded.lengths[:2], None, 8)
     assert padded["input_ids"].shape[1] == 8 * -(-int(encoded.lengths[:2].max()) // 8)
     assert padded["attention_mask"].sum(axis=1).tolist() == encoded.lengths[:2].tolist()
-    shares = lane_shares(groups, encoded.lengths, 2, 8)
-    cost = {int(g[0]): 8 + len(g) * int(encoded.lengths[g[0]]) for g in groups}
-    assert shares is not None and sorted(int(g[0]) for share in shares for g in share) == sorted(cost)
-    assert max(sum(cost[int(g[0])] for g in share) for share in shares) <= 0.65 * sum(cost.values())
-    uneven = [order[:-1], order[-1:]]  # 8 + 7 x 42 tokens against 8 + 4: one lane would hold up the batch
-    assert lane_shares(uneven, encoded.lengths, 2, 8) is None
+    shares = lane_shares(groups, 2)
+    dealt = [np.concatenate(share) for share in shares]
+    assert sorted(np.concatenate(dealt).tolist()) == list(range(len(texts)))  # every row once
+    assert [len(rows) for rows in dealt] == [4, 4]  # and half of them to each lane
+    for group in groups:  # each lane has half of every pass of two rows or more
+        halves = [part for share in shares for part in share if set(part) <= set(group)]
+        assert len(halves) == min(2, len(group)) and abs(len(halves[0]) - len(halves[-1])) <= 1
+    assert lane_shares(groups, 1) is None and lane_shares([order[:1]], 2) is None
     with ThreadPoolExecutor(2) as lanes:
         np.testing.assert_allclose(grouped_logits(clf.scorer, encoded, groups, 4096, lanes, shares), alone, atol=1e-5)
     process = ModelProcess(str(tiny_trained), clf.scorer.width, {"dtype": "fp32", "engine": "torch"}, 2)
     try:
-        np.testing.assert_allclose(process.grouped_logits(encoded, groups, 4096, 8), alone, atol=1e-5)
+        np.testing.assert_allclose(process.grouped_logits(encoded, groups, 4096), alone, atol=1e-5)
         lone = process.logits(encoded, 4096, None)
         np.testing.assert_allclose(lone, clf.scorer.logits(encoded, 4096, None), atol=1e-6)
     finally:

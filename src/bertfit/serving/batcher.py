@@ -33,9 +33,6 @@ logger = logging.getLogger(__name__)
 # A forward pass's own cost in padded tokens: on 2 EPYC cores (bf16, all-MiniLM-L6-v2), a pass took ~4 ms plus
 # ~66 us per padded token from 1x16 to 64x32 tokens (2026-12-07); on a GPU the launch costs dwarf the tokens.
 CPU_PASS_COST, GPU_PASS_COST = 64, 4096
-# Two lanes of one thread each beat one lane of two threads when the costliest lane is at most this share of a
-# batch's cost (a pass on 2 threads ran ~1.5x as fast as on 1 here, so an even split of 2 ran ~1.33x as fast).
-LANE_BALANCE = 0.65
 # A batch of several requests is padded to a multiple of 8 tokens: fewer shapes for oneDNN's kernels and for the
 # heap. A loop of random 20-45-row batches in two lanes grew from 1,257 to 1,507 MiB over batches 200-400 padded to
 # the longest row, from 858 to 887 MiB padded to a multiple of 8 (2026-12-07).
@@ -205,7 +202,7 @@ class Batcher:
         groups = np.split(order, _group_cuts(merged.lengths[order], self.max_batch_tokens, self.pass_cost))
         scored = getattr(self.scorer, "grouped_logits", None)  # a ModelProcess runs the groups side by side
         if scored is not None:
-            return scored(merged, groups, self.max_batch_tokens, self.pass_cost)
+            return scored(merged, groups, self.max_batch_tokens)
         return grouped_logits(self.scorer, merged, groups, self.max_batch_tokens)
 
 
@@ -218,7 +215,7 @@ def grouped_logits(
     shares: list[list[np.ndarray]] | None = None,
 ) -> np.ndarray:
     """Logits of `merged`'s rows in their order, scored one group of rows at a time (each cut by the token budget).
-    With `lanes`, a pool of threads, and `shares` (`lane_shares`), each share of the groups runs on its own thread,
+    With `lanes`, a pool of threads, and `shares` (`lane_shares`), each share of the rows runs on its own thread,
     side by side (torch releases the interpreter lock inside each operation)."""
     logits = np.empty((len(merged.lengths), scorer.width), dtype=np.float32)
 
@@ -235,20 +232,28 @@ def grouped_logits(
     return logits
 
 
-def lane_shares(groups: list[np.ndarray], lengths: np.ndarray, n_lanes: int, pass_cost: int) -> list | None:
-    """The groups shared out to `n_lanes` lanes, costliest first to the least loaded lane, or None where that is
-    uneven (the costliest lane over LANE_BALANCE of the cost): one pass on one thread would then hold up the batch,
-    which runs faster as one lane on every thread."""
-    if n_lanes < 2 or len(groups) < 2:
+def lane_shares(groups: list[np.ndarray], n_lanes: int) -> list | None:
+    """Each group's rows dealt out to `n_lanes` lanes in turn, the turn running on from group to group: the rows are
+    sorted longest first, so every lane gets rows of the same lengths and the lanes cost the same. None for one
+    lane or one row.
+
+    Alone, two lanes of one thread each score a batch as fast as one lane of two threads (36 random emotion texts:
+    350-395 rows/s either way). Beside the server's event loop they are faster: a pass on two threads waits for the
+    slower of them, and the loop takes one of the two cores now and then; a lane on one thread only slows. On 2 EPYC
+    cores (bench/serve.py, bf16, 2026-12-07): 258-305 texts/s at 64 one-text clients and 157-183 at 8, against 268
+    and 136 with whole passes shared out to the lanes where they split evenly (else one lane of two threads).
+    """
+    if n_lanes < 2 or sum(len(group) for group in groups) < 2:
         return None
     shares: list[list[np.ndarray]] = [[] for _ in range(n_lanes)]
-    loads = np.zeros(n_lanes)
-    costs = [pass_cost + len(g) * int(_padded_length(lengths[g[0]])) for g in groups]
-    for k in np.argsort(costs, kind="stable")[::-1]:
-        lane = int(np.argmin(loads))
-        shares[lane].append(groups[k])
-        loads[lane] += costs[k]
-    return [share for share in shares if share] if loads.max() <= LANE_BALANCE * loads.sum() else None
+    turn = 0
+    for group in groups:
+        for lane in range(n_lanes):
+            part = group[(lane - turn) % n_lanes :: n_lanes]
+            if len(part):
+                shares[lane].append(part)
+        turn = (turn + len(group)) % n_lanes
+    return shares
 
 
 def _group_cuts(descending: np.ndarray, budget: int, pass_cost: int) -> list[int]:

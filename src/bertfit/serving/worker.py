@@ -8,8 +8,8 @@ alone; with the forward passes in a child process, 116 ms, and 276 texts/s again
 
 The child loads the same folder with the same engine, device, dtype (as the parent settled it) and thread count, so
 its logits are the parent's bit for bit. Over a pipe it answers ("logits", encoded, batch_tokens, batch_size), a
-lone request, with `Scorer.logits` on all threads, and ("groups", merged, groups, budget, pass_cost), a batch of
-several requests, with `batcher.grouped_logits` in lanes where they share out evenly; token ids and logits are
+lone request, with `Scorer.logits` on all threads, and ("groups", merged, groups, budget), a batch of several
+requests, with `batcher.grouped_logits` in two lanes, each with half of every pass's rows; token ids and logits are
 small beside the forward passes they stand for.
 """
 
@@ -72,9 +72,9 @@ class ModelProcess:
                 raise ModelProcessError(self._gone()) from None
             return self._receive(None)
 
-    def grouped_logits(self, merged: Encoded, groups: list[np.ndarray], budget: int, pass_cost: int) -> np.ndarray:
-        """`batcher.grouped_logits` of these groups, in the child's lanes where they share out evenly."""
-        return self._ask(("groups", merged, groups, budget, pass_cost))
+    def grouped_logits(self, merged: Encoded, groups: list[np.ndarray], budget: int) -> np.ndarray:
+        """`batcher.grouped_logits` of these groups, their rows dealt out to the child's lanes (`lane_shares`)."""
+        return self._ask(("groups", merged, groups, budget))
 
     def close(self, timeout: float = 30) -> None:
         """Stop the child (it finishes the forward it is in)."""
@@ -151,9 +151,9 @@ def _run(pipe: Any, model_dir: str, load: dict[str, Any], threads: int, level: i
         if request is None:
             return
         try:
-            if request[0] == "groups":  # a batch of several requests: its passes in lanes, if they share out evenly
-                _, merged, groups, budget, pass_cost = request
-                shares = lane_shares(groups, merged.lengths, n_lanes, pass_cost)
+            if request[0] == "groups":  # a batch of several requests: its rows dealt out to the lanes
+                _, merged, groups, budget = request
+                shares = lane_shares(groups, n_lanes)
                 torch.set_num_threads(max(1, threads // n_lanes) if shares else threads)
                 try:
                     pipe.send(("logits", grouped_logits(scorer, merged, groups, budget, lanes, shares)))
