@@ -175,12 +175,13 @@ def test_the_gate_refuses_a_broken_int8_export_and_force_writes_it(edge_model, t
     assert json.loads((tmp_path / "out" / "bertfit.json").read_text())["export"]["forced"] is True
 
 
-def test_kill_9_then_rerun_gives_the_uninterrupted_output_with_the_onnx_engine(exports, tmp_path):
-    folder = exports("single", "onnx")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_kill_9_then_rerun_gives_the_uninterrupted_output_with_each_engine(exports, tmp_path, fmt):
+    folder = exports("single", fmt)
     rows_with_ids(6000, empty_every=97).to_parquet(tmp_path / "in.parquet")
     out = tmp_path / "out.csv"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([*predict_cmd(folder, tmp_path / "in.parquet", out), "--engine", "onnx"], env=env)
+    proc = subprocess.Popen([*predict_cmd(folder, tmp_path / "in.parquet", out), "--engine", fmt], env=env)
     deadline = time.time() + 120
     while committed_parts(out) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -193,11 +194,11 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output_with_the_onnx_engine(e
     runs = {}
     for name in ("out.csv", "reference.csv"):  # the rerun resumes; the reference runs whole
         rerun = CliRunner().invoke(app, [*predict_cmd(folder, tmp_path / "in.parquet", tmp_path / name)[1:],
-                                         "--engine", "onnx"])  # fmt: skip
+                                         "--engine", fmt])  # fmt: skip
         assert rerun.exit_code == 0, rerun.output
         runs[name] = json.loads(rerun.stdout)
     assert runs["out.csv"]["resumed_rows"] >= killed_at * 100 and runs["reference.csv"]["resumed_rows"] == 0
-    assert runs["out.csv"]["engine"] == "onnx" and runs["out.csv"]["rows"] == 6000
+    assert runs["out.csv"]["engine"] == fmt and runs["out.csv"]["rows"] == 6000
     assert out.read_bytes() == (tmp_path / "reference.csv").read_bytes()
 
 
