@@ -1,5 +1,6 @@
 # make demo: fine-tune on the emotion dataset, evaluate, predict.   make test: the whole test suite.
-# make test-fast: the suite without the tests marked slow (real model on real data, Ray, torchrun, conftest.SLOW_FILES), for the inner loop.
+# make test-fast: the suite without the tests marked slow (real model on real data, Ray, torchrun, and the files in
+# conftest.SLOW_FILES: kill and rerun, servers, engines, tune), for the inner loop.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
