@@ -152,7 +152,7 @@ class WindowEncoder:
         within max_length), and token_type_ids for pairs."""
         longest = int(lengths.max())
         if multiple > 1:
-            longest = max(longest, min(-(-longest // multiple) * multiple, self.max_length))
+            longest = max(longest, min(round_up(longest, multiple), self.max_length))
         input_ids = np.full((len(ids), longest), self.pad_id, dtype=np.int64)
         for row, seq in enumerate(ids):
             input_ids[row, : len(seq)] = seq
@@ -199,3 +199,8 @@ def token_budget_batches(lengths: np.ndarray, batch_tokens: int, max_rows: int |
         batches.append(order[start : start + rows])
         start += rows
     return batches
+
+
+def round_up(length: Any, multiple: int) -> Any:
+    """`length` (an int or an array of them) rounded up to a multiple of `multiple`."""
+    return -(-length // multiple) * multiple

@@ -26,7 +26,7 @@ import numpy as np
 
 from bertfit.prediction.decoder import Decoder
 from bertfit.prediction.scorer import Scorer
-from bertfit.tokenization import Encoded
+from bertfit.tokenization import Encoded, round_up
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def _group_cuts(descending: np.ndarray, budget: int, pass_cost: int) -> list[int
 def _padded_length(longest: Any) -> Any:
     """A pass's padded length: its longest row's, rounded up to PAD_MULTIPLE (the pad never passes max_length, so
     this may overstate the last few tokens of a pass at the limit; the cut stays a good one)."""
-    return -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+    return round_up(longest, PAD_MULTIPLE)
 
 
 def _padded(jobs: deque[Job]) -> int:
