@@ -69,15 +69,17 @@ def test_the_best_trial_is_written_and_train_reproduces_it(tuned, tiny_model_dir
 def test_a_given_setting_is_not_searched(tuned) -> None:
     result, out = tuned
     study = load(out)
-    assert all(set(t.params) == {"lr", "epochs", "warmup", "weight_decay", "scheduler", "class_weights"}
-               for t in study.trials)  # fmt: skip
+    searched = {"lr", "epochs", "warmup", "weight_decay", "scheduler", "class_weights", "layer_decay",
+                "reinit_layers", "label_smoothing"}  # fmt: skip
+    assert all(set(t.params) == searched for t in study.trials)
     assert all(1e-3 <= t.params["lr"] <= 1e-2 and t.params["epochs"] in (2, 3) for t in study.trials)
     assert study.user_attrs["bertfit_settings"]["batch_size"] == 16
     # trial 0 is train's defaults where the ranges hold them (not lr and epochs here: RANGES leaves them out)
     first = study.trials[0]
     assert first.user_attrs.get("defaults") is True and not any(t.user_attrs.get("defaults") for t in study.trials[1:])
-    assert {k: first.params[k] for k in ("warmup", "weight_decay", "scheduler", "class_weights")} == {
-        "warmup": 0.1, "weight_decay": 0.01, "scheduler": "linear", "class_weights": "none"}  # fmt: skip
+    assert {k: first.params[k] for k in searched - {"lr", "epochs"}} == {
+        "warmup": 0.1, "weight_decay": 0.01, "scheduler": "linear", "class_weights": "none", "layer_decay": 1.0,
+        "reinit_layers": 0, "label_smoothing": 0.0}  # fmt: skip
     assert "batch_size" not in pd.read_csv(out / "trials.csv").columns
 
 
@@ -120,7 +122,8 @@ def test_a_pruned_trial_stops_training_at_once(tiny_model_dir, sentiment_data, t
     assert not (out / "trials").exists(), "a pruned trial's checkpoints were left behind"
 
 
-SEARCHED_BY_CLI = 5  # tune_cmd fixes epochs and weight decay: lr, batch size, warmup, scheduler, class weights
+SEARCHED_BY_CLI = 8  # tune_cmd fixes epochs and weight decay: lr, batch size, warmup, scheduler, class weights,
+# layer decay, reinit layers, label smoothing
 
 
 def trial_states(db: Path) -> tuple[list[str], list[int]]:
@@ -214,7 +217,7 @@ def test_the_first_trial_holds_what_train_would_use_on_this_data() -> None:
     space = search_space(bertfit.RunConfig(), set(), 16_000)
     assert default_values(space, TrainConfig(), 16_000) == {  # 500 steps an epoch: 3 epochs, 1,500 steps: 2e-4
         "lr": 2e-4, "epochs": 3, "batch_size": 32, "warmup": 0.1, "weight_decay": 0.01, "scheduler": "linear",
-        "class_weights": "none"}  # fmt: skip
+        "class_weights": "none", "layer_decay": 1.0, "reinit_layers": 0, "label_smoothing": 0.0}  # fmt: skip
     assert default_values(space, TrainConfig(), 64_000)["lr"] == 1e-4  # 6,000 steps: the long-run rate
     small = search_space(bertfit.RunConfig(), set(), 1_000)
     assert default_values(small, TrainConfig(), 1_000)["epochs"] == 16  # 32 steps an epoch: 16 reach 500 steps
@@ -229,7 +232,8 @@ def test_the_search_space_leaves_out_given_settings_and_grows_epochs_on_small_da
     fixed = fixed_names(cfg, {"lr": 1e-4}, ["train.warmup"])  # warmup: the default, but named
     assert fixed == {"lr", "warmup"}
     assert [p.name for p in search_space(cfg, fixed, 1000, {"batch_size": [8]})] == [
-        "epochs", "batch_size", "weight_decay", "scheduler", "class_weights"]  # fmt: skip
+        "epochs", "batch_size", "weight_decay", "scheduler", "class_weights", "layer_decay", "reinit_layers",
+        "label_smoothing"]  # fmt: skip
     with pytest.raises(ConfigError, match="every setting tune searches is fixed"):
         search_space(cfg, set(TrainConfig.__dataclass_fields__), None)
     with pytest.raises(ConfigError, match="scheduler"):

@@ -180,6 +180,11 @@ class TrainConfig:
         "auto", "auto | none | tensorboard | other Trainer loggers [auto: TensorBoard if installed]."
     )
     thresholds: str = setting("tuned", "Multi-label: tuned (per label, on validation) | global (0.5) [tuned].")
+    layer_decay: float = setting(  # training/layers.py; docs/benchmarks.md, "Choosing the training defaults"
+        1.0, "Layer-wise learning-rate decay: each layer trains at this factor of the one above it [1: off]."
+    )
+    reinit_layers: int = setting(0, "Re-initialise the encoder's top N layers before training [0].")
+    label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy (one label per row) [0].")
     record_dynamics: bool = setting(  # training/dynamics.py; part of the run identity, as it must be in each checkpoint
         False, "Save each training row's per-epoch confidence, variability, correctness and AUM to dynamics.parquet."
     )
@@ -195,6 +200,12 @@ class TrainConfig:
             raise ConfigError(f"warmup is a share of the steps, between 0 and 1 (got {self.warmup})")
         if self.patience < 0 or self.keep_checkpoints < 1 or self.max_steps < 0:
             raise ConfigError("patience and max_steps must be 0 or more, keep_checkpoints at least 1")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must be above 0 and at most 1 (got {self.layer_decay}); try 0.9 (1: off)")
+        if self.reinit_layers < 0:
+            raise ConfigError(f"reinit_layers must be 0 or more (got {self.reinit_layers})")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be at least 0 and below 1 (got {self.label_smoothing}); try 0.1")
         parse_save_every(self.save_every)
         check_choice("scheduler", self.scheduler, SCHEDULERS)
         check_choice("precision", self.precision, PRECISIONS)

@@ -35,9 +35,9 @@ def class_weights(spec: str, labels: np.ndarray, schema: LabelSchema) -> torch.T
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def training_loss(schema: LabelSchema, weights: torch.Tensor | None = None) -> Any:
+def training_loss(schema: LabelSchema, weights: torch.Tensor | None = None, smoothing: float = 0.0) -> Any:
     """Trainer's compute_loss_func for every run, weighted or not: BCE (weights as pos_weight) for multi-label, else
-    cross-entropy (weights per class).
+    cross-entropy (weights per class, labels smoothed by `smoothing`).
 
     The contract with Trainer: the loss is a sum over this batch divided by `num_items_in_batch`, the label count of
     the whole optimizer step, which Trainer gathers over gradient accumulation and processes (with
@@ -47,7 +47,9 @@ def training_loss(schema: LabelSchema, weights: torch.Tensor | None = None) -> A
     rows. A model's own loss is a per-batch mean, which Trainer cannot tell from this kind when its forward takes
     **kwargs (BERT's does): it then skipped the division and over-counted 2x at 8 x 2 and at 2 processes x 8.
     """
-    return binary_cross_entropy(weights) if schema.multi_label else cross_entropy(weights)
+    if schema.multi_label and smoothing:
+        raise ConfigError("label_smoothing takes one label per row; leave it at 0 for multi-label data")
+    return binary_cross_entropy(weights) if schema.multi_label else cross_entropy(weights, smoothing)
 
 
 def _weights_file(path: Path, schema: LabelSchema) -> np.ndarray:
@@ -74,15 +76,18 @@ def _weights_file(path: Path, schema: LabelSchema) -> np.ndarray:
     return weights
 
 
-def cross_entropy(weights: torch.Tensor | None = None) -> Any:
-    """Trainer's compute_loss_func for one label per text: cross-entropy, each row's term times its class's weight
-    (when given), summed and divided by the rows of the whole optimizer step. The rows, not the sum of their weights:
-    that count adds up over accumulated batches and processes, so the step is exact however it is split."""
+def cross_entropy(weights: torch.Tensor | None = None, smoothing: float = 0.0) -> Any:
+    """Trainer's compute_loss_func for one label per text: cross-entropy (against labels smoothed by `smoothing`:
+    1 - smoothing on the given class plus smoothing spread over all classes), each row's term times its class's
+    weight (when given), summed and divided by the rows of the whole optimizer step. The rows, not the sum of their
+    weights: that count adds up over accumulated batches and processes, so the step is exact however it is split."""
 
     def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         logits = _logits(outputs)
         weight = None if weights is None else weights.to(logits.device)
-        total = torch.nn.functional.cross_entropy(logits, labels, weight=weight, reduction="sum")
+        total = torch.nn.functional.cross_entropy(
+            logits, labels, weight=weight, reduction="sum", label_smoothing=smoothing
+        )
         return total / _step_items(num_items_in_batch, labels)
 
     return loss

@@ -38,6 +38,7 @@ from bertfit.modeling import (
     resolve_model,
 )
 from bertfit.tokenization import load_tokenizer, usable_max_length
+from bertfit.training import layers
 from bertfit.training.checkpoints import complete_checkpoints, prepare_work, run_identity
 from bertfit.training.dynamics import DYNAMICS_FILE, Dynamics, check_columns, recorder_for, write_dynamics
 from bertfit.training.extensions import Extensions, Metrics
@@ -200,6 +201,7 @@ def _check_and_tokenize(
 def _base_model(cfg: RunConfig, schema: LabelSchema, train_ds: TokenizedRows) -> Any:
     """The pretrained encoder with a new head for the schema's labels; the learning rate resolved for the run."""
     model, _, _ = load_pretrained(cfg.model, schema)
+    layers.reinit_top(model, cfg.train.reinit_layers)
     if schema.multi_label:
         multilabel.start_at_base_rates(model, train_ds.labels)
     if cfg.train.epochs is None:

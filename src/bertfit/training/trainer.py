@@ -27,6 +27,7 @@ from bertfit.labels import LabelSchema
 from bertfit.training.checkpoints import CommitCheckpoints, SaveEvery
 from bertfit.training.extensions import merged_metrics
 from bertfit.training.job import Job
+from bertfit.training.layers import decayed_groups
 from bertfit.training.losses import class_weights, training_loss
 from bertfit.training.sampling import EpochSampler, LengthOrder
 from bertfit.training.tracking import JsonlLog, resolve_report_to
@@ -66,7 +67,10 @@ def build_trainer(
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
         compute_metrics=merged_metrics(metrics, job.extensions.compute_metrics),
-        compute_loss_func=training_loss(schema, class_weights(cfg.train.class_weights, train_ds.labels, schema)),
+        compute_loss_func=training_loss(
+            schema, class_weights(cfg.train.class_weights, train_ds.labels, schema), cfg.train.label_smoothing
+        ),
+        layer_decay=cfg.train.layer_decay,
         callbacks=callbacks + job.extensions.callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # raw metric dicts; EpochLogger prints readable lines instead
@@ -163,14 +167,23 @@ def planned_steps(cfg: TrainConfig, n_train: int) -> int:
 
 class BertfitTrainer(Trainer):
     """Trainer with bertfit's samplers (a global shuffle per epoch, lengths read from the cache), its loss (see
-    `losses.training_loss`) and an optional exponential learning-rate decay after warmup."""
+    `losses.training_loss`), optional layer-wise learning-rate decay and an optional exponential learning-rate
+    decay after warmup."""
 
     # The loss from compute_loss_func is already divided by the label count of the whole optimizer step.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args: Any, scheduler: str = "linear", group_by_length: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        scheduler: str = "linear",
+        group_by_length: bool = True,
+        layer_decay: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         self.decay = scheduler
         self.group_by_length = group_by_length
+        self.layer_decay = layer_decay
         super().__init__(*args, **kwargs)
         # The model computes no loss here (compute_loss_func does), so it is not handed num_items_in_batch.
         self.model_accepts_loss_kwargs = False
@@ -186,6 +199,16 @@ class BertfitTrainer(Trainer):
 
     def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
         return LengthOrder(eval_dataset.lengths)
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        if self.layer_decay == 1.0 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        no_decay = set(dict(model.named_parameters())) - set(self.get_decay_parameter_names(model))
+        groups = decayed_groups(model, self.args.learning_rate, self.layer_decay, self.args.weight_decay, no_decay)
+        self.optimizer = optimizer_cls(groups, **kwargs)
+        return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
         if self.decay != "exponential":

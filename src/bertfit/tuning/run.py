@@ -58,9 +58,9 @@ def tune(
         time_budget: no new trial starts after this long: '90s', '30m', '2h', or seconds.
         keep_best: keep the best trial's model as OUT/best-model (trial models are removed otherwise).
         config: a RunConfig (e.g. from `load_config`); keyword overrides such as `batch_size=16` apply on top.
-            The settings tune searches (lr, epochs, batch_size, warmup, weight_decay, scheduler, class_weights)
-            are searched unless given: in `overrides` or `fixed`, or in `config` with another value than the
-            default.
+            The settings tune searches (lr, epochs, batch_size, warmup, weight_decay, scheduler, class_weights,
+            layer_decay, reinit_layers, label_smoothing) are searched unless given: in `overrides` or `fixed`, or
+            in `config` with another value than the default.
         fixed: names of settings to hold at their value in `config` even where it is the default (the CLI passes
             the keys of --config and --set).
         ranges: other ranges for searched settings: (low, high) for lr, epochs and warmup; choices for the others,

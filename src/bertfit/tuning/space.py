@@ -3,8 +3,9 @@ a request that need neither torch nor optuna (validation data, trials, time budg
 
 The ranges suit small encoders such as the default all-MiniLM-L6-v2: learning rates from 1e-5 to 5e-4 (log scale;
 the defaults are 2e-4 and 1e-4), 2 to 5 epochs (more on small data, where the default takes more: `epochs_range`),
-batch sizes 16, 32 and 64, warmup 0 to 20% of the steps, weight decay 0, 0.01 or 0.1, a linear or exponential decay
-and class weights none or auto. A setting the user gave (an option, --set, a config file, a keyword) is not searched.
+batch sizes 16, 32 and 64, warmup 0 to 20% of the steps, weight decay 0, 0.01 or 0.1, a linear or exponential decay,
+class weights none or auto, layer-wise learning-rate decay off, 0.9 or 0.8, the top layer re-initialised or not,
+and label smoothing 0 or 0.1. A setting the user gave (an option, --set, a config file, a keyword) is not searched.
 A new study's first trial is the defaults (`default_values`).
 """
 
@@ -73,6 +74,9 @@ SPACE = (
     Param("weight_decay", "choice", choices=(0.0, 0.01, 0.1)),
     Param("scheduler", "choice", choices=SCHEDULERS),
     Param("class_weights", "choice", choices=("none", "auto")),
+    Param("layer_decay", "choice", choices=(1.0, 0.9, 0.8)),
+    Param("reinit_layers", "choice", choices=(0, 1)),
+    Param("label_smoothing", "choice", choices=(0.0, 0.1)),
 )
 SEARCHABLE = tuple(p.name for p in SPACE)
 
