@@ -7,8 +7,10 @@ Three sections, each selectable with --only (default: all three, in this order):
            lr 2e-5; (b) the same Trainer with dynamic padding (DataCollatorWithPadding), length-grouped batches
            (train_sampling_strategy="group_by_length") and max length 128; (c) bertfit.train(...) at its
            defaults. Prints training seconds, examples/s, validation accuracy and the ratios c/a and c/b.
-  quality  bertfit.train at its defaults on emotion, sst2 and ag_news, then bertfit.evaluate on the held-out
-           split, next to the issue's targets.
+  quality  bertfit.train at its defaults on emotion, sst2, ag_news and emotion_1k (1,000 emotion train rows drawn
+           with the run's seed), then bertfit.evaluate on the held-out split, next to issue 19's targets; with
+           --seeds, once per training seed, then the mean and the spread (min to max) of each figure; with --set,
+           other settings than the defaults (to measure a technique: `--set layer_decay=0.9`).
   scale    a Parquet file of --scale-rows rows (real texts repeated; built once into bench/.cache), trained on by
            the CLI twice (`bertfit train ... --max-steps 30 --cache-dir ...`, then again with --restart), with the
            process tree's RSS sampled every 0.2 s: the first run builds the tokenized cache, the second reuses it.
@@ -16,6 +18,7 @@ Three sections, each selectable with --only (default: all three, in this order):
     python bench/train.py --json-out train.json
     python bench/train.py --only speed --speed-model bert-base-uncased          # e.g. on a GPU machine
     python bench/train.py --speed-rows 300 --seed-rows 100 --quality-rows 300 --scale-rows 20000   # a quick check
+    python bench/train.py --only quality --seeds 42,1,2 --datasets emotion,ag_news,emotion_1k    # three seeds
 """
 
 from __future__ import annotations
@@ -58,12 +61,15 @@ SECTIONS = ("speed", "quality", "scale")
 SAMPLE_EVERY_S = 0.2
 SCALE_ROW_GROUP = 200_000
 SCALE_SOURCES = ("emotion", "sst2", "ag_news")
-# The issue's targets: metric -> (comparison, value); "train_s" is Trainer's train_runtime inside bertfit.train.
+# Issue 19's targets: metric -> (comparison, value). (Issue 2's were emotion 0.932 / 0.890 in under 544 s of training,
+# SST-2 0.90 and AG News 0.89.)
 QUALITY_TARGETS: dict[str, dict[str, tuple[str, float]]] = {
-    "emotion": {"accuracy": (">=", 0.932), "macro_f1": (">=", 0.890), "train_s": ("<", 544.0)},
-    "sst2": {"accuracy": (">=", 0.90)},
-    "ag_news": {"accuracy": (">=", 0.89)},
+    "emotion": {"accuracy": (">=", 0.940), "macro_f1": (">=", 0.900)},
+    "sst2": {"accuracy": (">=", 0.915)},
+    "ag_news": {"accuracy": (">=", 0.905)},
+    "emotion_1k": {"accuracy": (">=", 0.82)},
 }
+SMALL = {"emotion_1k": ("emotion", 1000)}  # a small-data run: (dataset, train rows drawn with the run's seed)
 FIRST_STEP_TARGET_S = 60.0
 TRAIN_RSS_TARGET_MIB = 4096.0
 
@@ -80,6 +86,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--speed-model", default=None, help="model folder or hub id [bundled all-MiniLM-L6-v2]")
     parser.add_argument("--datasets", default="emotion,sst2,ag_news", help="comma-separated, for the quality runs")
     parser.add_argument("--quality-rows", type=int, default=None, help="subsample training data (smoke runs only)")
+    parser.add_argument("--seeds", default="42", help="training seeds of the quality runs, comma-separated [42]")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting for the quality runs instead of its default (repeatable)")  # fmt: skip
     parser.add_argument("--scale-rows", type=int, default=10_000_000, help="rows of the generated scale file")
     parser.add_argument("--scale-timeout", type=float, default=3 * 3600, help="seconds before a CLI run is killed")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all results here as JSON")
@@ -223,10 +232,15 @@ def quality_splits(data: Path, dataset: str) -> tuple[str, str | None, str, str]
     return train, val, test, "validation.parquet picks the best epoch, scored on test"
 
 
-def quality_run(data: Path, dataset: str, rows: int | None, work: str) -> dict[str, Any]:
-    train_file, val_file, score_file, note = quality_splits(data, dataset)
+def quality_run(data: Path, dataset: str, rows: int | None, work: str, seed: int,
+                settings: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    source, small = SMALL.get(dataset, (dataset, None))
+    train_file, val_file, score_file, note = quality_splits(data, source)
     train = pd.read_parquet(train_file, columns=["text", "label"])
-    if rows and rows < len(train):
+    if small:
+        train, val_file = train.sample(small, random_state=seed), None
+        note = f"{small:,} train rows drawn with random_state={seed}; 10% split off to pick the epoch; scored on test"
+    elif rows and rows < len(train):
         train = train.sample(rows, random_state=0)
         note += f"; SMOKE RUN: training subsampled to {rows:,} rows"
     if val_file is not None:
@@ -234,15 +248,29 @@ def quality_run(data: Path, dataset: str, rows: int | None, work: str) -> dict[s
         if found.errors:  # e.g. AG News: every validation.parquet row is also a train row
             val_file, note = None, f"validation.parquet not used ({found.errors[0].message[:60]}...): 10% of " \
                 "train split off for validation, scored on test"  # fmt: skip
-    out = f"{work}/quality-{dataset}"
-    print(f"  {dataset}: {len(train):,} train rows ...", flush=True)
-    result, wall = timed(bertfit.train, train, out, validation=val_file, progress=False)
+    out = f"{work}/quality-{dataset}-{seed}"
+    print(f"  {dataset}, seed {seed}: {len(train):,} train rows ...", flush=True)
+    result, wall = timed(bertfit.train, train, out, validation=val_file, progress=False, seed=seed, **settings)
     report = bertfit.evaluate(out, score_file)
-    res = {"train_rows": result.train_rows, "val_rows": result.val_rows, "scored_on": Path(score_file).name,
-           "scored_rows": report["n"], "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-           "mcc": report["mcc"], "train_s": result.train_seconds, "wall_s": wall, "note": note}  # fmt: skip
+    res = {"seed": seed, "train_rows": result.train_rows, "val_rows": result.val_rows,
+           "scored_on": Path(score_file).name, "scored_rows": report["n"], "accuracy": report["accuracy"],
+           "macro_f1": report["macro_f1"], "mcc": report["mcc"], "best_val_macro_f1": result.metrics["macro_f1"],
+           "train_s": result.train_seconds, "wall_s": wall, "note": note}  # fmt: skip
     res["targets"] = check_targets(res, QUALITY_TARGETS.get(dataset, {}))
     return res
+
+
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE pairs, each value read as YAML (0.9 is a float, true a bool, linear a string)."""
+    import yaml
+
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair}: write it as KEY=VALUE, e.g. --set layer_decay=0.9")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
 
 
 def check_targets(res: dict[str, Any], targets: dict[str, tuple[str, float]]) -> dict[str, Any]:
@@ -252,24 +280,55 @@ def check_targets(res: dict[str, Any], targets: dict[str, tuple[str, float]]) ->
 
 def quality_section(args: argparse.Namespace, work: str) -> dict[str, Any]:
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    settings = parse_settings(args.set)
     smoke = f", SMOKE RUN: training subsampled to {args.quality_rows:,} rows" if args.quality_rows else ""
-    print(f"\n## quality: bertfit.train defaults ({', '.join(datasets)}){smoke}", flush=True)
-    return {d: quality_run(args.data, d, args.quality_rows, work) for d in datasets}
+    what = f"settings {settings}" if settings else "defaults"
+    print(f"\n## quality: bertfit.train {what} ({', '.join(datasets)}; seeds {seeds}){smoke}", flush=True)
+    runs = {d: [quality_run(args.data, d, args.quality_rows, work, s, settings) for s in seeds] for d in datasets}
+    return {"settings": settings, "seeds": seeds, "runs": runs}
+
+
+def mean_verdict(name: str, runs: list[dict[str, Any]], metric: str) -> str:
+    """Whether the seeds' mean meets the target, and whether every seed does."""
+    op, target = QUALITY_TARGETS[name][metric]
+    mean_met = check_targets({metric: float(np.mean([r[metric] for r in runs]))}, {metric: (op, target)})
+    every = all(r["targets"][metric]["met"] for r in runs)
+    return (f"mean {metric} {op} {target:g}: {'met' if mean_met[metric]['met'] else 'NOT met'} "
+            f"(every seed: {'yes' if every else 'no'})")  # fmt: skip
+
+
+FIGURES = ("accuracy", "macro_f1", "mcc", "best_val_macro_f1", "train_s")
 
 
 def print_quality(res: dict[str, Any]) -> None:
-    print("\n## Quality at defaults: bertfit.train(train, validation=...) then bertfit.evaluate(held-out split)\n")
-    print("| dataset | train / val rows | scored on | accuracy | macro-F1 | MCC | training s | wall s | targets |")
-    print("|---|--:|---|--:|--:|--:|--:|--:|---|")
-    for name, r in res.items():
-        targets = "; ".join(f"{k} {t['target']}: {'met' if t['met'] else 'NOT met'}" for k, t in r["targets"].items())
-        print(f"| {name} | {r['train_rows']:,} / {r['val_rows']:,} | {r['scored_on']} ({r['scored_rows']:,}) | "
-              f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['mcc']:.4f} | {r['train_s']:.0f} | {r['wall_s']:.0f} | "
-              f"{targets or '-'} |")  # fmt: skip
-    print("\ntraining s: Trainer's train_runtime inside bertfit.train (the emotion time target applies to it);")
-    print("wall s: the whole bertfit.train call. Notes:")
-    for name, r in res.items():
-        print(f"- {name}: {r['note']}")
+    what = f"settings {res['settings']}" if res["settings"] else "defaults"
+    print(f"\n## Quality at {what}: bertfit.train(train, validation=...) then bertfit.evaluate(held-out split)\n")
+    print("| dataset | seed | train / val rows | scored on | accuracy | macro-F1 | MCC | best val macro-F1 "
+          "| training s | wall s | targets |")  # fmt: skip
+    print("|---|--:|--:|---|--:|--:|--:|--:|--:|--:|---|")
+    for name, runs in res["runs"].items():
+        for r in runs:
+            targets = "; ".join(f"{k} {t['target']}: {'met' if t['met'] else 'NOT met'}"
+                                for k, t in r["targets"].items())  # fmt: skip
+            print(
+                f"| {name} | {r['seed']} | {r['train_rows']:,} / {r['val_rows']:,} | {r['scored_on']} "
+                f"({r['scored_rows']:,}) | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['mcc']:.4f} | "
+                f"{r['best_val_macro_f1']:.4f} | {r['train_s']:.0f} | {r['wall_s']:.0f} | {targets or '-'} |"
+            )
+        if len(runs) > 1:
+            cells = []
+            for k in FIGURES:
+                values = np.array([r[k] for r in runs])
+                spec = ".0f" if k == "train_s" else ".4f"
+                cells.append(f"{values.mean():{spec}} ({values.min():{spec}}-{values.max():{spec}})")
+            verdicts = "; ".join(mean_verdict(name, runs, k) for k in runs[0]["targets"])
+            print(f"| **{name}: mean (min-max) of {len(runs)} seeds** | | | | {cells[0]} | {cells[1]} | {cells[2]} | "
+                  f"{cells[3]} | {cells[4]} | | {verdicts or '-'} |")  # fmt: skip
+    print("\ntraining s: Trainer's train_runtime inside bertfit.train; wall s: the whole bertfit.train call;")
+    print("best val macro-F1: the chosen epoch's score on the validation rows that picked it. Notes:")
+    for name, runs in res["runs"].items():
+        print(f"- {name}: {runs[0]['note']}")
 
 
 # -- 3. scale: the CLI on a large file -----------------------------------------------------------------------------
