@@ -241,8 +241,12 @@ def test_a_batch_of_requests_is_cut_at_the_least_cost_and_keeps_each_rows_logits
     clf = classifier(tiny_trained)
     texts = ["good", "the movie was really very good and the story was great fun", "bad film", "i hate it"]
     encoded = clf.scorer.encode_present(texts)
-    batcher = Batcher(clf.scorer, clf.decoder, 4096, 0.0, 8)
-    np.testing.assert_allclose(batcher._logits(encoded), clf.scorer.logits(encoded, 4096, None), atol=1e-5)
+    batcher = Batcher(clf.scorer, clf.decoder, 4096, 0.0, 8, pass_cost=8)
+    logits, padded = batcher._logits(encoded)
+    np.testing.assert_allclose(logits, clf.scorer.logits(encoded, 4096, None), atol=1e-5)
+    # /metrics' padded tokens are those of the passes run: the long row alone, the three short ones together
+    longest = sorted(encoded.lengths.tolist(), reverse=True)
+    assert padded == 8 * -(-longest[0] // 8) + 3 * 8 * -(-longest[1] // 8) < 4 * 8 * -(-longest[0] // 8)
 
 
 def test_the_model_process_runs_a_batchs_passes_in_lanes_with_the_logits_of_one_thread(tiny_trained: Path) -> None:

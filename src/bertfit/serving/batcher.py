@@ -75,8 +75,8 @@ class BatchStats:
 
     requests: int
     rows: int
-    padded_tokens: int
-    seconds: float
+    padded_tokens: int  # each pass's rows padded to its longest (rounded up to PAD_MULTIPLE); a lone request's rows
+    seconds: float  # padded to their longest
 
 
 class Batcher:
@@ -172,7 +172,11 @@ class Batcher:
         started = time.perf_counter()
         try:
             merged = _merge([job.encoded for job in jobs])
-            logits = self.scorer.logits(merged, self.max_batch_tokens, None) if len(jobs) == 1 else self._logits(merged)
+            if len(jobs) == 1:
+                logits = self.scorer.logits(merged, self.max_batch_tokens, None)
+                padded = len(merged.lengths) * int(merged.lengths.max()) if len(merged.lengths) else 0
+            else:
+                logits, padded = self._logits(merged)
         except BaseException as error:  # every waiting request hears of it; the thread goes on
             logger.exception("scoring a batch of %d requests failed", len(jobs))
             for job in jobs:
@@ -190,20 +194,21 @@ class Batcher:
             except Exception as error:
                 _answer(job, None, error)
         if self.on_batch is not None:
-            padded = len(merged.lengths) * int(merged.lengths.max()) if len(merged.lengths) else 0
             self.on_batch(BatchStats(len(jobs), len(merged.lengths), padded, time.perf_counter() - started))
 
-    def _logits(self, merged: Encoded) -> np.ndarray:
-        """Logits of several requests' rows, in their order. A batch of requests is a random draw of lengths, unlike
-        the sorted windows of `predict`: padded to its longest row, one pass over 35 emotion texts took 154-161 ms on
-        2 EPYC cores, cut where a length halves 110-116 ms, cut at the least cost 100-105 ms (2026-12-07). Each group
-        is then cut by the token budget. A lone request is scored as `predict` scores it instead."""
+    def _logits(self, merged: Encoded) -> tuple[np.ndarray, int]:
+        """Logits of several requests' rows, in their order, and the padded tokens of its passes. A batch of
+        requests is a random draw of lengths, unlike the sorted windows of `predict`: padded to its longest row, one
+        pass over 35 emotion texts took 154-161 ms on 2 EPYC cores, cut where a length halves 110-116 ms, cut at the
+        least cost 100-105 ms (2026-12-07). Each group is then cut by the token budget. A lone request is scored as
+        `predict` scores it instead."""
         order = np.argsort(-merged.lengths, kind="stable")
         groups = np.split(order, _group_cuts(merged.lengths[order], self.max_batch_tokens, self.pass_cost))
+        padded = sum(len(group) * int(_padded_length(merged.lengths[group[0]])) for group in groups)
         scored = getattr(self.scorer, "grouped_logits", None)  # a ModelProcess runs the groups side by side
         if scored is not None:
-            return scored(merged, groups, self.max_batch_tokens)
-        return grouped_logits(self.scorer, merged, groups, self.max_batch_tokens)
+            return scored(merged, groups, self.max_batch_tokens), padded
+        return grouped_logits(self.scorer, merged, groups, self.max_batch_tokens), padded
 
 
 def grouped_logits(
