@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bertfit.config import RunConfig, load_config, parse_label_map, save_config
+from bertfit.config import RunConfig, config_names, load_config, parse_label_map, save_config
 from bertfit.errors import ConfigError
 
 
@@ -21,6 +21,16 @@ def test_yaml_nested_and_flat_keys(tmp_path):
     cfg = load_config(path)
     assert (cfg.train.epochs, cfg.train.scheduler, cfg.data.label_col) == (5.0, "exponential", "y")
     assert cfg.data.label_map == {"1": "neg", "2": "pos"}
+
+
+def test_config_names_lists_every_setting_a_file_names_flat_or_in_sections(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1.0e-4\ntrain: {weight_decay: 0.01, epochs: 3}\ndata: {max_length: 64}\n")
+    assert sorted(config_names(path)) == ["epochs", "lr", "max_length", "weight_decay"]
+    (tmp_path / "c.json").write_text(json.dumps({"model": {"model": "x"}, "seed": 3}))
+    assert sorted(config_names(tmp_path / "c.json")) == ["model", "seed"]
+    with pytest.raises(ConfigError, match="config file not found"):
+        config_names(tmp_path / "missing.yaml")
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -288,7 +288,19 @@ class RunConfig:
 
 def load_config(path: str | Path) -> RunConfig:
     """Read a run configuration from a .yaml/.yml or .json file."""
-    path = Path(path)
+    return RunConfig.from_dict(_read_config(Path(path)), source=str(path))
+
+
+def config_names(path: str | Path) -> list[str]:
+    """The settings a config file names (flat, or under data:/model:/train:), whatever their values."""
+    raw = _read_config(Path(path))
+    names: list[str] = []
+    for key, value in raw.items() if isinstance(raw, dict) else ():
+        names += list(value) if key in ("data", "model", "train") and isinstance(value, dict) else [key]
+    return names
+
+
+def _read_config(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     text = path.read_text(encoding="utf-8")
@@ -297,7 +309,7 @@ def load_config(path: str | Path) -> RunConfig:
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         first = str(err).splitlines()[0]
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({first})") from None
-    return RunConfig.from_dict(raw or {}, source=str(path))
+    return raw or {}
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

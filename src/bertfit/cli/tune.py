@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -16,6 +15,7 @@ from rich.text import Text
 from bertfit.cli import common
 from bertfit.cli.common import CacheDir, ConfigFile, Pair, guard, pair_settings, progress
 from bertfit.cli.settings import SetOption, apply_sets, with_settings
+from bertfit.config import config_names
 
 INTERRUPTED = "interrupted; run the same command again to continue the study (finished trials are kept in tune.db)"
 
@@ -84,11 +84,7 @@ def tune(
 def _named(config: Path | None, sets: list[str] | None) -> list[str]:
     """The settings that --config and --set name: held fixed, even where the value given is the default."""
     names = [item.partition("=")[0].strip() for item in sets or ()]
-    if config is not None:  # load_config has read it already; JSON is YAML
-        raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        for key, value in raw.items():
-            names += list(value) if key in ("data", "model", "train") and isinstance(value, dict) else [key]
-    return names
+    return names + (config_names(config) if config is not None else [])
 
 
 def _render(result: Any) -> None:
