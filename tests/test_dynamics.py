@@ -130,6 +130,7 @@ def test_scoring_the_rows_after_each_epoch_shows_a_bar_with_progress_on(tiny_mod
                   **{**TINY_TRAIN, "epochs": 2})  # fmt: skip
     err = capfd.readouterr().err
     assert "training dynamics, epoch 1" in err and "training dynamics, epoch 2" in err
+    assert "dynamics: reading training again" in err  # the rows read again to write dynamics.parquet
 
 
 def test_dynamics_of_a_sharded_csv_read_in_windows_give_every_value_back(tiny_model_dir, tmp_path, monkeypatch):

@@ -172,13 +172,18 @@ def recorder_for(
 
 
 def write_dynamics(
-    recorder: DynamicsRecorder, data: DataSource, cfg: DataConfig, train_ds: TokenizedRows, folder: Path
+    recorder: DynamicsRecorder,
+    data: DataSource,
+    cfg: DataConfig,
+    train_ds: TokenizedRows,
+    folder: Path,
+    progress: bool = False,
 ) -> Dynamics:
     """dynamics.parquet in the staged model `folder`, from the recorder's epochs; the figures for the caller.
 
-    The training data is read again a window at a time and each window's usable rows are committed as a part with
-    their figures (prediction's PartWriter: one schema over all parts, values as given), so the texts of a large
-    training file are never all in memory at once."""
+    The training data is read again a window at a time (with a progress bar when `progress`) and each window's
+    usable rows are committed as a part with their figures (prediction's PartWriter: one schema over all parts,
+    values as given), so the texts of a large training file are never all in memory at once."""
     tokens = train_ds.data
     firsts = np.unique(tokens.docs, return_index=True)[1] if tokens.docs is not None else slice(None)
     dyn = figures(recorder.epochs, tokens.labels[firsts])
@@ -193,7 +198,7 @@ def write_dynamics(
         writer.discard()  # written whole each time: an earlier killed run's parts are not this run's
         writer.parts = []
         try:
-            usable = _commit_given_rows(writer, data, cfg, tokens.source, ours)
+            usable = _commit_given_rows(writer, data, cfg, tokens.source, ours, progress)
             if usable != len(ours):
                 raise DataError(f"{tokens.source}: changed while training ({usable} usable rows, {len(ours)} "
                                 "trained); train again")  # fmt: skip
@@ -209,14 +214,17 @@ def write_dynamics(
     return dyn
 
 
-def _commit_given_rows(writer: PartWriter, data: DataSource, cfg: DataConfig, name: str, ours: pd.DataFrame) -> int:
+def _commit_given_rows(
+    writer: PartWriter, data: DataSource, cfg: DataConfig, name: str, ours: pd.DataFrame, progress: bool
+) -> int:
     """Each window of the training data as read for the token cache, as one part: its usable rows' 0-based
     positions, their text and label columns as given, and their figures (`ours`: one row per usable row, in order).
     Returns the number of usable rows read; stops as soon as that is more than `ours` holds."""
     source = data if isinstance(data, pd.DataFrame) else data_files(data)
     columns = list(dict.fromkeys([*cfg.read_as_text, cfg.label_col]))
     done = start = 0
-    for frame, path in windows(source, cfg.read_as_text, cfg.read_options, name, f"reading {name} again"):
+    read = windows(source, cfg.read_as_text, cfg.read_options, name, f"dynamics: reading {name} again", progress)
+    for frame, path in read:
         _, _, no_text, no_label = row_parts(frame, cfg, path)
         keep = ~(no_text | no_label).to_numpy()
         kept = int(keep.sum())

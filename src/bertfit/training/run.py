@@ -170,7 +170,7 @@ def _train(
         meta = model_meta(job, schema, max_length, precision, train_ds, val_ds, output.metrics)
         meta.update(processes=job.state.num_processes, resumed_from_step=resumed)
         if recorder is not None:  # into the staged folder: published with the model
-            dynamics = write_dynamics(recorder, train_data, cfg.data, train_ds, job.work / "model")
+            dynamics = write_dynamics(recorder, train_data, cfg.data, train_ds, job.work / "model", job.progress)
             meta["dynamics"] = {"file": DYNAMICS_FILE, "rows": len(dynamics.aum), "epochs": len(recorder.epochs)}
         stage(job.work, meta, outcome, checks, cfg.train.thresholds, val_ds)
         publish(job.work, job.output_dir)  # the output holds the old model or the new one, whole, whenever killed
