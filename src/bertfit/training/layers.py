@@ -23,7 +23,7 @@ _LAYER_MODULE = re.compile(r"\.(?:layer|layers)\.(\d+)$")
 
 
 def depths(model: torch.nn.Module) -> tuple[dict[str, int], int]:
-    """Each trainable parameter's depth (name -> 0..L+1) and L, the number of transformer layers."""
+    """Each parameter's depth (name -> 0..L+1) and L, the number of transformer layers."""
     found = {name: _LAYER.search(name) for name, _ in model.named_parameters()}
     n_layers = 1 + max((int(m.group(1)) for m in found.values() if m), default=-1)
     out = {}
