@@ -81,6 +81,7 @@ def test_sliding_windows_give_one_row_per_document(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="one label per row"):
         multi = pd.DataFrame({"text": ["good film", "bad plot"] * 10, "labels": [["a"], ["a", "b"]] * 10})
         bertfit.train(multi, tmp_path / "m2", model=str(tiny_model_dir), label_col="labels", record_dynamics=True)
+    assert not (tmp_path / "m2").exists() and not (tmp_path / ".m2.bertfit-work").exists()  # refused before any work
     with pytest.raises(ConfigError, match="column 'split' has the name of a column of dynamics.parquet"):
         bertfit.train(
             df.rename(columns={"text": "split"}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY_TRAIN, sentiment_frame
@@ -13,9 +14,8 @@ from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 import bertfit
 from bertfit.errors import ConfigError
-from bertfit.labels import MULTI_LABEL, LabelSchema
 from bertfit.training.layers import decayed_groups, depths, reinit_top
-from bertfit.training.losses import cross_entropy, training_loss
+from bertfit.training.losses import cross_entropy
 
 
 @pytest.fixture(scope="module", params=("bert", *ARCHITECTURES))
@@ -104,8 +104,14 @@ def test_label_smoothing_is_cross_entropy_against_the_smoothed_target():
     assert cross_entropy(None, 0.0)({"logits": logits}, labels).item() == pytest.approx(
         -log_p[torch.arange(2), labels].mean().item(), rel=1e-6
     )
-    with pytest.raises(ConfigError, match="one label per row"):
-        training_loss(LabelSchema(["a", "b"], problem_type=MULTI_LABEL), None, 0.1)
+
+
+def test_label_smoothing_on_multi_label_data_is_refused_before_the_work_folder_holds_anything(tiny_model_dir, tmp_path):
+    multi = pd.DataFrame({"text": ["good film", "bad plot"] * 10, "labels": [["a"], ["a", "b"]] * 10})  # a list column
+    with pytest.raises(ConfigError, match="label_smoothing takes one label per row"):
+        bertfit.train(multi, tmp_path / "m", model=str(tiny_model_dir), label_col="labels", label_smoothing=0.1,
+                      progress=False)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []  # no model, no work folder with a run.json
 
 
 @pytest.mark.parametrize(

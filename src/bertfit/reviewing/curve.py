@@ -88,7 +88,8 @@ def _number(value: float) -> float | None:
 
 def _bootstrap(n: np.ndarray, fitted: np.ndarray, residuals: np.ndarray, at: np.ndarray, seed: int) -> np.ndarray:
     """Scores of one new run at each size of `at`, drawn (refits that converged, len(at)): a refit on the fitted
-    curve plus resampled residuals, plus one more residual (scaled for the 3 fitted parameters) for the run."""
+    curve plus resampled residuals, plus the run's own scatter (Student's t with the residuals' scale and degrees
+    of freedom, 3 taken by the fit)."""
     rng = np.random.default_rng(seed)
     dof = max(1, len(residuals) - 3)
     sigma = float(np.sqrt(np.sum(residuals**2) / dof))

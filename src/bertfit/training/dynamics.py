@@ -159,10 +159,8 @@ def recorder_for(
     progress: bool = False,
 ) -> DynamicsRecorder | None:
     """The run's recorder (None with record_dynamics off), started from `checkpoint` when the run continues one."""
-    if not cfg.train.record_dynamics:
+    if not cfg.train.record_dynamics:  # one label per row (multi-label data is refused before: run.py)
         return None
-    if schema.multi_label:
-        raise ConfigError("record_dynamics takes one label per row; leave it off for multi-label data")
     data = cfg.data
     recorder = DynamicsRecorder(TokenizedRows(train_ds.data), len(schema), (max_length, data.long,
                                 data.window_stride), data.aggregate, progress)  # fmt: skip

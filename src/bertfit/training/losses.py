@@ -37,7 +37,8 @@ def class_weights(spec: str, labels: np.ndarray, schema: LabelSchema) -> torch.T
 
 def training_loss(schema: LabelSchema, weights: torch.Tensor | None = None, smoothing: float = 0.0) -> Any:
     """Trainer's compute_loss_func for every run, weighted or not: BCE (weights as pos_weight) for multi-label, else
-    cross-entropy (weights per class, labels smoothed by `smoothing`).
+    cross-entropy (weights per class, labels smoothed by `smoothing`; multi-label data with smoothing is refused
+    before training, in run.py).
 
     The contract with Trainer: the loss is a sum over this batch divided by `num_items_in_batch`, the label count of
     the whole optimizer step, which Trainer gathers over gradient accumulation and processes (with
@@ -47,8 +48,6 @@ def training_loss(schema: LabelSchema, weights: torch.Tensor | None = None, smoo
     rows. A model's own loss is a per-batch mean, which Trainer cannot tell from this kind when its forward takes
     **kwargs (BERT's does): it then skipped the division and over-counted 2x at 8 x 2 and at 2 processes x 8.
     """
-    if schema.multi_label and smoothing:
-        raise ConfigError("label_smoothing takes one label per row; leave it at 0 for multi-label data")
     return binary_cross_entropy(weights) if schema.multi_label else cross_entropy(weights, smoothing)
 
 

@@ -156,6 +156,7 @@ def _train(
     tokenizer = load_tokenizer(job.source, cfg.model.trust_remote_code)
     max_length = usable_max_length(cfg.data.max_length, tokenizer, load_model_config(job.source, cfg.model))
     checks, train_ds, val_ds, schema = _check_and_tokenize(job, train_data, validation, tokenizer, max_length, check)
+    _refuse_for_multi_label(cfg, schema)
     model = _base_model(cfg, schema, train_ds)
     precision = pick_precision(cfg.train.precision, model_type=getattr(model.config, "model_type", None))
     checkpoint = _resume_point(job, _run_identity(job, train_ds, val_ds, precision, max_length), resume)
@@ -196,6 +197,15 @@ def _check_and_tokenize(
         checks = checked(train_data, validation, job.cfg, job.cache_dir, shown) if check else None
         data = load_train_and_validation(train_data, validation, job.cfg, tokenizer, max_length, job.cache_dir, shown)
     return checks, *data
+
+
+def _refuse_for_multi_label(cfg: RunConfig, schema: LabelSchema) -> None:
+    """Settings that take one label per row, refused for multi-label data as soon as the labels are read (a list
+    column makes data multi-label without an option), before the work folder holds anything."""
+    single = [name for name, on in (("record_dynamics", cfg.train.record_dynamics),
+                                    ("label_smoothing", cfg.train.label_smoothing)) if on]  # fmt: skip
+    if schema.multi_label and single:
+        raise ConfigError(f"{single[0]} takes one label per row; leave it off for multi-label data")
 
 
 def _base_model(cfg: RunConfig, schema: LabelSchema, train_ds: TokenizedRows) -> Any:
