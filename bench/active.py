@@ -10,7 +10,8 @@ Printed per strategy and seed: labels and test macro-F1 after each round; then t
 reach random's final macro-F1 (linear interpolation between rounds; "not reached" where it never did), and the
 saving against random's label count.
 
-    python bench/active.py --dataset emotion --strategies random,margin,diverse --seeds 1
+    python bench/active.py --dataset emotion --strategies random,margin,diverse --seeds 0 --points emotion-0.jsonl
+    python bench/active.py --summarise emotion-*.jsonl     # the tables of several runs (seeds run in parallel)
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def simulate(train: pd.DataFrame, test: pd.DataFrame, strategy: str, seed: int, 
         point["seconds"] = round(time.time() - started, 1)
         points.append(point)
         print(json.dumps(point), flush=True)
+        if args.points:  # each round as it ends, so that a stopped run keeps what it measured
+            with args.points.open("a") as out:
+                out.write(json.dumps(point) + "\n")
     return points
 
 
@@ -78,12 +82,27 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=200, help="rows picked per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--strategies", default="random,margin,entropy,diverse")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--seeds", default="0,1,2", help="the seeds, comma-separated (one process per seed can run in parallel)"
+    )
+    parser.add_argument("--points", type=Path, help="also write every point here (JSON lines)")
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        type=Path,
+        metavar="POINTS",
+        help="train nothing: print the tables of points files written by earlier runs",
+    )
     parser.add_argument("--train-rows", type=int, default=None, help="sample the training set (the pool) to this")
     parser.add_argument("--max-steps", type=int, default=0, help="cap each training (a quick try) [0: defaults]")
     args = parser.parse_args()
+    if args.summarise:
+        points = [json.loads(line) for path in args.summarise for line in path.read_text().splitlines() if line]
+        summarise(pd.DataFrame(points), args.dataset)
+        return
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     print(json.dumps(machine()))
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     train = pd.read_parquet(DATA / args.dataset / "train.parquet")[["text", "label"]]
     if args.train_rows:
         train = train.sample(args.train_rows, random_state=0)
@@ -91,12 +110,17 @@ def main() -> None:
     test = pd.read_parquet(DATA / args.dataset / "test.parquet")[["text", "label"]]
     points = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
+        for seed in seeds:
             for strategy in args.strategies.split(","):
                 points += simulate(train, test, strategy, seed, args, Path(tmp))
-    table = pd.DataFrame(points)
+    summarise(pd.DataFrame(points), args.dataset)
+
+
+def summarise(table: pd.DataFrame, dataset: str) -> None:
+    """The mean curve of each strategy over the seeds, and the labels each needed to reach random's final score."""
+    seeds = table["seed"].nunique()
     wide = table.pivot_table(index=["labels"], columns="strategy", values="macro_f1", aggfunc="mean")
-    print(f"\nmean test macro-F1 over {args.seeds} seed(s), {args.dataset}:\n" + wide.round(4).to_markdown())
+    print(f"\nmean test macro-F1 over {seeds} seed(s), {dataset}:\n" + wide.round(4).to_markdown())
     mean = table.groupby(["strategy", "round"], as_index=False)[["labels", "macro_f1"]].mean()
     target = float(mean[mean.strategy == "random"]["macro_f1"].iloc[-1])
     final_labels = float(mean[mean.strategy == "random"]["labels"].iloc[-1])
