@@ -125,6 +125,25 @@ def test_a_file_job_runs_on_openvino_when_faster_and_a_later_small_call_reuses_i
     assert again.predict(["a good movie"])[0]["label"] and again.engine == "openvino"
 
 
+def test_select_diverse_works_when_auto_moves_the_scoring_to_openvino(model_copy, tmp_path, monkeypatch):
+    """The diverse strategy embeds the pool with the torch model, which stays loaded when auto picks OpenVINO for
+    the probabilities (it failed there before: 'embeddings need the torch engine, not openvino')."""
+    from bertfit.reviewing.select import select
+
+    sentiment_frame(40, seed=9)[["text"]].to_csv(tmp_path / "pool.csv", index=False)
+    timed(monkeypatch, slow="torch")
+    summary = select(model_copy, tmp_path / "pool.csv", tmp_path / "auto.csv", n=5, strategy="diverse",
+                     diverse_factor=2)  # fmt: skip
+    assert entry_for(model_copy)["engine"] == "openvino"  # the probabilities did come from OpenVINO
+    monkeypatch.undo()
+    select(model_copy, tmp_path / "pool.csv", tmp_path / "torch.csv", n=10, strategy="margin", engine="torch",
+           dtype="fp32")  # fmt: skip
+    picked, by_margin = pd.read_csv(tmp_path / "auto.csv"), pd.read_csv(tmp_path / "torch.csv")
+    assert summary["picked"] == 5 and picked["row"].is_unique
+    assert set(picked["row"]) <= set(by_margin["row"])  # from the 2 x 5 most uncertain rows, as torch ranks them
+    assert np.isnan(picked["coverage_distance"].iloc[0]) and (picked["coverage_distance"].iloc[1:] >= 0).all()
+
+
 @pytest.mark.parametrize("case", ["disagrees", "slower"])
 def test_torch_is_kept_when_openvino_disagrees_or_is_slower_and_that_is_remembered(model_copy, tmp_path, monkeypatch,
                                                                                     case):  # fmt: skip

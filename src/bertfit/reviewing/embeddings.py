@@ -15,9 +15,10 @@ from bertfit.tokenization import token_budget_batches
 def embed(scorer: Scorer, texts: list[Any], batch_tokens: int, batch_size: int | None = None) -> np.ndarray:
     """Mean-pooled last hidden states of the model's encoder, L2-normalised: shape (len(texts), hidden).
 
-    Texts cut into sliding windows get the mean of their windows' vectors. The torch engine only (the exported
-    engines give logits, not hidden states)."""
-    if scorer.engine != "torch" or scorer.model is None:
+    Texts cut into sliding windows get the mean of their windows' vectors. Runs the scorer's torch model, also when
+    --engine auto moved its predictions to OpenVINO (the torch model stays loaded); an exported folder's scorer has
+    none (its engines give logits, not hidden states)."""
+    if scorer.model is None:
         raise ConfigError(f"embeddings need the torch engine, not {scorer.engine}; load the model with engine='torch'")
     encoded = scorer.encoder(texts)
     base = scorer.model.base_model

@@ -78,7 +78,7 @@ def select(
     files = data_files(pool)
     with OutputLock(output, "bertfit select"):
         clf = Classifier.from_pretrained(model_dir, dtype=dtype, engine=engine, allow_pickle=allow_pickle)
-        if strategy == "diverse" and clf.engine != "torch":
+        if strategy == "diverse" and clf.scorer.model is None:  # an exported folder (auto may move a torch one)
             raise ConfigError(f"--strategy diverse needs the torch engine, not {clf.engine}; pass --engine torch "
                               "on a model folder with weights, or pick another strategy")  # fmt: skip
         _check_columns(files[0], clf, text_cols, read or PLAIN)
