@@ -134,6 +134,17 @@ def summarise(table: pd.DataFrame, dataset: str) -> None:
             needed = labels_to_reach(curve.sort_values("labels"), target)
             saving = "" if needed is None else f" ({1 - needed / final_labels:.0%} fewer)"
             print(f"- {strategy}: {'not reached' if needed is None else f'{needed:.0f} labels'}{saving}")
+    print("\nper seed, labels to reach that seed's random final (and best) macro-F1:")
+    for seed, runs in table.groupby("seed"):
+        random = runs[runs.strategy == "random"].sort_values("round")
+        if random.empty:
+            continue
+        final, best = float(random["macro_f1"].iloc[-1]), float(random["macro_f1"].max())
+        reached = []
+        for strategy, curve in runs.groupby("strategy"):
+            needed = [labels_to_reach(curve.sort_values("labels"), target) for target in (final, best)]
+            reached.append(f"{strategy} " + " / ".join("-" if n is None else f"{n:.0f}" for n in needed))
+        print(f"- seed {seed} (random: final {final:.4f}, best {best:.4f}): " + "; ".join(reached))
 
 
 if __name__ == "__main__":
