@@ -136,11 +136,13 @@ def test_select_diverse_works_when_auto_moves_the_scoring_to_openvino(model_copy
                      diverse_factor=2)  # fmt: skip
     assert entry_for(model_copy)["engine"] == "openvino"  # the probabilities did come from OpenVINO
     monkeypatch.undo()
-    select(model_copy, tmp_path / "pool.csv", tmp_path / "torch.csv", n=10, strategy="margin", engine="torch",
-           dtype="fp32")  # fmt: skip
-    picked, by_margin = pd.read_csv(tmp_path / "auto.csv"), pd.read_csv(tmp_path / "torch.csv")
+    texts = pd.read_csv(tmp_path / "pool.csv")["text"].tolist()
+    proba = Classifier.from_pretrained(model_copy, engine="torch", dtype="fp32").predict_proba(texts)
+    gaps = np.abs(proba[:, 0] - proba[:, 1])
+    picked = pd.read_csv(tmp_path / "auto.csv")
     assert summary["picked"] == 5 and picked["row"].is_unique
-    assert set(picked["row"]) <= set(by_margin["row"])  # from the 2 x 5 most uncertain rows, as torch ranks them
+    # from the 2 x 5 most uncertain rows (OpenVINO's bf16 may reorder rows whose torch fp32 gaps are this close)
+    assert (gaps[picked["row"]] <= np.sort(gaps)[9] + 0.015).all()
     assert np.isnan(picked["coverage_distance"].iloc[0]) and (picked["coverage_distance"].iloc[1:] >= 0).all()
 
 
