@@ -127,6 +127,9 @@ def summarise(table: pd.DataFrame, dataset: str) -> None:
     print("\nfinal macro-F1 per strategy: " + "; ".join(spreads))
     mean = table.groupby(["strategy", "round"], as_index=False)[["labels", "macro_f1"]].mean()
     random = mean[mean.strategy == "random"].sort_values("round")
+    if random.empty:
+        print("\nno random runs among the points: nothing to compare the strategies with")
+        return
     final_labels = float(random["labels"].iloc[-1])
     for what, target in (("final", float(random["macro_f1"].iloc[-1])), ("best", float(random["macro_f1"].max()))):
         print(f"\nrandom's {what} mean macro-F1: {target:.4f}; labels to reach it (against {final_labels:.0f}):")

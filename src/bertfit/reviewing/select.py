@@ -79,8 +79,8 @@ def select(
     with OutputLock(output, "bertfit select"):
         clf = Classifier.from_pretrained(model_dir, dtype=dtype, engine=engine, allow_pickle=allow_pickle)
         if strategy == "diverse" and clf.scorer.model is None:  # an exported folder (auto may move a torch one)
-            raise ConfigError(f"--strategy diverse needs the torch engine, not {clf.engine}; pass --engine torch "
-                              "on a model folder with weights, or pick another strategy")  # fmt: skip
+            raise ConfigError(f"{model_dir}: --strategy diverse needs the torch engine, not {clf.engine}; pass "
+                              "--engine torch on a model folder with weights, or pick another strategy")  # fmt: skip
         _check_columns(files[0], clf, text_cols, read or PLAIN)
         scores = scores_path(output)
         clf.predict_file(pool, scores, text_cols, probs=True, batch_tokens=batch_tokens, batch_size=batch_size,
