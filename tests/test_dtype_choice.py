@@ -21,6 +21,35 @@ from bertfit.prediction.scorer import Scorer
 TORCH = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+@pytest.fixture(autouse=True)
+def a_cpu_worth_measuring(request):
+    """The measuring is tested on any CPU: as if this one had native bf16 (an AVX2-only CPU skips measuring). Its
+    own MonkeyPatch, so that a test's monkeypatch.undo() keeps it."""
+    with pytest.MonkeyPatch.context() as patch:
+        if "emulated" not in request.node.name:
+            patch.setattr(dtype_choice, "cpu_emulates_bf16", lambda: False)
+        yield
+
+
+def test_a_cpu_that_emulates_bf16_gets_fp32_without_measuring(model_copy, monkeypatch, caplog):
+    """x86 without AVX512-BF16 or AMX: bf16 is emulated (0.11x fp32 measured on an AVX2 EPYC), so auto takes fp32
+    at once, says why, measures nothing and remembers nothing."""
+    monkeypatch.setattr(dtype_choice, "cpu_emulates_bf16", lambda: True)
+    slowed(monkeypatch, "fp32")  # even a bf16 that would time faster is not tried
+    caplog.set_level(logging.INFO, logger="bertfit")
+    clf = Classifier.from_pretrained(model_copy)
+    probs = clf.predict_proba(sentiment_frame(20, seed=3).text.tolist())
+    assert clf.dtype == "fp32" and next(clf.model.parameters()).dtype == torch.float32
+    assert "bf16 would be emulated; not measured" in caplog.text and "timed on" not in caplog.text
+    remembered = dtype_choice.read_choices().values()
+    assert not [e for e in remembered if e.get("model") == str(model_copy.resolve())]
+    fp32 = Classifier.from_pretrained(model_copy, dtype="fp32").predict_proba(sentiment_frame(20, seed=3).text.tolist())
+    np.testing.assert_array_equal(probs, fp32)
+    cast_to: list[str] = []  # what an engine choice times of torch (it measures through `measure`): fp32 alone
+    trials = dtype_choice.measure(lambda rows: np.zeros((len(rows), 2)), lambda d, **k: cast_to.append(d), np.ones(9))
+    assert [t.dtype for t in trials] == ["fp32"] and cast_to == ["fp32"]
+
+
 def test_the_fastest_agreeing_precision_wins_and_fp32_otherwise():
     fp32 = Trial("fp32", 1.0, 1.0)
     assert choose([fp32, Trial("bf16", 0.6, 0.999)]).dtype == "bf16"

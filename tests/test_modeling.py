@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from test_cli import assert_user_error, invoke, snapshot
 from transformers import AutoConfig
 
+import bertfit.modeling
 from bertfit.config import ModelConfig
 from bertfit.errors import ConfigError, ModelError
 from bertfit.labels import LabelSchema
@@ -127,6 +128,20 @@ def test_precision_choice():
     assert pick_precision("auto", device="cpu") in ("bf16", "fp32")
     with pytest.raises(ConfigError, match="precision must be one of"):
         pick_precision("fp8")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_explicit_bf16_on_a_cpu_that_emulates_it_is_kept_with_a_warning(monkeypatch, caplog, native):
+    """bf16 asked for on a CPU without AVX512-BF16 or AMX: kept (the user's choice), with a warning that it is
+    emulated there (14x slower than fp32 to train on an AVX2 EPYC); auto picks fp32 there and says nothing."""
+    monkeypatch.setattr(bertfit.modeling, "cpu_has_native_bf16", lambda: native)
+    caplog.set_level(logging.INFO, logger="bertfit")
+    assert pick_precision("bf16", "cpu", "bert") == "bf16"
+    assert ("is emulated" in caplog.text) == (not native)
+    caplog.clear()
+    assert pick_precision("auto", "cpu", "bert") == ("bf16" if native else "fp32")
+    assert pick_precision("bf16", "cuda", "bert") == "bf16"
+    assert "is emulated" not in caplog.text
 
 
 @pytest.mark.parametrize("bf16", [True, False])

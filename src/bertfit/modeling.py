@@ -260,23 +260,40 @@ def cpu_has_native_bf16() -> bool:
     return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
+def cpu_emulates_bf16() -> bool:
+    """True on an x86 CPU whose flags are known and show neither AVX512-BF16 nor AMX: bf16 there is emulated
+    through fp32, measured 0.07x fp32 to train and 0.11x to predict on an AVX2 EPYC (docs/benchmarks.md). False
+    where the flags cannot be read (an ARM CPU's bf16 shows elsewhere): there only a measurement can tell."""
+    return "sse2" in cpu_flags() and not cpu_has_native_bf16()
+
+
 # Architectures whose activations overflow fp16's range (DeBERTa's disentangled attention scores: NaN losses on
 # GPUs without bf16, e.g. V100 and T4); "auto" gives them fp32 there instead of fp16.
 FP16_OVERFLOWS = frozenset({"deberta", "deberta-v2"})
+
+
+def check_precision(name: str) -> None:
+    """A ConfigError for a precision name bertfit does not know ('fp8')."""
+    if name not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} (got '{name}')")
 
 
 def pick_precision(requested: str = "auto", device: str | None = None, model_type: str | None = None) -> str:
     """'bf16', 'fp16' or 'fp32': what the hardware runs fastest without hurting accuracy. `model_type` (the
     config's, e.g. "deberta-v2"): an architecture known to overflow in fp16 gets fp32 where "auto" would pick fp16,
     with a log line; an explicit fp16 for it is kept, with a warning."""
-    if requested not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} (got '{requested}')")
+    check_precision(requested)
     overflows = model_type in FP16_OVERFLOWS
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if requested != "auto":
         if requested == "fp16" and overflows:
             logger.warning("%s is known to overflow in fp16 (NaN losses); bf16 or fp32 are safe", model_type)
+        if requested == "bf16" and device == "cpu" and cpu_emulates_bf16():
+            logger.warning(
+                "bf16 on a CPU without AVX512-BF16 or AMX is emulated: ~14x slower than fp32 to train and ~9x to "
+                "predict on an AVX2 EPYC (docs/benchmarks.md); precision auto or fp32 is faster here"
+            )
         return requested
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         if torch.cuda.is_bf16_supported():
             return "bf16"

@@ -6,7 +6,8 @@ timing taken while something else loaded the CPU does not stick (it did: fp32 wa
 2x faster in bf16); from then on the choice is read, not measured.
 
 The CPU's name decides nothing: bf16 runs ~2x fp32 on an AMX Xeon and ~1.6x on an AVX512-BF16 EPYC, and is emulated
-(slower than fp32) on CPUs without either; a small model may gain nothing. Measuring takes a second or two, once.
+on CPUs without either (0.11x fp32 on an AVX2 EPYC: x86 CPUs whose flags show neither get fp32 unmeasured); a small
+model may gain nothing. Measuring takes a second or two, once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from bertfit.data.cache import cache_root
-from bertfit.modeling import cpu_flags
+from bertfit.modeling import cpu_emulates_bf16, cpu_flags
 
 logger = logging.getLogger(__name__)
 
@@ -168,11 +169,12 @@ def measure(
     `run(indices)` gives logits; `cast(dtype, final=False)` converts the model (a trial cast keeps what it needs to
     come back to fp32 exactly; the final one need not). Each precision runs the sample once untimed:
     oneDNN builds its bf16 kernels for each new batch shape on first use (measured: a cold bf16 pass over the sample
-    was slower than fp32 on an AVX512-BF16 EPYC, where a warm one is 1.7x faster)."""
+    was slower than fp32 on an AVX512-BF16 EPYC, where a warm one is 1.7x faster). fp32 alone on a CPU that
+    emulates bf16 (an engine choice still times torch fp32 against OpenVINO)."""
     sample = timed_sample(lengths)
     distinct = sample[: min(len(lengths), len(sample))]
     trials, reference = [], None
-    for dtype in CANDIDATES:
+    for dtype in CANDIDATES[:1] if cpu_emulates_bf16() else CANDIDATES:  # emulated bf16 is not worth a timing
         cast(dtype)
         seconds, logits = time_run(run, sample)
         top = decisions(logits[: len(distinct)], multi_label)
@@ -198,7 +200,13 @@ def decide(
 ) -> str:
     """The dtype to score with, from the cache or measured now (and then cached when the model has an identity):
     until SETTLE_AFTER measurements are recorded, each load measures again and the median of all decides. The
-    model is cast to it. One log line says what was chosen and why."""
+    model is cast to it. One log line says what was chosen and why. On an x86 CPU without AVX512-BF16 or AMX
+    nothing is measured: bf16 is emulated there (0.11x fp32 on an AVX2 EPYC), and timing it cost the first three
+    loads ~18 s each."""
+    if cpu_emulates_bf16():
+        cast("fp32", final=True)
+        logger.info("dtype auto: fp32 (this CPU has no AVX512-BF16 or AMX, so bf16 would be emulated; not measured)")
+        return "fp32"
     key = choice_key(model) if model else None
     entry = read_choices().get(key) if key else None
     known = settled(entry)

@@ -17,6 +17,7 @@ from bertfit.config import ModelConfig
 from bertfit.errors import ConfigError
 from bertfit.labels import LabelSchema
 from bertfit.modeling import (
+    check_precision,
     has_torch_weights,
     load_model_config,
     load_trained,
@@ -102,7 +103,7 @@ def load_engine(
         model, tokenizer, meta, device, dtype = load_weights(model_dir, device, dtype, allow_pickle, trust_remote_code)
         return Loaded(model, model, model.config, tokenizer, meta, device, dtype, engine, auto)
     folder = require_model_dir(model_dir)
-    pick_precision(dtype, "cpu")  # a bad name fails before the runtime is imported
+    check_precision(dtype)  # a bad name fails before the runtime is imported
     config = load_model_config(str(folder), ModelConfig(trust_remote_code=trust_remote_code))
     tokenizer = load_tokenizer(str(folder), trust_remote_code=trust_remote_code)
     forward, dtype = engine_forward(folder, engine, device, dtype)

@@ -37,7 +37,7 @@ from bertfit.data.io import (
 from bertfit.data.paths import check_not_input, model_files
 from bertfit.data.rows import join_text
 from bertfit.errors import BertfitError, ConfigError, DataError, MissingDependency
-from bertfit.modeling import pick_precision, read_meta, require_model_dir
+from bertfit.modeling import check_precision, read_meta, require_model_dir
 from bertfit.prediction.decoder import check_threshold
 from bertfit.prediction.parts import OutputLock, check_output, is_folder_output
 from bertfit.prediction.ray_pipeline import run_pipeline, summary
@@ -158,7 +158,7 @@ def _check_request(
     if len(formats) > 1:
         raise DataError(f"{input_path}: holds {' and '.join(formats)} files; the ray engine reads one format per run")
     require_model_dir(model_dir)
-    pick_precision(dtype, "cpu")  # a bad name fails here; "auto" is resolved by each worker on its own hardware
+    check_precision(dtype)  # a bad name fails here; "auto" is resolved by each worker on its own hardware
     if dtype == "fp16" and not gpus_per_worker:
         raise ConfigError("fp16 is for GPUs; on CPU workers use --dtype bf16 or fp32, or give --gpus-per-worker")
     return files, formats[0]
