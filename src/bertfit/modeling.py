@@ -291,7 +291,8 @@ def pick_precision(requested: str = "auto", device: str | None = None, model_typ
         if requested == "bf16" and device == "cpu" and cpu_emulates_bf16():
             logger.warning(
                 "bf16 on a CPU without AVX512-BF16 or AMX is emulated: ~14x slower than fp32 to train and ~9x to "
-                "predict on an AVX2 EPYC (docs/benchmarks.md); precision auto or fp32 is faster here"
+                "predict on an AVX2 EPYC (docs/benchmarks.md); auto or fp32 is faster here (train: --precision, "
+                "predict: --dtype)"
             )
         return requested
     if device.startswith("cuda"):
